@@ -1,0 +1,84 @@
+"""The Starlette application factory."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.chat import ChatService
+from api.hub import PubSubHub
+from api.middleware import AuthMiddleware, RequestIdMiddleware
+from api.openai_format import error_response
+from api.queue import JobQueue
+from api.routes import routes
+from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from shared.models import ModelTable
+from shared.settings import Settings
+
+log = logging.getLogger("api")
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+    err = GatewayError(str(exc.detail), status=exc.status_code)
+    err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return error_response(err)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(InternalError("The gateway hit an internal error; it has been logged."))
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the gateway app; Redis connections open in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=0)
+        hub = PubSubHub(redis)
+        await hub.start()
+        queue = JobQueue(redis, max_queue=settings.max_queue, expires_s=settings.queue_timeout)
+        app.state.redis = redis
+        app.state.hub = hub
+        app.state.queue = queue
+        app.state.chat = ChatService(settings=settings, hub=hub, queue=queue)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await redis.aclose()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(AuthMiddleware, master_key=settings.api_master_key),
+        ],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.models = ModelTable(settings.decopy_models)
+    return app

@@ -1,0 +1,157 @@
+"""The chat-completions service: start a job, then answer as a stream or as one JSON body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from api import openai_format as fmt
+from api.chat_request import ChatCall
+from api.hub import PubSubHub
+from api.queue import JobQueue, new_job_id
+from api.stream import Event, JobStream
+from shared.errors import GatewayError, ServiceUnavailable
+from shared.messages import ChatJob
+from shared.settings import Settings
+from shared.tokens import estimate_tokens
+
+log = logging.getLogger("api.chat")
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, but give up (and cancel it) as soon as the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or (not task.done()):
+        raise ClientGone()
+    return task.result()
+
+
+class ChatService:
+    """Runs chat calls through the queue; one per API process, kept in ``app.state``."""
+
+    def __init__(self, *, settings: Settings, hub: PubSubHub, queue: JobQueue) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.queue = queue
+
+    async def start(self, call: ChatCall, request_id: str) -> JobStream:
+        """Subscribe to a new job's channel (confirmed), then enqueue the job."""
+        job_id = new_job_id()
+        sub = await self.hub.subscribe(job_id)
+        job = ChatJob(
+            request_id=request_id, model=call.model, upstream_model=call.upstream_model,
+            prompt=call.prompt, image=call.image,
+        )
+        try:
+            queued = await self.queue.enqueue(job_id, job)
+        except (RedisError, OSError) as exc:
+            await self.hub.unsubscribe(sub)
+            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2) from exc
+        if not queued:
+            await self.hub.unsubscribe(sub)
+            raise ServiceUnavailable(
+                f"The gateway's queue is full ({self.settings.max_queue} requests); try again shortly.",
+                code="queue_full", retry_after=2,
+            )
+        return JobStream(hub=self.hub, queue=self.queue, sub=sub, settings=self.settings)
+
+    async def respond(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        if call.stream:
+            return await self._stream(request, call, stream)
+        return await self._whole(request, call, stream)
+
+    async def _whole(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        async def collect() -> tuple[str, str]:
+            parts: list[str] = []
+            while True:
+                kind, value = await _next(stream)
+                if kind == "done":
+                    return "".join(parts), value
+                parts.append(value)
+
+        try:
+            text, reason = await unless_disconnected(request, collect())
+        except ClientGone:
+            log.info("client left before its answer was ready; job %s withdrawn", stream.job_id)
+            return Response(status_code=499)
+        finally:
+            await stream.close()
+        body = fmt.completion(
+            completion_id=fmt.new_completion_id(), model=call.model, content=text, finish_reason=reason,
+            prompt_tokens=call.prompt_tokens, completion_tokens=estimate_tokens(text),
+        )
+        return fmt.JSONBody(body)
+
+    async def _stream(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        # Hold the response until the first piece (or error) arrives, for at most one ping
+        # interval: an upstream failure before any text can then still be a real HTTP status.
+        try:
+            first = await unless_disconnected(request, stream.next(wait=self.settings.ping_interval))
+        except ClientGone:
+            await stream.close()
+            return Response(status_code=499)
+        except BaseException:
+            await stream.close()
+            raise
+        return EventSourceResponse(
+            self._events(call, stream, first),
+            sep="\n",
+            ping=self.settings.ping_interval,
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _events(self, call: ChatCall, stream: JobStream, first: Event | None) -> AsyncIterator[bytes]:
+        enc = fmt.ChunkEncoder(fmt.new_completion_id(), call.model)
+        completion_chars: list[str] = []
+        event = first
+        try:
+            while True:
+                if event is None:
+                    event = await _next(stream)
+                kind, value = event
+                event = None
+                if kind == "delta":
+                    completion_chars.append(value)
+                    yield enc.content(value)
+                    continue
+                yield enc.finish(value)
+                if call.include_usage:
+                    yield enc.usage(call.prompt_tokens, estimate_tokens("".join(completion_chars)))
+                yield fmt.DONE
+                return
+        except GatewayError as exc:
+            log.warning("stream of job %s failed: %r", stream.job_id, exc)
+            yield fmt.error_event(exc)
+        finally:
+            await asyncio.shield(stream.close())
+
+
+async def _next(stream: JobStream) -> Event:
+    event = await stream.next()
+    assert event is not None  # no wait given: next() returns an event or raises
+    return event

@@ -1,0 +1,74 @@
+"""Putting chat jobs into arq's queue and taking them back out, one Redis round trip each.
+
+arq's own ``enqueue_job`` spends three round trips (WATCH, EXISTS, MULTI/EXEC) guarding against
+duplicate ids; ours are fresh UUIDs, so one Lua script does the cap check, the enqueue and the
+wake-up publish atomically, in arq's own job format (``arq.jobs.serialize_job``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from redis.asyncio import Redis
+
+from shared import names
+from shared.messages import ChatJob
+
+# KEYS: queue, job key, wake channel. ARGV: cap, job bytes, expiry ms, score, job id.
+_ENQUEUE = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
+redis.call('PUBLISH', KEYS[3], '1')
+return 1
+"""
+
+# KEYS: queue, job key, abort set, wake channel. ARGV: job id, now ms.
+# A job still waiting is simply taken out of the queue (1). A job a worker already took is
+# marked in arq's abort set and the workers are woken so the one running it cancels it now (0).
+# arq never clears abort entries of jobs that finished first, so old ones are trimmed here.
+_CANCEL = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - 60000)
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('PUBLISH', KEYS[4], '1')
+return 0
+"""
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobQueue:
+    """The API's side of the arq queue."""
+
+    def __init__(self, redis: Redis, *, max_queue: int, expires_s: float) -> None:
+        self._redis = redis
+        self._max_queue = max_queue
+        self._expires_ms = int(expires_s * 1000)
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._cancel = redis.register_script(_CANCEL)
+
+    async def enqueue(self, job_id: str, job: ChatJob) -> bool:
+        """Queue the job; False when the queue already holds ``max_queue`` jobs."""
+        now = timestamp_ms()
+        data = serialize_job(names.CHAT_FUNCTION, (job,), {}, None, now)
+        keys = [names.QUEUE, job_key_prefix + job_id, names.WAKE_CHANNEL]
+        added = await self._enqueue(keys=keys, args=[self._max_queue, data, self._expires_ms, now, job_id])
+        return bool(added)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Withdraw a job; True if it had not started (it never will)."""
+        keys = [names.QUEUE, job_key_prefix + job_id, abort_jobs_ss, names.WAKE_CHANNEL]
+        return bool(await self._cancel(keys=keys, args=[job_id, timestamp_ms()]))
+
+    async def depth(self) -> int:
+        """Jobs queued or running (arq keeps a job in the queue until it finishes)."""
+        return int(await self._redis.zcard(names.QUEUE))

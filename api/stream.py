@@ -1,0 +1,149 @@
+"""Follow one job's channel: order the messages and apply the client-facing time limits.
+
+:class:`JobStream` turns the raw channel into ``("delta", text)`` and ``("done", reason)``
+events, and raises a :class:`GatewayError` for a worker error, a gap in the sequence numbers,
+a lost Redis connection or one of the time limits:
+
+- queue wait: no worker took the job within ``QUEUE_TIMEOUT`` (503, the job is withdrawn);
+- first token: no text within ``FIRST_TOKEN_TIMEOUT`` after a worker took it (504);
+- idle: nothing at all from the worker (not even its keep-alive) for ``IDLE_TIMEOUT`` (504):
+  this is how a worker killed mid-answer is noticed;
+- total: the whole answer took longer than ``TOTAL_TIMEOUT`` (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Literal
+
+from api.hub import PubSubHub, Subscription
+from api.queue import JobQueue
+from shared import messages
+from shared.errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError, from_wire
+from shared.settings import Settings
+
+log = logging.getLogger("api.stream")
+
+Event = tuple[Literal["delta", "done"], str]
+
+
+class JobStream:
+    """The API's view of one running job. Use :meth:`next` until it returns ``done``, then :meth:`close`."""
+
+    def __init__(self, *, hub: PubSubHub, queue: JobQueue, sub: Subscription, settings: Settings) -> None:
+        self.job_id = sub.job_id
+        self._hub = hub
+        self._queue = queue
+        self._sub = sub
+        self._settings = settings
+        now = time.monotonic()
+        self.created = now
+        self.started: float | None = None  # a worker took the job
+        self.first_token: float | None = None
+        self._last_seen = now
+        self._expected_seq = 0
+        self._finished = False
+        self._closed = False
+        self.worker: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _deadline(self) -> tuple[float, GatewayError]:
+        s = self._settings
+        candidates: list[tuple[float, GatewayError]] = [
+            (self.created + s.total_timeout,
+             GatewayTimeout(f"The answer took longer than {s.total_timeout:g} s.", code="total_timeout")),
+        ]
+        if self.started is None:
+            candidates.append((
+                self.created + s.queue_timeout,
+                ServiceUnavailable(
+                    f"No worker took the request within {s.queue_timeout:g} s; the gateway is busy.",
+                    code="queue_timeout", retry_after=5,
+                ),
+            ))
+        else:
+            candidates.append((
+                self._last_seen + s.idle_timeout,
+                GatewayTimeout(
+                    f"The worker running this request went silent for {s.idle_timeout:g} s.", code="idle_timeout"
+                ),
+            ))
+            if self.first_token is None:
+                candidates.append((
+                    self.started + s.first_token_timeout,
+                    GatewayTimeout(
+                        f"The upstream sent no text within {s.first_token_timeout:g} s.", code="first_token_timeout"
+                    ),
+                ))
+        return min(candidates, key=lambda c: c[0])
+
+    async def next(self, wait: float | None = None) -> Event | None:
+        """The next event; None only if ``wait`` seconds passed first (the stream is intact)."""
+        give_up = None if wait is None else time.monotonic() + wait
+        while True:
+            deadline, error = self._deadline()
+            now = time.monotonic()
+            timeout = deadline - now
+            if give_up is not None and give_up < deadline:
+                timeout = give_up - now
+                if timeout <= 0:
+                    return None
+            if timeout <= 0:
+                raise error
+            try:
+                item = await asyncio.wait_for(self._sub.queue.get(), timeout)
+            except TimeoutError:
+                continue  # loop: either the caller's wait or a deadline has passed
+            event = self._handle(item)
+            if event is not None:
+                return event
+
+    def _handle(self, item: bytes | ServiceUnavailable) -> Event | None:
+        if isinstance(item, ServiceUnavailable):
+            self._finished = True  # the hub dropped our subscription; nothing more will come
+            raise item
+        msg = messages.decode(item)
+        seq = msg["seq"]
+        if seq < self._expected_seq:
+            log.warning("job %s: duplicate message %d ignored", self.job_id, seq)
+            return None
+        if seq > self._expected_seq:
+            raise UpstreamError(
+                f"Messages {self._expected_seq}..{seq - 1} of this answer were lost between worker and API.",
+                code="stream_gap",
+            )
+        self._expected_seq = seq + 1
+        now = time.monotonic()
+        self._last_seen = now
+        kind = msg["kind"]
+        if kind == "delta":
+            if self.first_token is None:
+                self.first_token = now
+            return ("delta", msg.get("text", ""))
+        if kind == "start":
+            self.started = now
+            self.worker = msg.get("worker")
+            return None
+        if kind == "alive":
+            return None
+        self._finished = True
+        if kind == "done":
+            return ("done", msg.get("finish_reason", "stop"))
+        raise from_wire(msg.get("error") or {})
+
+    async def close(self) -> None:
+        """Unsubscribe; if the job is still queued or running, withdraw or abort it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._hub.unsubscribe(self._sub)
+        if not self._finished:
+            try:
+                await self._queue.cancel(self.job_id)
+            except Exception as exc:  # Redis down: the worker notices nobody listens
+                log.warning("job %s: could not withdraw: %s", self.job_id, exc)

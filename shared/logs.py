@@ -1,0 +1,14 @@
+"""Logging set-up shared by both entry points."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

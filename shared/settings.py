@@ -1,0 +1,137 @@
+"""One typed settings object, built from the environment once in each entry point and passed down.
+
+Every field maps to one environment variable (the upper-case field name unless ``env`` says
+otherwise); the README's settings table lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ConfigError
+
+DEFAULT_MODELS: dict[str, str] = {
+    "decopy-deepseek-v3": "DeepSeek-V3",
+    "decopy-deepseek-r1": "DeepSeek-R1",
+    "decopy-gemini-2.0-flash": "Gemini-2.0-Flash",
+    "decopy-gpt-4o-mini": "GPT-4o-mini",
+}
+
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def _models(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DECOPY_MODELS is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not value or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise ConfigError('DECOPY_MODELS must be a JSON object {"openai-id": "UpstreamName", ...}')
+    return dict(value)
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The gateway's configuration. Build it with :meth:`from_env`; never mutate it."""
+
+    # Redis / queue
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8088
+    api_master_key: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_fetch_timeout: float = 10.0
+    log_level: str = "INFO"
+    # Upstream
+    decopy_base_url: str = "https://api.decopy.ai"
+    decopy_product_code: str = "067003"
+    decopy_product_serial: str = "eb0f5222701cbd6e67799c0cb99ec32b"
+    decopy_user_agent: str = DEFAULT_USER_AGENT
+    decopy_proxy: str = ""
+    decopy_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 60.0
+    upstream_retries: int = 3
+    upstream_backoff_base: float = 0.5
+    upstream_backoff_max: float = 8.0
+    # Worker
+    worker_concurrency: int = 32
+    worker_poll_delay: float = 0.5
+    worker_heartbeat: float = 5.0
+    worker_drain_seconds: float = 60.0
+    # Time limits seen by the client
+    queue_timeout: float = 30.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 15.0
+    total_timeout: float = 600.0
+    ping_interval: float = 15.0
+    max_queue: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``env`` (``os.environ`` by default); unset means the default."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or (raw == "" and f.name != "api_master_key"):
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        if values.get("api_master_key") == "":
+            values["api_master_key"] = None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that would make the gateway misbehave rather than fail at start."""
+        positive = (
+            "api_port", "worker_concurrency", "max_body_bytes", "image_max_bytes", "image_fetch_timeout", "max_queue",
+            "queue_timeout", "first_token_timeout", "idle_timeout", "total_timeout",
+            "ping_interval", "worker_poll_delay", "worker_heartbeat",
+            "upstream_connect_timeout", "upstream_read_timeout",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be greater than 0")
+        if self.upstream_retries < 0:
+            raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
+        if self.worker_heartbeat >= self.idle_timeout:
+            raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+
+
+def _convert(name: str, type_: Any, raw: str) -> Any:
+    kind = str(type_)
+    try:
+        if name == "decopy_models":
+            return _models(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return _bool(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{name.upper()}={raw!r}: {exc}") from exc

@@ -1,0 +1,156 @@
+"""Fixtures: a private Redis, the decopy simulator, the API and workers, all as real processes.
+
+``gateway`` is one stack shared by the whole session (default settings). ``make_gateway`` builds
+a private stack with other settings for a test that needs them (small timeouts, a master key)
+and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from devtools.procs import Proc, Stack, wait_for
+
+
+@dataclass
+class Gateway:
+    stack: Stack
+    base_url: str
+    sim_url: str
+    redis_url: str
+    env: dict[str, str]
+    api_proc: Proc
+    workers: list[Proc] = field(default_factory=list)
+    api_key: str = "sk-test-anything"
+    _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+    def client(self, api_key: str | None = None) -> openai.OpenAI:
+        """A sync SDK client (one per key, closed with the gateway)."""
+        key = api_key or self.api_key
+        if key not in self._clients:
+            self._clients[key] = openai.OpenAI(base_url=self.v1, api_key=key, max_retries=0, timeout=30)
+        return self._clients[key]
+
+    def aclient(self, **kw: Any) -> openai.AsyncOpenAI:
+        kw.setdefault("api_key", self.api_key)
+        return openai.AsyncOpenAI(base_url=self.v1, max_retries=0, timeout=30, **kw)
+
+    def http(self, **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers, **kw)
+
+    def sim_log(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.sim_url + "/_sim/log", timeout=5).json())
+
+    def sim_entries(self, needle: str) -> list[dict[str, Any]]:
+        """Simulator log entries whose prompt contains ``needle`` (tests tag prompts with a unique id)."""
+        return [e for e in self.sim_log() if needle in (e.get("entertext") or "")]
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self.stack.stop()
+
+    def add_worker(self) -> Proc:
+        proc = self.stack.worker(self.env)
+        self.workers.append(proc)
+        return proc
+
+    def wait_workers_ready(self, timeout: float = 15) -> None:
+        import redis
+
+        r = redis.Redis.from_url(self.redis_url)
+        try:
+            wait_for(lambda: len(list(r.scan_iter("decopy:worker:*"))) >= sum(w.alive() for w in self.workers),
+                     timeout, "workers")
+        finally:
+            r.close()
+
+
+def start_gateway(env: dict[str, str] | None = None, *, workers: int = 2) -> Gateway:
+    stack = Stack()
+    try:
+        _, redis_url = stack.redis()
+        _, sim_url = stack.simulator()
+        full_env = {
+            "REDIS_URL": redis_url,
+            "DECOPY_BASE_URL": sim_url,
+            "LOG_LEVEL": "INFO",
+            "UPSTREAM_BACKOFF_BASE": "0.05",
+            "UPSTREAM_BACKOFF_MAX": "0.2",
+            **(env or {}),
+        }
+        gw = Gateway(stack, "", sim_url, redis_url, full_env, api_proc=None)  # type: ignore[arg-type]
+        for _ in range(workers):
+            gw.add_worker()
+        gw.api_proc, gw.base_url = stack.api(full_env)
+        if workers:
+            gw.wait_workers_ready()
+        return gw
+    except BaseException:
+        stack.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    gw = start_gateway()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def make_gateway() -> Iterator[Callable[..., Gateway]]:
+    made: list[Gateway] = []
+
+    def make(env: dict[str, str] | None = None, *, workers: int = 2) -> Gateway:
+        gw = start_gateway(env, workers=workers)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.stop()
+
+
+@pytest.fixture
+def tag() -> str:
+    """A unique marker to put in a prompt, to find this test's requests in the simulator's log."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def directive(**fields: Any) -> str:
+    """The simulator directive line (see tests/decopy_sim.py)."""
+    import json
+
+    return "@@sim@@ " + json.dumps(fields)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.05)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,70 @@
+"""``python -m worker``: run one worker process (``python -m worker doctor``: check the upstream)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from typing import Any
+
+import uvloop
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from shared import names
+from shared.errors import ConfigError
+from shared.logs import setup_logging
+from shared.settings import Settings
+from worker.arq_worker import WakeableWorker
+from worker.runner import ChatRunner, chat
+from worker.upstream.decopy import DecopyUpstream
+
+
+def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
+    upstream = DecopyUpstream(settings)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["runner"] = ChatRunner(settings=settings, redis=ctx["redis"], upstream=upstream, worker_id=worker_id)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        runner: ChatRunner | None = ctx.get("runner")
+        if runner is not None:
+            runner.close()
+
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    # Keep trying to reach Redis at start-up rather than crash-looping.
+    redis_settings.conn_retries = 1_000_000
+    redis_settings.conn_retry_delay = 1
+    return WakeableWorker(
+        functions=[func(chat, name=names.CHAT_FUNCTION, max_tries=3)],  # type: ignore[list-item]
+        redis_settings=redis_settings,
+        queue_name=names.QUEUE,
+        max_jobs=settings.worker_concurrency,
+        poll_delay=settings.worker_poll_delay,
+        allow_abort_jobs=True,
+        keep_result=0,
+        job_timeout=int(settings.total_timeout) + 60,
+        job_completion_wait=int(settings.worker_drain_seconds),
+        health_check_key=names.worker_health_key(worker_id),
+        health_check_interval=5,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    build_worker(settings, worker_id).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

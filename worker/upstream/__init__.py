@@ -1,0 +1,1 @@
+"""Upstreams the worker can call. Each implements :class:`worker.upstream.base.Upstream`."""

@@ -1,0 +1,81 @@
+"""The one small interface between the worker and an upstream chat service.
+
+An upstream is synchronous (decopy needs cloudscraper, a ``requests`` session) and runs in a
+worker thread: :meth:`Upstream.stream` starts a job from a prompt and optional image and yields
+lists of text deltas as they arrive; it raises :class:`UpstreamFailure` for anything else.
+Another thread may call :meth:`Call.cancel` to make a blocked read return at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol
+
+from shared.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from shared.messages import ChatJob
+
+#: Kinds of upstream failure, also the ``kind`` label of the upstream error metric.
+FailureKind = Literal["cloudflare", "rate_limited", "http", "protocol", "timeout", "connection"]
+
+
+class UpstreamFailure(Exception):
+    """The upstream did not answer as it should. ``retryable`` only matters before the first delta."""
+
+    def __init__(
+        self, kind: FailureKind, message: str, *, retryable: bool, status: int | None = None,
+        body: str | None = None, replace_session: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.body = body
+        self.replace_session = replace_session
+
+    def to_gateway_error(self, attempts: int) -> GatewayError:
+        tried = f" (after {attempts} attempt{'s' if attempts != 1 else ''})"
+        if self.kind in ("cloudflare", "rate_limited"):
+            return UpstreamUnavailable(f"Upstream unavailable: {self.message}{tried}.", code=f"upstream_{self.kind}",
+                                       retry_after=10)
+        if self.kind == "timeout":
+            return UpstreamTimeout(f"Upstream timed out: {self.message}{tried}.")
+        return UpstreamError(f"Upstream error: {self.message}{tried}.", code=f"upstream_{self.kind}")
+
+
+class Call:
+    """One upstream call in progress; :meth:`cancel` interrupts it from any thread."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self._closers: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def on_cancel(self, closer: Callable[[], None]) -> None:
+        with self._lock:
+            if self.cancelled.is_set():
+                closer()
+            else:
+                self._closers.append(closer)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled.set()
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            try:
+                closer()
+            except Exception:  # closing a socket that is already closed
+                pass
+
+
+class Upstream(Protocol):
+    name: str
+
+    def stream(self, job: ChatJob, call: Call) -> Iterator[list[str]]:
+        """Start the job upstream and yield its deltas, batch by batch, until the end."""
+        ...
+
+    def close(self) -> None:
+        ...

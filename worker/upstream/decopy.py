@@ -1,0 +1,245 @@
+"""decopy.ai's "Ask AI" API through cloudscraper (see ``../shared/upstream-decopy.md``).
+
+Two calls per answer: ``create-job`` (multipart form) returns a job id; ``get-job/{id}`` streams
+the answer as server-sent events ending with ``data: Data transfer completed.``.
+
+cloudscraper sessions are ``requests`` sessions: not safe to share between threads, and they
+carry the Cloudflare clearance cookie. The worker process owns a :class:`SessionPool`; each
+call borrows one session for its whole duration and gives it back, and a session that hit a
+challenge or a broken connection is thrown away so the next call starts fresh.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import cloudscraper
+import requests
+import urllib3.exceptions
+from requests import Response
+
+from shared.messages import ChatJob
+from shared.settings import Settings
+from worker.sse_parser import StreamParser
+from worker.upstream.base import Call, UpstreamFailure
+
+log = logging.getLogger("worker.decopy")
+
+OK_CODE = 100000
+CREATE_PATH = "/api/decopy/ask-ai/create-job"
+STREAM_PATH = "/api/decopy/ask-ai/get-job/"
+
+
+def _trim(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def is_cloudflare(resp: Response, body: str) -> bool:
+    return (
+        resp.headers.get("cf-mitigated", "").lower() == "challenge"
+        or "Just a moment" in body
+        or "cf-chl" in body
+        or "Attention Required! | Cloudflare" in body
+    )
+
+
+def classify_status(resp: Response, what: str) -> UpstreamFailure:
+    """The failure a non-200 (or challenge) answer stands for."""
+    try:
+        body = resp.text[:4000]
+    except (requests.RequestException, urllib3.exceptions.HTTPError):
+        body = ""
+    status = resp.status_code
+    if status in (403, 503) and is_cloudflare(resp, body) or (status == 200 and is_cloudflare(resp, body)):
+        return UpstreamFailure("cloudflare", f"{what}: Cloudflare challenge (HTTP {status})", retryable=True,
+                               status=status, body=_trim(body), replace_session=True)
+    if status == 429:
+        return UpstreamFailure("rate_limited", f"{what}: rate limited (HTTP 429)", retryable=True,
+                               status=status, body=_trim(body))
+    retryable = status >= 500 or status in (403, 408, 425)
+    return UpstreamFailure("http", f"{what}: HTTP {status}: {_trim(body, 120)}", retryable=retryable,
+                           status=status, body=_trim(body), replace_session=status == 403)
+
+
+def _exception_failure(exc: BaseException, what: str) -> UpstreamFailure:
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return UpstreamFailure("timeout", f"{what}: {type(exc).__name__}", retryable=True, replace_session=True)
+    if isinstance(exc, cloudscraper.exceptions.CloudflareException):
+        return UpstreamFailure("cloudflare", f"{what}: {exc}", retryable=True, replace_session=True)
+    return UpstreamFailure("connection", f"{what}: {type(exc).__name__}: {_trim(str(exc), 160)}",
+                           retryable=True, replace_session=True)
+
+
+class SessionPool:
+    """cloudscraper sessions of one worker process, each used by one thread at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._idle: list[requests.Session] = []
+        self._lock = threading.Lock()
+        proxies = [p.strip() for p in settings.decopy_proxy.split(",") if p.strip()]
+        self._proxies = itertools.cycle(proxies) if proxies else None
+        self.created = 0
+
+    def _new(self) -> requests.Session:
+        session = cloudscraper.create_scraper(browser={"browser": "chrome", "platform": "windows", "mobile": False})
+        session.headers.update({
+            "Accept": "*/*",
+            "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
+            "Origin": "https://decopy.ai",
+            "Referer": "https://decopy.ai/",
+            "product-code": self._settings.decopy_product_code,
+            "product-serial": self._settings.decopy_product_serial,
+            "User-Agent": self._settings.decopy_user_agent,
+        })
+        if self._proxies is not None:
+            proxy = next(self._proxies)
+            session.proxies = {"http": proxy, "https": proxy}
+        self.created += 1
+        return session
+
+    def acquire(self) -> requests.Session:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            # Creating one takes a few ms; do it outside the lock? It is rare enough to keep simple.
+            return self._new()
+
+    def release(self, session: requests.Session, *, broken: bool) -> None:
+        if broken:
+            session.close()
+            return
+        with self._lock:
+            self._idle.append(session)
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._idle:
+                session.close()
+            self._idle.clear()
+
+
+class DecopyUpstream:
+    """The decopy client used by the worker's job function (see :class:`worker.upstream.base.Upstream`)."""
+
+    name = "decopy"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._base = settings.decopy_base_url.rstrip("/")
+        self._timeout = (settings.upstream_connect_timeout, settings.upstream_read_timeout)
+        self.pool = SessionPool(settings)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def stream(self, job: ChatJob, call: Call) -> Iterator[list[str]]:
+        session = self.pool.acquire()
+        broken = False
+        try:
+            job_id = self.create_job(session, job)
+            if call.cancelled.is_set():
+                return
+            yield from self.read_job(session, job_id, call)
+        except UpstreamFailure as failure:
+            broken = failure.replace_session
+            raise
+        except GeneratorExit:
+            broken = True  # the stream was abandoned mid-read: do not reuse its connection
+            raise
+        finally:
+            self.pool.release(session, broken=broken)
+
+    def create_job(self, session: requests.Session, job: ChatJob) -> str:
+        what = "create-job"
+        fields: dict[str, Any] = {
+            "entertext": (None, job["prompt"]),
+            "chat_id": (None, str(uuid.uuid4())),
+            "model": (None, job["upstream_model"]),
+            "chat_group": (None, ""),
+        }
+        image = job["image"]
+        if image is not None:
+            fields["upload_images"] = (f"image.{image['extension']}", image["data"], image["content_type"])
+        try:
+            resp = session.post(self._base + CREATE_PATH, files=fields, timeout=self._timeout)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, cloudscraper.exceptions.CloudflareException,
+                OSError) as exc:
+            raise _exception_failure(exc, what) from exc
+        if resp.status_code != 200:
+            raise classify_status(resp, what)
+        try:
+            data = resp.json()
+        except ValueError:
+            failure = classify_status(resp, what)
+            if failure.kind == "cloudflare":
+                raise failure from None
+            raise UpstreamFailure("protocol", f"{what}: answer is not JSON: {_trim(resp.text, 120)}",
+                                  retryable=True, status=200, body=_trim(resp.text)) from None
+        if not isinstance(data, dict):
+            raise UpstreamFailure("protocol", f"{what}: answer is not a JSON object", retryable=True, status=200)
+        code = data.get("code")
+        if code != OK_CODE:
+            message = data.get("message")
+            reason = message.get("en") or message.get("zh") if isinstance(message, dict) else message
+            raise UpstreamFailure("protocol", f"{what}: code {code}: {reason or 'no reason given'}",
+                                  retryable=True, status=200, body=_trim(resp.text))
+        result = data.get("result")
+        job_id = result.get("job_id") if isinstance(result, dict) else None
+        if not isinstance(job_id, str) or not job_id:
+            raise UpstreamFailure("protocol", f"{what}: answer has no result.job_id", retryable=True, status=200,
+                                  body=_trim(resp.text))
+        return job_id
+
+    def read_job(self, session: requests.Session, job_id: str, call: Call) -> Iterator[list[str]]:
+        what = "get-job"
+        try:
+            resp = session.get(self._base + STREAM_PATH + job_id, stream=True, timeout=self._timeout,
+                               headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"})
+        except (requests.RequestException, urllib3.exceptions.HTTPError, cloudscraper.exceptions.CloudflareException,
+                OSError) as exc:
+            raise _exception_failure(exc, what) from exc
+        with resp:
+            if resp.status_code != 200:
+                raise classify_status(resp, what)
+            ctype = resp.headers.get("content-type", "")
+            if "json" in ctype or "html" in ctype:
+                failure = classify_status(resp, what)
+                if failure.kind != "cloudflare":
+                    failure = UpstreamFailure("protocol", f"{what}: expected an event stream, got {ctype}: "
+                                              f"{failure.body or ''}", retryable=True, status=200, body=failure.body)
+                raise failure
+            raw = resp.raw
+            call.on_cancel(lambda: _interrupt(resp))
+            parser = StreamParser()
+            while not parser.ended:
+                try:
+                    data = raw.read1(65536, decode_content=True)
+                except (urllib3.exceptions.HTTPError, requests.RequestException, OSError, ValueError) as exc:
+                    if call.cancelled.is_set():
+                        return
+                    raise _exception_failure(exc, what) from exc
+                if not data:
+                    break
+                deltas = parser.feed(data)
+                if deltas:
+                    yield deltas
+            if call.cancelled.is_set():
+                return
+            if not parser.ended:
+                raise UpstreamFailure("protocol", f"{what}: the stream ended without its end marker (truncated)",
+                                      retryable=True, status=200)
+
+
+def _interrupt(resp: Response) -> None:
+    """Make a read blocked in another thread return now (shutdown wakes it; close alone may not)."""
+    shutdown = getattr(resp.raw, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    resp.close()
