@@ -12,3 +12,5 @@ def setup_logging(level: str) -> None:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # arq logs each job's arguments at INFO: they hold the prompt, which is never logged.
+    logging.getLogger("arq").setLevel(logging.WARNING)

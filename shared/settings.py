@@ -88,6 +88,19 @@ class Settings:
     ping_interval: float = 15.0
     max_queue: int = 1000
 
+    # --- [compat] settings below this line ---
+
+    # --- [reliability] settings below this line ---
+
+    # --- [limits] settings below this line ---
+
+    # --- [ops] settings below this line ---
+
+    # --- [perf] settings below this line ---
+
+    # --- [operator] settings below this line ---
+
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every field from ``env`` (``os.environ`` by default); unset means the default."""
