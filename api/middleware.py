@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openai_format import error_response
-from shared.errors import AuthenticationFailed
+from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -37,28 +37,44 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def bearer_token(scope: Scope) -> str:
+    """The key in ``Authorization: Bearer <key>``; raises 401 when missing or malformed."""
+    header = Headers(scope=scope).get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer <key>'.", code="missing_api_key")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")
+    return token.strip()
+
+
 class AuthMiddleware:
-    """When ``API_MASTER_KEY`` is set, every ``/v1/*`` request needs ``Authorization: Bearer <key>``."""
+    """Guards ``/v1/*`` (any valid key) and ``/admin/*`` (the master key only).
+
+    With ``API_MASTER_KEY`` unset, ``/v1/*`` is open and ``/admin/*`` is refused (403): there is
+    no admin without a master key.
+    """
 
     def __init__(self, app: ASGIApp, *, master_key: str | None) -> None:
         self.app = app
         self._master = master_key.encode() if master_key else None
 
+    def _is_master(self, token: str) -> bool:
+        return self._master is not None and hmac.compare_digest(token.encode(), self._master)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._master is None or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        try:
+            if path.startswith("/admin/") or path == "/admin":
+                if self._master is None:
+                    raise PermissionDenied("The admin API is disabled: set API_MASTER_KEY to enable it.",
+                                           code="admin_disabled")
+                if not self._is_master(bearer_token(scope)):
+                    raise AuthenticationFailed("The admin API needs the master key.")
+            elif path.startswith("/v1/") and self._master is not None:
+                if not self._is_master(bearer_token(scope)):
+                    raise AuthenticationFailed("Incorrect API key provided.")
+        except GatewayError as err:
+            await error_response(err)(scope, receive, send)
             return
-        header = Headers(scope=scope).get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            err = AuthenticationFailed(
-                "Missing API key: send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
-        elif scheme.lower() != "bearer" or not token.strip():
-            err = AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")
-        elif not hmac.compare_digest(token.strip().encode(), self._master):
-            err = AuthenticationFailed("Incorrect API key provided.")
-        else:
-            await self.app(scope, receive, send)
-            return
-        await error_response(err)(scope, receive, send)
+        await self.app(scope, receive, send)

@@ -60,6 +60,7 @@ from typing import Any
 import orjson
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -349,6 +350,12 @@ def decopy_json(code: int, result: Any, en: str, zh: str, status: int = 200) -> 
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
+def _refuse(exc: Invalid, entry: LogEntry) -> Response:
+    entry.error = str(exc)
+    entry.finish("invalid", 200)
+    return decopy_json(100400, None, str(exc), "参数错误")
+
+
 def failure_response(mode: str) -> Response | None:
     """The canned answer of an HTTP-level failure mode (None: not one)."""
     if mode in ("cloudflare", "cloudflare503"):
@@ -365,14 +372,6 @@ def failure_response(mode: str) -> Response | None:
     if response is not None and mode == "429":
         response.headers["retry-after"] = "1"
     return response
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in scope["headers"]:
-        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
-        out[name] = f"{out[name]}, {text}" if name in out else text
-    return out
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -459,15 +458,13 @@ class RawEndpoint:
 
 async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     state: SimState = scope["app"].state.sim
-    headers, body = _headers(scope), await _read_body(receive)
+    headers, body = dict(Headers(scope=scope)), await _read_body(receive)
     entry = LogEntry("create", None, headers, time.time())
     state.log.append(entry)
     try:
         job = build_job(parse_multipart(headers.get("content-type", ""), body), headers, entry)
     except Invalid as exc:
-        entry.error = str(exc)
-        entry.finish("invalid", 200)
-        return await decopy_json(100400, None, str(exc), "参数错误")(scope, receive, send)
+        return await _refuse(exc, entry)(scope, receive, send)
     mode = state.failure("create", job.directive)
     if mode == "hang" and await _hang(job.directive, receive, entry):
         return
@@ -484,7 +481,7 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def get_job(scope: Scope, receive: Receive, send: Send) -> None:
     state: SimState = scope["app"].state.sim
-    job_id, headers = scope["path_params"]["job_id"], _headers(scope)
+    job_id, headers = scope["path_params"]["job_id"], dict(Headers(scope=scope))
     job = state.jobs.get(job_id)
     entry = LogEntry("stream", job_id, headers, time.time())
     if job is not None:
@@ -493,9 +490,7 @@ async def get_job(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         _check_headers(headers)
     except Invalid as exc:
-        entry.error = str(exc)
-        entry.finish("invalid", 200)
-        return await decopy_json(100400, None, str(exc), "参数错误")(scope, receive, send)
+        return await _refuse(exc, entry)(scope, receive, send)
     if job is None:
         entry.finish("unknown_job", 200)
         return await decopy_json(100404, None, "Job not found or expired", "任务不存在或已过期")(scope, receive, send)

@@ -378,3 +378,9 @@ def test_create_hang_notices_client_leaving(sim: str, http: requests.Session) ->
         create(http, sim, text, timeout=0.3)
     entry = wait_for_entry(sim, text, 0, lambda e: bool(e["client_closed"]))
     assert entry["client_closed"] and entry["outcome"] == "failed:hang" and entry["job_id"] is None
+
+
+def test_stream_fail_drop(sim: str, http: requests.Session) -> None:
+    jid = job_id(http, sim, directive(stream_fail="drop"))
+    with pytest.raises(requests.ConnectionError, match="without response"):
+        open_stream(http, sim, jid)
