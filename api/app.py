@@ -80,5 +80,5 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelTable(settings.decopy_models)
+    app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
     return app
