@@ -23,6 +23,8 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
+    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
+        call.image = await state.images.fetch(call.image_url, param=call.image_param)
     stream = await service.start(call, request.state.request_id)
     return await service.respond(request, call, stream)
 
