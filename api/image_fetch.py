@@ -84,12 +84,14 @@ def refusal(ip: IPAddress, allow: Sequence[IPNetwork] = ()) -> str | None:
 class ImageFetcher:
     """Fetches image URLs for chat requests (one per API process, in ``app.state.images``)."""
 
-    def __init__(self, *, max_bytes: int, timeout: float, allow_networks: Sequence[IPNetwork] = ()) -> None:
+    def __init__(self, *, max_bytes: int, timeout: float, allow_networks: Sequence[IPNetwork] = (),
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the context that verifies https servers (default: the system's CAs)."""
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.allow = tuple(allow_networks)
         # Built once: loading the CA bundle for each fetch would cost more than the fetch.
-        self._tls = ssl.create_default_context()
+        self._tls = tls or ssl.create_default_context()
 
     async def fetch(self, url: str, *, param: str) -> Image:
         """The image at ``url``; a 400 :class:`InvalidRequest` for anything else."""

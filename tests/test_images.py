@@ -9,23 +9,30 @@ so "refused" is shown by the gateway's answer *and* by that server never being a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ipaddress
+import shutil
+import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import openai
 import pytest
 
-from api.image_fetch import refusal
+from api.image_fetch import ImageFetcher, refusal
+from shared.errors import InvalidRequest
 from tests.conftest import IMAGE_HOST, Gateway, directive
 
 
@@ -279,3 +286,78 @@ def test_allowed_networks_exempt_only_themselves() -> None:
     assert refusal(ipaddress.ip_address("::ffff:127.0.0.2"), allow) is None
     assert refusal(ipaddress.ip_address("127.0.0.1"), allow) == "loopback"
     assert refusal(ipaddress.ip_address("127.0.0.3"), allow) == "loopback"
+
+
+# --- https: the checked address is dialled, the certificate is checked against the URL's name ---
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test CA")
+    d = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"), "-days", "2",
+             "-subj", "/CN=decopy-gateway test CA")
+    _openssl("req", *ec, "-keyout", str(d / "leaf.key"), "-out", str(d / "leaf.csr"), "-subj", "/CN=localhost")
+    (d / "ext").write_text("subjectAltName=DNS:localhost\n")
+    _openssl("x509", "-req", "-in", str(d / "leaf.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+             "-CAcreateserial", "-out", str(d / "leaf.pem"), "-days", "2", "-extfile", str(d / "ext"))
+    return d
+
+
+def test_https_dials_the_checked_address_and_verifies_the_name(tls_files: Path) -> None:
+    # `localhost` resolves (here) to loopback only, which this fetcher is told to allow: the
+    # URL's name must then still be what TLS sends (SNI) and checks the certificate against.
+    family, _, _, _, addr = socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)[0]
+    seen: dict[str, Any] = {"sni": [], "host": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen["host"].append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            self.wfile.write(PNG)
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tls_files / "leaf.pem", tls_files / "leaf.key")
+    server_ctx.sni_callback = lambda sock, name, ctx: seen["sni"].append(name)  # type: ignore[assignment, func-returns-value]
+    server = Server((addr[0], 0), Handler)
+    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    client_ctx = ssl.create_default_context(cafile=str(tls_files / "ca.pem"))
+    fetcher = ImageFetcher(max_bytes=10_000, timeout=10, tls=client_ctx,
+                           allow_networks=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))
+
+    async def fetch(url: str) -> Any:
+        try:
+            return await fetcher.fetch(url, param="image")
+        except InvalidRequest as exc:
+            return exc
+
+    try:
+        image = asyncio.run(fetch(f"https://localhost:{port}/png"))
+        assert isinstance(image, dict) and image["data"] == PNG and image["content_type"] == "image/png"
+        assert seen == {"sni": ["localhost"], "host": [f"localhost:{port}"]}
+        # Same server by its address: the certificate names only `localhost`, so TLS must fail.
+        literal = f"[{addr[0]}]" if family == socket.AF_INET6 else addr[0]
+        refused = asyncio.run(fetch(f"https://{literal}:{port}/png"))
+        assert isinstance(refused, InvalidRequest) and refused.code == "image_fetch_failed", refused
+        assert refused.message == "The image URL could not be fetched: ConnectError."  # the TLS handshake
+        assert seen["sni"] == ["localhost", None]  # it reached the handshake (no SNI for an address)...
+        assert seen["host"] == [f"localhost:{port}"]  # ...and no request got through
+    finally:
+        server.shutdown()
+        server.server_close()
