@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from shared.tokens import estimate_tokens
 from tests.conftest import Gateway, directive
@@ -24,7 +25,7 @@ V3 = "decopy-deepseek-v3"
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
-def _msg(text: str) -> list[dict[str, str]]:
+def _msg(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -33,12 +34,12 @@ def _msg(text: str) -> list[dict[str, str]]:
 def test_python_sync_stream_and_whole(compat_gateway: Gateway, tag: str) -> None:
     client = compat_gateway.client()
     stream = client.chat.completions.create(model=V3, stream=True, stream_options={"include_usage": True},
-                                            messages=_msg(f"{tag} " + directive(reply=["sync ", "stream"])))  # type: ignore[arg-type]
+                                            messages=_msg(f"{tag} " + directive(reply=["sync ", "stream"])))
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "sync stream"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-2].choices[0].finish_reason == "stop"
-    whole = client.chat.completions.create(model=V3, messages=_msg(f"{tag} " + directive(reply=["sync ", "whole"])))  # type: ignore[arg-type]
+    whole = client.chat.completions.create(model=V3, messages=_msg(f"{tag} " + directive(reply=["sync ", "whole"])))
     assert whole.choices[0].message.content == "sync whole" and whole.choices[0].finish_reason == "stop"
     assert whole.id.startswith("chatcmpl-") and whole.model == V3
 
@@ -47,14 +48,14 @@ def test_python_async_stream_and_whole(compat_gateway: Gateway, tag: str) -> Non
     async def run() -> tuple[str, str | None, str, str | None]:
         async with compat_gateway.aclient() as client:
             stream = await client.chat.completions.create(
-                model=V3, stream=True, stop=["!"], messages=_msg(f"{tag} " + directive(reply=["async ", "stre", "am! no"])))  # type: ignore[arg-type]
+                model=V3, stream=True, stop=["!"], messages=_msg(f"{tag} " + directive(reply=["async ", "stre", "am! no"])))
             text, finish = "", None
             async for chunk in stream:
                 if chunk.choices:
                     text += chunk.choices[0].delta.content or ""
                     finish = chunk.choices[0].finish_reason or finish
             whole = await client.chat.completions.create(
-                model=V3, max_completion_tokens=2, messages=_msg(f"{tag} " + directive(reply=["async whole answer"])))  # type: ignore[arg-type]
+                model=V3, max_completion_tokens=2, messages=_msg(f"{tag} " + directive(reply=["async whole answer"])))
             return text, finish, whole.choices[0].message.content or "", whole.choices[0].finish_reason
 
     assert asyncio.run(run()) == ("async stream", "stop", "async wh", "length")
@@ -62,13 +63,13 @@ def test_python_async_stream_and_whole(compat_gateway: Gateway, tag: str) -> Non
 
 def test_python_error_classes(compat_gateway: Gateway, tag: str) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
-        compat_gateway.client(api_key="sk-wrong").chat.completions.create(model=V3, messages=_msg(tag))  # type: ignore[arg-type]
+        compat_gateway.client(api_key="sk-wrong").chat.completions.create(model=V3, messages=_msg(tag))
     assert auth.value.status_code == 401 and auth.value.code == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as missing:
-        compat_gateway.client().chat.completions.create(model="gpt-7", messages=_msg(tag))  # type: ignore[arg-type]
+        compat_gateway.client().chat.completions.create(model="gpt-7", messages=_msg(tag))
     assert missing.value.code == "model_not_found" and missing.value.param == "model"
     with pytest.raises(openai.BadRequestError) as bad:
-        compat_gateway.client().chat.completions.create(model=V3, n=2, messages=_msg(tag))  # type: ignore[arg-type]
+        compat_gateway.client().chat.completions.create(model=V3, n=2, messages=_msg(tag))
     assert bad.value.param == "n" and bad.value.code == "unsupported_parameter"
     assert auth.value.request_id and missing.value.request_id and bad.value.request_id  # x-request-id, read by the SDK
 
@@ -78,7 +79,7 @@ def test_python_async_error_classes(compat_gateway: Gateway, tag: str) -> None:
         raised: list[type[Exception]] = []
         async with compat_gateway.aclient(api_key="sk-wrong") as wrong, compat_gateway.aclient() as client:
             for call in (wrong.models.list(), client.models.retrieve("gpt-7"),
-                         client.chat.completions.create(model=V3, logprobs=True, messages=_msg(tag))):  # type: ignore[arg-type]
+                         client.chat.completions.create(model=V3, logprobs=True, messages=_msg(tag))):
                 try:
                     await call
                 except openai.APIStatusError as exc:
@@ -90,7 +91,7 @@ def test_python_async_error_classes(compat_gateway: Gateway, tag: str) -> None:
 
 def test_python_api_error_mid_stream(compat_gateway: Gateway, tag: str) -> None:
     content = f"{tag} " + directive(reply=["one ", "two ", "three"], stream_fail="cut", after=2)
-    stream = compat_gateway.client().chat.completions.create(model=V3, stream=True, messages=_msg(content))  # type: ignore[arg-type]
+    stream = compat_gateway.client().chat.completions.create(model=V3, stream=True, messages=_msg(content))
     seen = ""
     with pytest.raises(openai.APIError) as exc:
         for chunk in stream:
@@ -102,7 +103,7 @@ def test_python_api_error_mid_stream(compat_gateway: Gateway, tag: str) -> None:
         async with compat_gateway.aclient() as client:
             stream = await client.chat.completions.create(
                 model=V3, stream=True, messages=_msg(f"{tag}a " + directive(reply=["x", "y", "z"], stream_fail="truncate",
-                                                                            truncate_after=1)))  # type: ignore[arg-type]
+                                                                            truncate_after=1)))
             try:
                 async for _ in stream:
                     pass
@@ -128,9 +129,9 @@ def test_python_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
         key = created.json()
         try:
             client = compat_gateway.client(api_key=key["key"])
-            client.chat.completions.create(model=V3, messages=_msg(tag))  # type: ignore[arg-type]
+            client.chat.completions.create(model=V3, messages=_msg(tag))
             with pytest.raises(openai.RateLimitError) as exc:
-                client.chat.completions.create(model=V3, messages=_msg(tag))  # type: ignore[arg-type]
+                client.chat.completions.create(model=V3, messages=_msg(tag))
             assert exc.value.status_code == 429 and exc.value.response.headers.get("retry-after")
         finally:
             http.delete(f"/admin/keys/{key['id']}")
@@ -139,7 +140,7 @@ def test_python_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
 def test_upstream_429_is_503_not_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
     # decopy throttling us is the gateway's trouble, not the client's quota: a 503 to retry later.
     with pytest.raises(openai.InternalServerError) as exc:
-        compat_gateway.client().chat.completions.create(model=V3, messages=_msg(f"{tag} " + directive(create_fail="429")))  # type: ignore[arg-type]
+        compat_gateway.client().chat.completions.create(model=V3, messages=_msg(f"{tag} " + directive(create_fail="429")))
     assert exc.value.status_code == 503 and exc.value.code == "upstream_rate_limited"
 
 
@@ -204,7 +205,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[l
 def test_langchain_chat_openai_invoke_and_stream(compat_gateway: Gateway, tag: str, loopback_only: list[str]) -> None:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model=V3, base_url=compat_gateway.v1, api_key=compat_gateway.api_key,  # type: ignore[arg-type]
+    llm = ChatOpenAI(model=V3, base_url=compat_gateway.v1, api_key=compat_gateway.api_key,  # type: ignore[arg-type]  # as users pass it
                      max_retries=0, timeout=30, stream_usage=True)
     answer = llm.invoke([("system", "Be brief."), ("user", f"{tag} " + directive(reply=["Lang", "Chain ", "ok"]))])
     assert answer.content == "LangChain ok"
@@ -215,7 +216,7 @@ def test_langchain_chat_openai_invoke_and_stream(compat_gateway: Gateway, tag: s
     assert "".join(str(c.content) for c in chunks) == "streaming"
     total = chunks[0]
     for chunk in chunks[1:]:
-        total = total + chunk  # type: ignore[assignment]
+        total = total + chunk
     assert total.response_metadata.get("finish_reason") == "stop"
     assert total.usage_metadata is not None and total.usage_metadata["output_tokens"] == estimate_tokens("streaming")
 

@@ -40,8 +40,10 @@ def _upstream_stream(gw: Gateway, tag: str) -> dict[str, Any]:
 
 def _wait_upstream_closed(gw: Gateway, tag: str) -> dict[str, Any]:
     """The simulator's record of the job's stream once it has ended (the gateway hung up)."""
-    return wait_until(lambda: next((e for e in gw.sim_entries(tag) if e["kind"] == "stream" and e["ended"]), None),
-                      15, "upstream stream closed")  # type: ignore[no-any-return]
+    entry: dict[str, Any] = wait_until(
+        lambda: next((e for e in gw.sim_entries(tag) if e["kind"] == "stream" and e["ended"]), None),
+        15, "upstream stream closed")
+    return entry
 
 
 # --- 1. usage in streams -----------------------------------------------------------------
