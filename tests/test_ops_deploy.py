@@ -340,3 +340,16 @@ def test_the_queue_keda_watches_is_a_sorted_set_of_waiting_jobs(make_gateway: An
                 await r.aclose()
 
     assert asyncio.run(scenario()) == (b"zset", 3)
+
+
+def test_readme_documents_every_setting_and_the_deployment() -> None:
+    readme = (ROOT / "README.md").read_text()
+    settings_part = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", settings_part, re.M))
+    assert not [s for s in SETTINGS if s not in documented], "README's settings tables lack some settings"
+    for heading in ("## Deployment", "### With docker compose", "### On Kubernetes", "### Health", "### Metrics",
+                    "### Logs"):
+        assert heading in readme
+    # the copy-paste steps name files that exist
+    for path in ("Dockerfile.api", "Dockerfile.worker", ".env.example", "deploy/nginx/nginx.conf"):
+        assert path in readme and (ROOT / path).exists()
