@@ -140,13 +140,15 @@ class Reporter:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
-            await self.tick()  # the last increments reach the totals
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(names.metrics_snapshot_key(self.process))
-                pipe.zrem(names.metrics_index(self.role), self.process)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not withdraw the metrics snapshot: %s", exc)
+            # bounded: a Redis that does not answer must not hold up the shutdown
+            async with asyncio.timeout(3):
+                await self.tick()  # the last increments reach the totals
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(names.metrics_snapshot_key(self.process))
+                    pipe.zrem(names.metrics_index(self.role), self.process)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not withdraw the metrics snapshot: %s", exc or type(exc).__name__)
 
     async def _run(self) -> None:
         while True:
