@@ -13,8 +13,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.admin import routes as admin_routes
 from api.chat import ChatService
 from api.hub import PubSubHub
+from api.keys import KeyStore
+from api.limits import Limiter, LimitsMiddleware
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
@@ -60,6 +63,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue)
+        app.state.keys = KeyStore(redis)
+        app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         try:
             yield
         finally:
@@ -67,10 +72,11 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *admin_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
+            Middleware(LimitsMiddleware),
         ],
         exception_handlers={
             GatewayError: _gateway_error,

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
+from api.limits import enforce_prompt_budget
 from api.openai_format import JSONBody
 from shared.errors import ModelNotFound, ServiceUnavailable
 from shared.models import ModelTable
@@ -23,6 +24,7 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
+    enforce_prompt_budget(request, call.prompt_tokens)
     stream = await service.start(call, request.state.request_id)
     return await service.respond(request, call, stream)
 

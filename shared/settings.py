@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -38,6 +40,38 @@ def _models(raw: str) -> dict[str, str]:
     ):
         raise ConfigError('DECOPY_MODELS must be a JSON object {"openai-id": "UpstreamName", ...}')
     return dict(value)
+
+
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages (proxy URLs may carry credentials)."""
+    return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
+
+
+def proxy_urls(raw: str) -> list[str]:
+    """The proxies listed in ``DECOPY_PROXY`` (comma-separated), each checked; ConfigError if malformed."""
+    urls = [p.strip() for p in raw.split(",") if p.strip()]
+    for url in urls:
+        problem = None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme.lower() not in PROXY_SCHEMES:
+                problem = f"scheme must be one of {', '.join(sorted(PROXY_SCHEMES))}"
+            elif not parts.hostname:
+                problem = "no host"
+            elif parts.path not in ("", "/") or parts.query or parts.fragment:
+                problem = "a proxy URL has no path, query or fragment"
+        if problem:
+            shown = _redact(url) if "://" in url else "<not a URL>"
+            raise ConfigError(f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
+                              "expected e.g. http://host:3128 or socks5://user:pass@host:1080")
+    return urls
 
 
 def _bool(raw: str) -> bool:
@@ -93,6 +127,23 @@ class Settings:
     # --- [reliability] settings below this line ---
 
     # --- [limits] settings below this line ---
+    #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
+    api_allow_open: bool = False
+    #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
+    #: process holding it if that process dies; live holders renew it every third of this.
+    limit_lease_ttl: float = 30.0
+    #: Upstream calls per minute for the whole worker pool (0 = unlimited).
+    upstream_rpm: int = 0
+    #: Upstream streams at once for the whole worker pool (0 = unlimited).
+    upstream_max_concurrent: int = 0
+
+    def _validate_limits(self) -> None:
+        if self.limit_lease_ttl <= 0:
+            raise ConfigError("LIMIT_LEASE_TTL must be greater than 0")
+        for name in ("upstream_rpm", "upstream_max_concurrent"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
+        proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
     # --- [ops] settings below this line ---
 
@@ -132,6 +183,7 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+        self._validate_limits()
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:
