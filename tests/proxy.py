@@ -30,6 +30,7 @@ class Proxy:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"proxy-{name}", daemon=True)
 
     def start(self) -> Proxy:
@@ -49,31 +50,45 @@ class Proxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def _resolve(self, host: str) -> str:
         return self.hosts.get(host, host)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        upstream: asyncio.StreamWriter | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        opened: list[asyncio.StreamWriter] = [writer]  # every connection this one opens, closed at the end
         try:
             first = await reader.readexactly(1)
             if first == b"\x05":
-                upstream = await self._socks5(reader, writer)
+                await self._socks5(reader, writer, opened)
             else:
-                upstream = await self._http(first, reader, writer)
+                await self._http(first, reader, writer, opened)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping
         finally:
-            for w in (writer, upstream):
-                if w is not None:
-                    w.close()
+            for w in opened:
+                w.close()
+                with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+                    await w.wait_closed()
+            self._tasks.discard(task)
 
-    async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
+    async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      opened: list[asyncio.StreamWriter]) -> None:
         (n_methods,) = await reader.readexactly(1)
         await reader.readexactly(n_methods)
         writer.write(b"\x05\x00")  # no authentication
@@ -91,14 +106,14 @@ class Proxy:
             raise ValueError("bad address type")
         (port,) = struct.unpack("!H", await reader.readexactly(2))
         up_reader, up_writer = await asyncio.open_connection(self._resolve(host), port)
+        opened.append(up_writer)
         self.socks_connects += 1
         writer.write(b"\x05\x00\x00\x01" + bytes(4) + b"\x00\x00")
         await writer.drain()
         await _pipe_both(reader, writer, up_reader, up_writer)
-        return up_writer
 
-    async def _http(self, first: bytes, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> asyncio.StreamWriter | None:
+    async def _http(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    opened: list[asyncio.StreamWriter]) -> None:
         up_writer: asyncio.StreamWriter | None = None
         back: asyncio.Task[None] | None = None
         head = first + await reader.readuntil(b"\r\n\r\n")
@@ -109,15 +124,17 @@ class Proxy:
                 if method == "CONNECT":  # https targets: a plain tunnel
                     host, _, port = target.rpartition(":")
                     up_reader, up_writer = await asyncio.open_connection(self._resolve(host), int(port))
+                    opened.append(up_writer)
                     self.http_requests += 1
                     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     await writer.drain()
                     await _pipe_both(reader, writer, up_reader, up_writer)
-                    return up_writer
+                    return
                 url = urlsplit(target)
                 if up_writer is None:
                     up_reader, up_writer = await asyncio.open_connection(self._resolve(url.hostname or ""),
                                                                          url.port or 80)
+                    opened.append(up_writer)
                     back = asyncio.create_task(_pipe(up_reader, writer))
                 self.http_requests += 1
                 path = (url.path or "/") + (f"?{url.query}" if url.query else "")
@@ -141,7 +158,6 @@ class Proxy:
                 back.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                     await back
-        return up_writer
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
