@@ -10,10 +10,7 @@ import argparse
 import ipaddress
 import sys
 
-import uvicorn
-
 from api import cli
-from api.app import create_app
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
@@ -42,6 +39,10 @@ def serve(settings: Settings) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
+    import uvicorn  # here, not at the top: the CLI commands start faster without the server's imports
+
+    from api.app import create_app
+
     setup_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     command: Command = _usage if args.command == "usage" else {
         "create": _create, "list": _list, "revoke": _revoke}[args.keys_command]
     settings = Settings.from_env()  # ConfigError is handled by the caller (exit 2)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the library's warnings would repeat our error
 
     async def go() -> tuple[Any, str]:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except (GatewayError, _NotFound) as exc:
-        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        print(f"error: {getattr(exc, 'message', exc)}{cause}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(out, indent=2) if args.json else text)
     return EXIT_OK

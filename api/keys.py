@@ -168,7 +168,7 @@ class KeyStore:
             return None
         key_hash = hash_secret(secret)
         async with redis_errors():
-            data = await self._redis.hgetall(names.key_by_hash(key_hash))
+            data = await self._redis.hgetall(names.key_by_hash(key_hash))  # type: ignore[misc]
         # The lookup is by hash already; comparing the stored hash in constant time costs nothing.
         if not data or not hmac.compare_digest(data.get(b"hash", b""), key_hash.encode()):
             return None
@@ -177,7 +177,7 @@ class KeyStore:
     async def list(self) -> list[KeyRecord]:
         """Every key, oldest first."""
         async with redis_errors():
-            ids = sorted(m.decode() for m in await self._redis.smembers(names.KEY_IDS))
+            ids = sorted(m.decode() for m in await self._redis.smembers(names.KEY_IDS))  # type: ignore[misc]
             if not ids:
                 return []
             hashes = await self._redis.mget([names.key_by_id(i) for i in ids])

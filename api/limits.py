@@ -190,7 +190,7 @@ class Limiter:
         """Check and take this key's limits for one request (raises ServiceUnavailable if Redis is down)."""
         member = uuid.uuid4().hex  # never the client's request id: a repeated id must not dodge the rpm
         maxc = (key.max_concurrent or 0) if holds_slot else 0
-        args = [key.rpm or 0, maxc, int(self.lease_ttl_s * 1000), member, key.daily_tokens or 0, WINDOW_MS,
+        args: list[str | int] = [key.rpm or 0, maxc, int(self.lease_ttl_s * 1000), member, key.daily_tokens or 0, WINDOW_MS,
                 DAY_TTL_S]
         try:
             out = await self._admit(keys=self._keys(key.id, day), args=args)
@@ -207,7 +207,7 @@ class Limiter:
         """Release the request's slot and add its usage (best effort: a lost slot expires by itself)."""
         rejected = usage.rejected
         failed = not rejected and (usage.failed or status is None or (status >= 400 and status != 499))
-        args = [admission.member, int(rejected), DAY_TTL_S, 0 if rejected else 1,
+        args: list[str | int] = [admission.member, int(rejected), DAY_TTL_S, 0 if rejected else 1,
                 0 if rejected else usage.prompt_tokens, 0 if rejected else usage.completion_tokens,
                 int(failed), int(rejected)]
         try:

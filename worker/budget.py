@@ -105,7 +105,7 @@ class UpstreamBudget:
         return bool(self._rpm or self._max_concurrent)
 
     async def _try(self, member: str) -> tuple[bool, float]:
-        args = [self._rpm, self._max_concurrent, int(self._ttl_s * 1000), member, WINDOW_MS]
+        args: list[str | int] = [self._rpm, self._max_concurrent, int(self._ttl_s * 1000), member, WINDOW_MS]
         taken, wait_ms = await self._acquire(keys=[names.UPSTREAM_CALLS, names.UPSTREAM_LEASES], args=args)
         return bool(taken), int(wait_ms) / 1000
 
