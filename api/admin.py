@@ -21,7 +21,8 @@ _MAX_BODY = 64 * 1024
 
 async def create_key(request: Request) -> Response:
     new = parse_new_key(await read_json(request, _MAX_BODY))
-    record, secret = await KeyStore(request.app.state.redis).create(new)
+    keys: KeyStore = request.app.state.keys
+    record, secret = await keys.create(new)
     return JSONBody({"id": record.id, "key": secret, **record.public()}, status_code=201)
 
 
@@ -31,7 +32,8 @@ async def list_keys(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     key_id = request.path_params["key_id"]
-    if not await KeyStore(request.app.state.redis).revoke(key_id):
+    keys: KeyStore = request.app.state.keys
+    if not await keys.revoke(key_id):
         raise NotFound(f"No key with id '{key_id}'.", param="id", code="key_not_found")
     return JSONBody({"id": key_id, "deleted": True})
 

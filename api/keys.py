@@ -174,7 +174,7 @@ class KeyStore:
             return None
         return KeyRecord.from_redis(data)
 
-    async def list(self) -> list[KeyRecord]:
+    async def list_all(self) -> list[KeyRecord]:
         """Every key, oldest first."""
         async with redis_errors():
             ids = sorted(m.decode() for m in await self._redis.smembers(names.KEY_IDS))  # type: ignore[misc]

@@ -83,13 +83,13 @@ async def read_usage(redis: Redis, key_ids: list[str], day: str | None = None) -
 
 async def keys_with_usage(redis: Redis) -> list[dict[str, Any]]:
     """The ``data`` of ``GET /admin/keys``: every key, its limits and today's usage, no secret."""
-    records = await KeyStore(redis).list()
+    records = await KeyStore(redis).list_all()
     usage = await read_usage(redis, [r.id for r in records])
     return [{**r.public(), "usage_today": usage[r.id]["today"]} for r in records]
 
 
 async def usage_report(redis: Redis) -> list[dict[str, Any]]:
     """The ``data`` of ``GET /admin/usage``: per key, today's and total usage."""
-    records: list[KeyRecord] = await KeyStore(redis).list()
+    records: list[KeyRecord] = await KeyStore(redis).list_all()
     usage = await read_usage(redis, [r.id for r in records])
     return [{"id": r.id, "name": r.name, **usage[r.id]} for r in records]
