@@ -18,6 +18,11 @@ from api.access import AccessLogMiddleware
 from api.chat import ChatService
 from api.hub import PubSubHub
 from api.image_fetch import ImageFetcher
+from api.admin import routes as admin_routes
+from api.chat import ChatService
+from api.hub import PubSubHub
+from api.keys import KeyStore
+from api.limits import Limiter, LimitsMiddleware
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
@@ -75,6 +80,8 @@ def create_app(settings: Settings) -> Starlette:
                             instance=os.environ.get(INSTANCE_ENV))
         app.state.stats = StatsService(redis, reporter)
         await reporter.start()
+        app.state.keys = KeyStore(redis)
+        app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         try:
             yield
         finally:
@@ -83,11 +90,12 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *admin_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
+            Middleware(LimitsMiddleware),
         ],
         exception_handlers={
             GatewayError: _gateway_error,
