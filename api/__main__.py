@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from api.shutdown import GatewayServer
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
@@ -19,18 +20,21 @@ def main(argv: list[str]) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         loop="uvloop",
         http="httptools",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.worker_drain_seconds),
+        # The drain (API_DRAIN_SECONDS, api.shutdown) runs before uvicorn's own shutdown; this is
+        # only the backstop for what is left after it.
+        timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    GatewayServer(config, app, drain_seconds=settings.api_drain_seconds).run()
     return 0
 
 

@@ -19,6 +19,7 @@ from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
 from api.routes import routes
+from api.shutdown import DrainMiddleware
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.models import ModelTable
 from shared.settings import Settings
@@ -52,8 +53,15 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=0)
-        hub = PubSubHub(redis)
+        # Every command in the request path waits at most REDIS_TIMEOUT: a Redis that is down or
+        # hung costs a client a quick 503, never a hang. The hub's pub/sub connection blocks on
+        # reads by design, so it gets its own client without a read timeout.
+        timeout = settings.redis_timeout
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               health_check_interval=0)
+        pubsub_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True,
+                                      health_check_interval=0)
+        hub = PubSubHub(pubsub_redis, subscribe_timeout=timeout)
         await hub.start()
         queue = JobQueue(redis, max_queue=settings.max_queue, expires_s=settings.queue_timeout)
         app.state.redis = redis
@@ -64,12 +72,14 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await hub.stop()
+            await pubsub_redis.aclose()
             await redis.aclose()
 
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(DrainMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
         ],
         exception_handlers={
@@ -80,5 +90,6 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM/SIGINT by api.shutdown.GatewayServer
     app.state.models = ModelTable(settings.decopy_models)
     return app

@@ -51,6 +51,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    if request.app.state.draining:
+        raise ServiceUnavailable("This gateway instance is shutting down.", code="draining")
     if not request.app.state.hub.connected:
         raise ServiceUnavailable("Redis is not reachable.", code="redis_unavailable")
     return PlainTextResponse("ready")

@@ -91,6 +91,12 @@ class Settings:
     # --- [compat] settings below this line ---
 
     # --- [reliability] settings below this line ---
+    #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
+    #: streams in flight finish for at most this long; what is still running then ends with an error.
+    api_drain_seconds: float = 25.0
+    #: Longest wait for Redis in the API's request path (connect and each command), so a Redis that
+    #: is down or hung costs a client a quick 503 rather than a hang.
+    redis_timeout: float = 2.0
 
     # --- [limits] settings below this line ---
 
@@ -132,6 +138,10 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+        if self.api_drain_seconds < 0:
+            raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
+        if self.redis_timeout <= 0:
+            raise ConfigError("REDIS_TIMEOUT must be greater than 0")
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:
