@@ -38,6 +38,15 @@ _END = object()
 RUN_KEY_TTL = 3600
 
 
+def backoff_delay(attempt: int, base: float, ceiling: float, rand: Callable[[float, float], float] = random.uniform
+                  ) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential (``base`` doubling
+    per attempt, capped at ``ceiling``) with "equal jitter" (a random half on top of a fixed
+    half), so workers that failed together do not retry in lockstep."""
+    top = min(ceiling, base * 2 ** (attempt - 1))
+    return top / 2 + rand(0, top / 2)
+
+
 class NobodyListening(Exception):
     """A message reached no subscriber: the client's API left (or died); stop the job."""
 
@@ -156,8 +165,7 @@ class ChatRunner:
 
     async def _backoff(self, pub: Publisher, attempt: int) -> None:
         s = self.settings
-        ceiling = min(s.upstream_backoff_max, s.upstream_backoff_base * 2 ** (attempt - 1))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # exponential, with jitter
+        delay = backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max)
         while delay > 0:
             step = min(delay, s.worker_heartbeat)
             await asyncio.sleep(step)
