@@ -11,6 +11,7 @@ from starlette.routing import Route
 from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
+from api.openapi import build_document
 from api.openai_format import JSONBody
 from shared.errors import ModelNotFound, ServiceUnavailable
 from shared.models import ModelTable
@@ -58,10 +59,18 @@ async def readyz(request: Request) -> Response:
     return PlainTextResponse("ready")
 
 
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:  # built once, on first use
+        state.openapi = build_document(state.models.ids())
+    return JSONBody(state.openapi)
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
