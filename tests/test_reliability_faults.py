@@ -254,3 +254,45 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
         err = result["error"]
         assert isinstance(err, openai.APIError) and err.code == "job_rerun"  # type: ignore[attr-defined]
         wait_until(lambda: not queued_ids(r), 5, "the job withdrawn")
+
+
+# --- Regression: a finished job's late cancel() must not touch a connection another job reuses ---
+
+def test_late_cancel_of_a_finished_job_spares_the_next_job() -> None:
+    """The runner calls ``Call.cancel()`` whenever a job ends, by then its session (and its
+    keep-alive connection) may already serve the next job. Found by test_concurrent_streams_never_mix
+    failing with 'get-job: ProtocolError: Connection broken: IncompleteRead'."""
+    from devtools.procs import Stack
+    from shared.settings import Settings
+    from tests.conftest import directive
+    from worker.upstream.base import Call
+    from worker.upstream.decopy import DecopyUpstream
+
+    stack = Stack()
+    try:
+        _, sim_url = stack.simulator()
+        upstream = DecopyUpstream(Settings(decopy_base_url=sim_url))
+
+        def job(text: str) -> dict[str, object]:
+            return {"request_id": "r", "model": MODEL, "upstream_model": "DeepSeek-V3", "prompt": text, "image": None}
+
+        first = Call()
+        assert "".join(sum(upstream.stream(job("first " + directive(reply=["a", "b"])), first), [])) == "ab"
+        result: dict[str, object] = {}
+
+        def second() -> None:
+            try:
+                result["text"] = "".join(sum(upstream.stream(
+                    job("second " + directive(reply=[f"{i} " for i in range(20)], interval_ms=50)), Call()), []))
+            except Exception as exc:  # what the bug produced
+                result["error"] = exc
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.4)  # the second job is reading its answer, on the connection the first one used
+        first.cancel()
+        thread.join(10)
+        assert result.get("text") == "".join(f"{i} " for i in range(20)), result
+        assert upstream.pool.created == 1  # one session, reused: the case where the bug struck
+    finally:
+        stack.stop()

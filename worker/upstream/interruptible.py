@@ -7,6 +7,11 @@ socket is shut down. :func:`track` swaps the connection classes of a session's u
 ones that, before each request, register a closer with the calling thread's :class:`Call`
 (:func:`bind` sets it), so :meth:`Call.cancel` shuts the socket down and the blocked read raises.
 
+A connection goes back to the session's pool after each request and the session to the worker's
+pool after each job, where another job's thread may take it: so a job's closers act only while
+its :func:`bind` block runs (the binding is disarmed, under a lock, before the session is given
+back); a late ``cancel()`` (the runner always cancels when a job ends) then touches nothing.
+
 This leans on urllib3's pool attributes (``pool_classes_by_scheme``, ``ConnectionCls``), public
 but low-level: ``tests/test_reliability_faults.py`` checks that a cancelled job closes a hanging
 ``create-job`` at once. SOCKS proxies use their own pool classes and are left as they are.
@@ -37,20 +42,45 @@ def _shutdown(conn: HTTPConnection) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Interruptible(HTTPConnection):
-    def _bound_call(self) -> Call | None:
-        return getattr(_local, "call", None)
+class _Binding:
+    """The connections one job's thread used while bound to its :class:`Call`."""
 
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self._lock = threading.Lock()
+        self._conns: list[HTTPConnection] = []
+        self._armed = True
+
+    def add(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            if self._armed and conn not in self._conns:
+                self._conns.append(conn)
+        if self.call.cancelled.is_set():
+            self.shutdown_all()
+
+    def shutdown_all(self) -> None:
+        with self._lock:
+            if self._armed:
+                for conn in self._conns:
+                    _shutdown(conn)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+            self._conns.clear()
+
+
+class _Interruptible(HTTPConnection):
     def connect(self) -> None:
         super().connect()
-        call = self._bound_call()
-        if call is not None and call.cancelled.is_set():  # cancelled while connecting
+        binding: _Binding | None = getattr(_local, "binding", None)
+        if binding is not None and binding.call.cancelled.is_set():  # cancelled while connecting
             _shutdown(self)
 
     def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        call = self._bound_call()
-        if call is not None:
-            call.on_cancel(lambda: _shutdown(self))
+        binding: _Binding | None = getattr(_local, "binding", None)
+        if binding is not None:
+            binding.add(self)
         super().request(*args, **kwargs)
 
 
@@ -99,10 +129,13 @@ def track(session: requests.Session) -> None:
 
 @contextlib.contextmanager
 def bind(call: Call) -> Iterator[None]:
-    """Within this block, this thread's requests register with ``call``."""
-    previous = getattr(_local, "call", None)
-    _local.call = call
+    """Within this block, this thread's requests can be interrupted by ``call.cancel()``."""
+    binding = _Binding(call)
+    call.on_cancel(binding.shutdown_all)
+    previous = getattr(_local, "binding", None)
+    _local.binding = binding
     try:
         yield
     finally:
-        _local.call = previous
+        _local.binding = previous
+        binding.disarm()
