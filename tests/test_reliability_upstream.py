@@ -7,7 +7,8 @@ what the upstream did; after the first delta, no retry; malformed lines are skip
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 
 import openai
 import pytest
@@ -131,3 +132,33 @@ def test_malformed_lines_are_skipped(gw: Gateway, tag: str) -> None:
     assert resp.choices[0].message.content == "".join(reply)
     assert resp.choices[0].finish_reason == "stop"
     wait_until(lambda: "skipped upstream line" in gw.workers[0].log(), 5, "skipped lines logged")
+
+
+def test_connect_timeout_is_retried_then_504(make_gateway: Callable[..., Gateway]) -> None:
+    """A real connect timeout on loopback: a listening socket whose accept queue is full makes
+    the kernel drop new SYNs, so connect() waits out UPSTREAM_CONNECT_TIMEOUT."""
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        port = blackhole.getsockname()[1]
+        fillers: list[socket.socket] = []
+        try:
+            while True:  # fill the accept queue until a connect attempt itself times out
+                filler = socket.socket()
+                filler.settimeout(0.3)
+                try:
+                    filler.connect(("127.0.0.1", port))
+                except OSError:
+                    filler.close()
+                    break
+                fillers.append(filler)
+            gw = make_gateway({"DECOPY_BASE_URL": f"http://127.0.0.1:{port}", "UPSTREAM_CONNECT_TIMEOUT": "0.5",
+                               "UPSTREAM_RETRIES": "1"}, workers=1)
+            with pytest.raises(openai.APIStatusError) as exc:
+                gw.client().chat.completions.create(model=MODEL, stream=True, messages=user("hello"))
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert exc.value.status_code == 504
+    assert "create-job: ConnectTimeout" in exc.value.message and "after 2 attempts" in exc.value.message
+    assert gw.workers[0].log().count("new upstream session #") == 2  # replaced after the timeout
