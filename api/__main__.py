@@ -60,6 +60,7 @@ def serve(settings: Settings) -> int:
     import uvicorn  # here, not at the top: the CLI commands start faster without the server's imports
 
     from api.app import INSTANCE_ENV, create_app
+    from api.shutdown import GatewayServer
 
     setup_logging(settings.log_level)
     # One id for this container's uvicorn processes (they inherit the environment).
@@ -71,13 +72,18 @@ def serve(settings: Settings) -> int:
         http="httptools",
         log_config=None,
         access_log=False,  # our own access log (api.access) has the fields that matter
-        timeout_graceful_shutdown=int(settings.worker_drain_seconds),
         lifespan="on",
     )
     if settings.api_workers > 1:
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers, **common)  # type: ignore[arg-type]
+        # uvicorn's supervisor; each process drains through uvicorn's own graceful shutdown.
+        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers,  # type: ignore[arg-type]
+                    timeout_graceful_shutdown=max(1, round(settings.api_drain_seconds)), **common)
         return 0
-    uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+    app = create_app(settings)
+    # The drain (API_DRAIN_SECONDS, api.shutdown) runs before uvicorn's own shutdown; uvicorn's
+    # graceful timeout is only the backstop for what is left after it.
+    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)  # type: ignore[arg-type]
+    GatewayServer(config, app, drain_seconds=settings.api_drain_seconds).run()
     return 0
 
 

@@ -28,6 +28,7 @@ from api.openai_format import error_response
 from api.queue import JobQueue
 from api.routes import routes
 from api.stats import StatsService
+from api.shutdown import DrainMiddleware
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
@@ -68,8 +69,15 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=0)
-        hub = PubSubHub(redis)
+        # Every command in the request path waits at most REDIS_TIMEOUT: a Redis that is down or
+        # hung costs a client a quick 503, never a hang. The hub's pub/sub connection blocks on
+        # reads by design, so it gets its own client without a read timeout.
+        timeout = settings.redis_timeout
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               health_check_interval=0)
+        pubsub_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True,
+                                      health_check_interval=0)
+        hub = PubSubHub(pubsub_redis, subscribe_timeout=timeout)
         await hub.start()
         queue = JobQueue(redis, max_queue=settings.max_queue, expires_s=settings.queue_timeout)
         app.state.redis = redis
@@ -87,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await reporter.stop()
             await hub.stop()
+            await pubsub_redis.aclose()
             await redis.aclose()
 
     app = Starlette(
@@ -94,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
+            Middleware(DrainMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
             Middleware(LimitsMiddleware),
         ],
@@ -105,6 +115,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM/SIGINT by api.shutdown.GatewayServer
     app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
     app.state.images = ImageFetcher(max_bytes=settings.image_max_bytes, timeout=settings.image_fetch_timeout,
                                     allow_networks=settings.image_allow_networks)
@@ -113,6 +124,11 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """uvicorn's factory when ``API_WORKERS`` > 1: each uvicorn process builds its own app."""
+    from sse_starlette.sse import AppStatus
+
     settings = Settings.from_env()
     setup_logging(settings.log_level)
+    # Streams in flight run on through uvicorn's graceful shutdown (API_DRAIN_SECONDS) instead of
+    # being cut the moment the process is asked to exit.
+    AppStatus.disable_automatic_graceful_drain()
     return create_app(settings)

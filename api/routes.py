@@ -14,6 +14,7 @@ from api.chat import ChatService
 from api.chat_request import parse_chat
 from api.health import check_ready
 from api.limits import enforce_prompt_budget
+from api.openapi import build_document
 from api.openai_format import JSONBody
 from api.stats import StatsService
 from shared.errors import ModelNotFound
@@ -82,6 +83,13 @@ async def admin_stats(request: Request) -> Response:
     return JSONBody(await stats.cluster_stats())
 
 
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:  # built once, on first use
+        state.openapi = build_document(state.models.ids())
+    return JSONBody(state.openapi)
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
@@ -91,4 +99,5 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/metrics/cluster", cluster_metrics, methods=["GET"]),
     Route("/admin/stats", admin_stats, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]

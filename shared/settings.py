@@ -147,6 +147,12 @@ class Settings:
     image_fetch_allow_networks: str = ""
 
     # --- [reliability] settings below this line ---
+    #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
+    #: streams in flight finish for at most this long; what is still running then ends with an error.
+    api_drain_seconds: float = 25.0
+    #: Longest wait for Redis in the API's request path (connect and each command), so a Redis that
+    #: is down or hung costs a client a quick 503 rather than a hang.
+    redis_timeout: float = 2.0
 
     # --- [limits] settings below this line ---
     #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
@@ -216,6 +222,10 @@ class Settings:
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         if self.metrics_interval > 10:
             raise ConfigError("METRICS_INTERVAL must be 10 s or less (the stats history has one point per 10 s)")
+        if self.api_drain_seconds < 0:
+            raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
+        if self.redis_timeout <= 0:
+            raise ConfigError("REDIS_TIMEOUT must be greater than 0")
         self._validate_compat()
         self._validate_limits()
 

@@ -30,6 +30,7 @@ from requests import Response
 from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
 from worker.sse_parser import StreamParser
+from worker.upstream import interruptible
 from worker.upstream.base import Call, UpstreamFailure
 
 log = logging.getLogger("worker.decopy")
@@ -111,7 +112,10 @@ class SessionPool:
         if self._proxies is not None:
             proxy = next(self._proxies)
             session.proxies = {"http": proxy, "https": proxy}
+        interruptible.track(session)  # a cancelled job lets go of the upstream at once
         self.created += 1
+        # Logged so an operator (and the tests) can see sessions being replaced after challenges.
+        log.info("new upstream session #%d (cloudscraper)", self.created)
         return session
 
     def acquire(self) -> requests.Session:
@@ -153,17 +157,21 @@ class DecopyUpstream:
         session = self.pool.acquire()
         broken = False
         try:
-            job_id = self.create_job(session, job)
-            if call.cancelled.is_set():
-                return
-            yield from self.read_job(session, job_id, call)
+            with interruptible.bind(call):
+                job_id = self.create_job(session, job)
+                if call.cancelled.is_set():
+                    return
+                yield from self.read_job(session, job_id, call)
         except UpstreamFailure as failure:
-            broken = failure.replace_session
+            # A failure caused by our own cancel says nothing about the session (and replacing it
+            # would throw away its Cloudflare clearance).
+            broken = failure.replace_session and not call.cancelled.is_set()
             raise
         except GeneratorExit:
             broken = True  # the stream was abandoned mid-read: do not reuse its connection
             raise
         finally:
+            # A connection shut down by a cancel is not reused: urllib3 drops dropped connections.
             self.pool.release(session, broken=broken)
 
     def create_job(self, session: requests.Session, job: ChatJob) -> str:
