@@ -16,6 +16,7 @@ from shared import names
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
+from worker import doctor
 from worker.arq_worker import WakeableWorker
 from worker.runner import ChatRunner, chat
 from worker.upstream.decopy import DecopyUpstream
@@ -37,7 +38,10 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     redis_settings.conn_retries = 1_000_000
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
-        functions=[func(chat, name=names.CHAT_FUNCTION, max_tries=3)],  # type: ignore[list-item]
+        functions=[
+            func(chat, name=names.CHAT_FUNCTION, max_tries=3),  # type: ignore[list-item]
+            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),  # type: ignore[list-item]
+        ],
         redis_settings=redis_settings,
         queue_name=names.QUEUE,
         max_jobs=settings.worker_concurrency,
@@ -54,6 +58,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["doctor"]:
+        return doctor.main(argv[1:])
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
