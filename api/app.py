@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.chat import ChatService
+from api.dashboard.routes import routes as dashboard_routes
 from api.hub import PubSubHub
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
@@ -67,7 +68,7 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=routes,
+        routes=routes + dashboard_routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),

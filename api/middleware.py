@@ -9,6 +9,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dashboard import sessions as dashboard_sessions
 from api.openai_format import error_response
 from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
 
@@ -48,11 +49,20 @@ def bearer_token(scope: Scope) -> str:
     return token.strip()
 
 
+def _dashboard_call(scope: Scope) -> bool:
+    """[operator] A call the dashboard page makes: its session cookie and no Authorization header."""
+    return "authorization" not in Headers(scope=scope) and dashboard_sessions.session_id(scope) is not None
+
+
 class AuthMiddleware:
     """Guards ``/v1/*`` (any valid key) and ``/admin/*`` (the master key only).
 
     With ``API_MASTER_KEY`` unset, ``/v1/*`` is open and ``/admin/*`` is refused (403): there is
     no admin without a master key.
+
+    [operator] ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
+    instead of the master key, when no ``Authorization`` header is sent; see
+    ``api/dashboard/sessions.py`` for the session and its CSRF checks.
     """
 
     def __init__(self, app: ASGIApp, *, master_key: str | None) -> None:
@@ -65,11 +75,13 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         try:
-            if path.startswith("/admin/") or path == "/admin":
+            if path.startswith("/admin/") or path == "/admin" or path.startswith("/dashboard/api/"):
                 if self._master is None:
                     raise PermissionDenied("The admin API is disabled: set API_MASTER_KEY to enable it.",
                                            code="admin_disabled")
-                if not self._is_master(bearer_token(scope)):
+                if _dashboard_call(scope):  # [operator]
+                    await dashboard_sessions.require_admin_cookie(scope)
+                elif not self._is_master(bearer_token(scope)):
                     raise AuthenticationFailed("The admin API needs the master key.")
             elif path.startswith("/v1/") and self._master is not None:
                 if not self._is_master(bearer_token(scope)):

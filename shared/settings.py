@@ -99,7 +99,8 @@ class Settings:
     # --- [perf] settings below this line ---
 
     # --- [operator] settings below this line ---
-
+    dashboard_session_ttl: float = 12 * 3600.0
+    dashboard_refresh: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +133,11 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+        # [operator]
+        if self.dashboard_session_ttl < 60:
+            raise ConfigError("DASHBOARD_SESSION_TTL must be at least 60 seconds")
+        if not 0.5 <= self.dashboard_refresh <= 300:
+            raise ConfigError("DASHBOARD_REFRESH must be between 0.5 and 300 seconds")
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:
