@@ -40,7 +40,8 @@ object as body (``{}`` clears it; setting it also restarts the ``times`` counter
 
 Also ``GET /_sim/log`` (every request, in order; see ``LogEntry``),
 ``POST /_sim/reset`` (log, ``times`` counters and the default), ``GET /_sim/health``.
-Run ``python -m tests.decopy_sim --host H --port 0``: prints ``SIM_READY URL``.
+Run ``python -m tests.decopy_sim --host H --port 0``: prints ``SIM_READY URL``; with
+``--certfile C --keyfile K`` it serves https (the doctor's TLS step is tested that way).
 """
 
 from __future__ import annotations
@@ -622,6 +623,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="decopy.ai protocol simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--certfile", help="serve https with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
     family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -633,8 +636,10 @@ def main(argv: list[str] | None = None) -> None:
         app, loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="off",
         proxy_headers=False, server_header=False, headers=[("server", "cloudflare")],
         timeout_graceful_shutdown=1,  # hanging streams must not hold up the shutdown
+        ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
     )
-    server = SimServer(config, f"http://{f'[{host}]' if ':' in host else host}:{port}")
+    scheme = "https" if args.certfile else "http"
+    server = SimServer(config, f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
     app.state.sim.connections = lambda: server.server_state.connections
     server.run(sockets=[sock])
 

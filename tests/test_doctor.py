@@ -9,6 +9,7 @@ as a real process for its output, exit code and the report it keeps in Redis.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from devtools.procs import ROOT, Stack, free_port
+from devtools.procs import ROOT, Stack, free_port, wait_for
 from shared import names
 from shared.settings import Settings
 from worker.doctor import run_doctor
@@ -183,6 +184,44 @@ def test_tls_failure_is_named_at_tls(sim: str) -> None:
     report = doctor(sim.replace("http://", "https://"))
     assert statuses(report)[:3] == [("resolve", "ok"), ("reach", "ok"), ("tls", "fail")]
     assert "TLS handshake with 127.0.0.1 failed" in steps(report)["tls"]["verdict"]
+
+
+@pytest.fixture(scope="module")
+def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The simulator over https with a self-signed certificate for 127.0.0.1: (URL, certificate file)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    stack = Stack()
+    try:
+        proc = stack.spawn("sim-tls", [sys.executable, "-m", "tests.decopy_sim", "--port", "0",
+                                       "--certfile", str(cert), "--keyfile", str(key)])
+        url: list[str] = []
+
+        def ready() -> bool:
+            url.extend(ln.split(" ", 1)[1] for ln in proc.log().splitlines() if ln.startswith("SIM_READY "))
+            return bool(url)
+
+        wait_for(ready, 15, "https simulator", proc.popen)
+        yield url[0], str(cert)
+    finally:
+        stack.stop()
+
+
+def test_tls_checked_against_the_trusted_certificates(tls_sim: tuple[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    url, cert = tls_sim
+    assert url.startswith("https://127.0.0.1:")
+    report = doctor(url)  # requests' trust store (certifi) does not know this self-signed certificate
+    assert report["failed_step"] == "tls"
+    assert "certificate of 127.0.0.1 not trusted (direct): self-signed certificate" in report["summary"]
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)  # what requests itself honours, so the doctor does too
+    report = doctor(url)
+    assert report["ok"] is True, report["summary"]
+    assert re.match(r"TLSv1\.[23], certificate for 127\.0\.0\.1 by 127\.0\.0\.1, valid until .+ \(direct\)$",
+                    steps(report)["tls"]["verdict"])
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

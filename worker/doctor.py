@@ -349,7 +349,8 @@ class Doctor:
                                 f"{exc}", _ms(started), kind="connection"))
             route.sock = tls
             cert = tls.getpeercert() or {}
-            issuer = dict(x[0] for x in cert.get("issuer", ())).get("organizationName", "?")
+            names_ = dict(x[0] for x in cert.get("issuer", ()))
+            issuer = names_.get("organizationName") or names_.get("commonName") or "?"
             verdicts.append(f"{tls.version()}, certificate for {self.target.host} by {issuer}, valid until "
                             f"{cert.get('notAfter', '?')} ({route.label})")
         self._add(Step("tls", "ok", "; ".join(verdicts), _ms(started)))
