@@ -16,6 +16,7 @@ from starlette.responses import Response
 from api.chat import ChatService
 from api.dashboard.routes import routes as dashboard_routes
 from api.hub import PubSubHub
+from api.image_fetch import ImageFetcher
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
@@ -81,5 +82,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelTable(settings.decopy_models)
+    app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
+    app.state.images = ImageFetcher(max_bytes=settings.image_max_bytes, timeout=settings.image_fetch_timeout,
+                                    allow_networks=settings.image_allow_networks)
     return app

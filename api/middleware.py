@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -28,7 +29,9 @@ class RequestIdMiddleware:
             return
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _SAFE_ID.match(given) else "req_" + uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["received"] = time.monotonic()  # for openai-processing-ms
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -13,7 +13,7 @@ from api.chat import ChatService
 from api.chat_request import parse_chat
 from api.openai_format import JSONBody
 from shared.errors import ModelNotFound, ServiceUnavailable
-from shared.models import ModelTable
+from shared.models import ModelTable, Name
 
 _CREATED = int(time.time())
 
@@ -23,27 +23,29 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
+    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
+        call.image = await state.images.fetch(call.image_url, param=call.image_param)
     stream = await service.start(call, request.state.request_id)
     return await service.respond(request, call, stream)
 
 
-def _model(model_id: str, upstream: str) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": _CREATED, "owned_by": "decopy", "upstream": upstream}
+def _model(entry: Name) -> dict[str, object]:
+    """A model object; aliases and upstream names say which model id they stand for."""
+    return {"id": entry.name, "object": "model", "created": _CREATED, "owned_by": "decopy",
+            "upstream": entry.model.upstream, "alias_of": None if entry.is_id else entry.model.id}
 
 
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    data = [_model(mid, models.resolve(mid).upstream) for mid in models.ids()]  # type: ignore[union-attr]
-    return JSONBody({"object": "list", "data": data})
+    return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
 
 
 async def get_model(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    model_id = request.path_params["model_id"]
-    model = models.resolve(model_id)
-    if model is None:
-        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
-    return JSONBody(_model(model_id if model_id in models.ids() else model.id, model.upstream))
+    entry = models.entry(request.path_params["model_id"])
+    if entry is None:
+        raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
+    return JSONBody(_model(entry))
 
 
 async def healthz(request: Request) -> Response:

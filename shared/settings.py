@@ -7,6 +7,7 @@ otherwise); the README's settings table lists them all.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_MODELS: dict[str, str] = {
     "decopy-deepseek-v3": "DeepSeek-V3",
@@ -37,6 +40,18 @@ def _models(raw: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
     ):
         raise ConfigError('DECOPY_MODELS must be a JSON object {"openai-id": "UpstreamName", ...}')
+    return dict(value)
+
+
+def _aliases(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"MODEL_ALIASES is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise ConfigError('MODEL_ALIASES must be a JSON object {"alias": "model-id", ...}')
     return dict(value)
 
 
@@ -89,6 +104,15 @@ class Settings:
     max_queue: int = 1000
 
     # --- [compat] settings below this line ---
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    model_aliases: dict[str, str] = field(default_factory=dict)
+    #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
+    reasoning_split: bool = True
+    #: Comma-separated model ids whose answers may open with ``<think>…</think>``.
+    reasoning_models: str = "decopy-deepseek-r1"
+    #: Comma-separated CIDRs an image URL may point into although they are not public
+    #: (the tests serve images from 127.0.0.2; empty in production).
+    image_fetch_allow_networks: str = ""
 
     # --- [reliability] settings below this line ---
 
@@ -133,11 +157,45 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
-        # [operator]
+        self._validate_compat()
+        self._validate_operator()
+
+    def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:
             raise ConfigError("DASHBOARD_SESSION_TTL must be at least 60 seconds")
         if not 0.5 <= self.dashboard_refresh <= 300:
             raise ConfigError("DASHBOARD_REFRESH must be between 0.5 and 300 seconds")
+
+    def _validate_compat(self) -> None:
+        lowered = {m.lower() for m in self.decopy_models}
+        for alias, target in self.model_aliases.items():
+            if target not in self.decopy_models:
+                raise ConfigError(f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
+                                  f"of DECOPY_MODELS ({', '.join(self.decopy_models)})")
+            if alias.lower() in lowered:
+                raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
+        # REASONING_MODELS is not checked against DECOPY_MODELS: its default must not break a
+        # configuration that drops decopy-deepseek-r1; an id that matches nothing does nothing.
+        _ = self.image_allow_networks  # raises ConfigError on a bad CIDR
+
+    @property
+    def reasoning_model_ids(self) -> frozenset[str]:
+        """The models whose ``<think>`` part is split off (empty when ``REASONING_SPLIT`` is off)."""
+        if not self.reasoning_split:
+            return frozenset()
+        return frozenset(m.strip() for m in self.reasoning_models.split(",") if m.strip())
+
+    @property
+    def image_allow_networks(self) -> tuple[IPNetwork, ...]:
+        """``IMAGE_FETCH_ALLOW_NETWORKS`` parsed."""
+        nets: list[IPNetwork] = []
+        for raw in self.image_fetch_allow_networks.split(","):
+            if raw.strip():
+                try:
+                    nets.append(ipaddress.ip_network(raw.strip(), strict=False))
+                except ValueError as exc:
+                    raise ConfigError(f"IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
+        return tuple(nets)
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:
@@ -145,6 +203,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
     try:
         if name == "decopy_models":
             return _models(raw)
+        if name == "model_aliases":
+            return _aliases(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":
