@@ -84,11 +84,14 @@ class AuthMiddleware:
                                            code="admin_disabled")
                 if _dashboard_call(scope):  # [operator]
                     await dashboard_sessions.require_admin_cookie(scope)
+                    scope.setdefault("state", {})["key_name"] = "dashboard"
                 elif not self._is_master(bearer_token(scope)):
                     raise AuthenticationFailed("The admin API needs the master key.")
+                scope.setdefault("state", {}).setdefault("key_name", "master")  # for the access log
             elif path.startswith("/v1/") and self._master is not None:
                 if not self._is_master(bearer_token(scope)):
                     raise AuthenticationFailed("Incorrect API key provided.")
+                scope.setdefault("state", {})["key_name"] = "master"
         except GatewayError as err:
             await error_response(err)(scope, receive, send)
             return

@@ -8,11 +8,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.access import note
 from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
+from api.health import check_ready
 from api.openai_format import JSONBody
-from shared.errors import ModelNotFound, ServiceUnavailable
+from api.stats import StatsService
+from shared.errors import ModelNotFound
 from shared.models import ModelTable, Name
 
 _CREATED = int(time.time())
@@ -25,7 +28,9 @@ async def chat_completions(request: Request) -> Response:
     call = parse_chat(body, state.settings, state.models)
     if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
         call.image = await state.images.fetch(call.image_url, param=call.image_param)
+    note(request, model=call.model)
     stream = await service.start(call, request.state.request_id)
+    note(request, job=stream)
     return await service.respond(request, call, stream)
 
 
@@ -53,9 +58,26 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if not request.app.state.hub.connected:
-        raise ServiceUnavailable("Redis is not reachable.", code="redis_unavailable")
+    await check_ready(request.app)
     return PlainTextResponse("ready")
+
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.pod_metrics(), media_type=_PROMETHEUS)
+
+
+async def cluster_metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.cluster_metrics(), media_type=_PROMETHEUS)
+
+
+async def admin_stats(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return JSONBody(await stats.cluster_stats())
 
 
 routes = [
@@ -64,4 +86,7 @@ routes = [
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/metrics/cluster", cluster_metrics, methods=["GET"]),
+    Route("/admin/stats", admin_stats, methods=["GET"]),
 ]

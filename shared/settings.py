@@ -119,6 +119,12 @@ class Settings:
     # --- [limits] settings below this line ---
 
     # --- [ops] settings below this line ---
+    #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
+    api_workers: int = 1
+    #: Log the conversation and the answer in the access log (off: they are never logged).
+    log_prompts: bool = False
+    #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
+    metrics_interval: float = 2.0
 
     # --- [perf] settings below this line ---
 
@@ -149,6 +155,7 @@ class Settings:
             "queue_timeout", "first_token_timeout", "idle_timeout", "total_timeout",
             "ping_interval", "worker_poll_delay", "worker_heartbeat",
             "upstream_connect_timeout", "upstream_read_timeout",
+            "api_workers", "metrics_interval",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -157,6 +164,10 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if self.metrics_interval > 10:
+            raise ConfigError("METRICS_INTERVAL must be 10 s or less (the stats history has one point per 10 s)")
         self._validate_compat()
         self._validate_operator()
 
