@@ -16,13 +16,13 @@ function sparkline(svg, points, { now = Date.now() / 1000, span = 900, floor = 1
     t.textContent = title;
     svg.appendChild(t);
   }
-  if (shown.length === 0) {
-    const text = document.createElementNS(SVG_NS, 'text');
-    text.setAttribute('x', '2'); text.setAttribute('y', '20'); text.setAttribute('class', 'empty');
-    text.textContent = 'no data yet';
-    svg.appendChild(text);
-    return;
-  }
+  // A baseline, so an empty or flat chart still reads as a chart (text would be stretched by the viewBox).
+  const base = document.createElementNS(SVG_NS, 'line');
+  base.setAttribute('x1', '0'); base.setAttribute('x2', String(W));
+  base.setAttribute('y1', String(H - 0.5)); base.setAttribute('y2', String(H - 0.5));
+  base.setAttribute('class', shown.length ? 'axis' : 'axis empty');
+  svg.appendChild(base);
+  if (shown.length === 0) return;
   const top = Math.max(floor, ...shown.map((p) => p.v));
   const x = (t) => ((t - (now - span)) / span) * W;
   const y = (v) => H - PAD - (v / top) * (H - 2 * PAD);
@@ -43,6 +43,12 @@ function sparkline(svg, points, { now = Date.now() / 1000, span = 900, floor = 1
     line.setAttribute('points', run.map((p) => p.join(',')).join(' '));
     svg.appendChild(line);
   }
+  // The latest point, marked: with little history the line alone is hard to see.
+  const last = shown[shown.length - 1];
+  const mark = document.createElementNS(SVG_NS, 'rect');
+  mark.setAttribute('x', String(Math.min(W - 2, x(last.t) - 1))); mark.setAttribute('y', String(y(last.v) - 1));
+  mark.setAttribute('width', '2'); mark.setAttribute('height', '2'); mark.setAttribute('class', 'last');
+  svg.appendChild(mark);
 }
 
 window.sparkline = sparkline;
