@@ -19,6 +19,11 @@ from api.chat import ChatService
 from api.dashboard.routes import routes as dashboard_routes
 from api.hub import PubSubHub
 from api.image_fetch import ImageFetcher
+from api.admin import routes as admin_routes
+from api.chat import ChatService
+from api.hub import PubSubHub
+from api.keys import KeyStore
+from api.limits import Limiter, LimitsMiddleware
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
@@ -76,6 +81,8 @@ def create_app(settings: Settings) -> Starlette:
                             instance=os.environ.get(INSTANCE_ENV))
         app.state.stats = StatsService(redis, reporter)
         await reporter.start()
+        app.state.keys = KeyStore(redis)
+        app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         try:
             yield
         finally:
@@ -84,11 +91,12 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=routes + dashboard_routes,
+        routes=[*routes, *admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
+            Middleware(LimitsMiddleware),
         ],
         exception_handlers={
             GatewayError: _gateway_error,

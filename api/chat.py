@@ -20,6 +20,7 @@ from api.hub import PubSubHub
 from api.queue import JobQueue, new_job_id
 from api.shaping import PieceKind, Shaper
 from api.stream import Event, JobStream
+from api.usage import request_usage
 from shared.errors import GatewayError, ServiceUnavailable
 from shared.messages import ChatJob
 from shared.settings import Settings
@@ -82,6 +83,8 @@ class ChatService:
         return JobStream(hub=self.hub, queue=self.queue, sub=sub, settings=self.settings)
 
     async def respond(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        stream.usage = request_usage(request)  # [limits] the key's usage, written when the request ends
+        stream.usage.prompt_tokens = call.prompt_tokens
         if call.stream:
             return await self._stream(request, call, stream)
         return await self._whole(request, call, stream)
@@ -105,6 +108,7 @@ class ChatService:
             return Response(status_code=499)
         finally:
             await stream.close()
+        stream.usage.completion_tokens = shaper.tokens
         body = fmt.completion(
             completion_id=fmt.new_completion_id(), model=call.model, content="".join(parts["content"]),
             finish_reason=reason, prompt_tokens=call.prompt_tokens, completion_tokens=shaper.tokens,
@@ -154,8 +158,10 @@ class ChatService:
                 return
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)
+            stream.usage.failed = True
             yield fmt.error_event(exc)
         finally:
+            stream.usage.completion_tokens = shaper.tokens
             await asyncio.shield(stream.close())
 
 

@@ -13,6 +13,7 @@ from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
 from api.health import check_ready
+from api.limits import enforce_prompt_budget
 from api.openai_format import JSONBody
 from api.stats import StatsService
 from shared.errors import ModelNotFound
@@ -29,6 +30,7 @@ async def chat_completions(request: Request) -> Response:
     if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
         call.image = await state.images.fetch(call.image_url, param=call.image_param)
     note(request, model=call.model)
+    enforce_prompt_budget(request, call.prompt_tokens)
     stream = await service.start(call, request.state.request_id)
     note(request, job=stream)
     return await service.respond(request, call, stream)

@@ -20,6 +20,7 @@ from typing import Literal
 
 from api.hub import PubSubHub, Subscription
 from api.queue import JobQueue
+from api.usage import RequestUsage
 from shared import messages
 from shared.errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError, from_wire
 from shared.settings import Settings
@@ -47,6 +48,7 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
+        self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
 
     @property
     def finished(self) -> bool:

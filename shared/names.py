@@ -68,3 +68,41 @@ STATS_HISTORY = PREFIX + "stats:history"
 def stats_slot_key(slot: int) -> str:
     """Taken with SET NX by the one process that writes the history point of 10-s slot ``slot``."""
     return f"{PREFIX}stats:slot:{slot}"
+# --- [limits] names below this line ---
+
+#: Set of the ids of every team key.
+KEY_IDS = PREFIX + "keys"
+#: Key that every upstream call of the worker pool adds itself to (sorted set, scored by time).
+UPSTREAM_CALLS = PREFIX + "upstream:calls"
+#: Leases of the upstream streams running now, pool-wide (sorted set of lease ids by expiry).
+UPSTREAM_LEASES = PREFIX + "upstream:leases"
+
+
+def key_by_hash(key_hash: str) -> str:
+    """A team key's record (a hash), found by the SHA-256 of its secret; the secret is never stored."""
+    return f"{PREFIX}keyhash:{key_hash}"
+
+
+def key_by_id(key_id: str) -> str:
+    """Index from a key's id to the SHA-256 under which its record lives (for listing and revoking)."""
+    return f"{PREFIX}key:{key_id}"
+
+
+def key_requests(key_id: str) -> str:
+    """Sliding-window log of a key's requests (sorted set of request ids, scored by time in ms)."""
+    return f"{PREFIX}rl:req:{key_id}"
+
+
+def key_leases(key_id: str) -> str:
+    """Concurrency leases of a key's requests in flight (sorted set of lease ids, scored by expiry in ms)."""
+    return f"{PREFIX}rl:conc:{key_id}"
+
+
+def key_usage_day(key_id: str, day: str) -> str:
+    """A key's usage on one UTC day (``YYYY-MM-DD``): a hash of counters."""
+    return f"{PREFIX}usage:{key_id}:{day}"
+
+
+def key_usage_total(key_id: str) -> str:
+    """A key's usage since it was created: a hash of counters."""
+    return f"{PREFIX}usage:{key_id}:total"

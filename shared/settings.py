@@ -10,9 +10,11 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -53,6 +55,36 @@ def _aliases(raw: str) -> dict[str, str]:
     ):
         raise ConfigError('MODEL_ALIASES must be a JSON object {"alias": "model-id", ...}')
     return dict(value)
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages (proxy URLs may carry credentials)."""
+    return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
+
+
+def proxy_urls(raw: str) -> list[str]:
+    """The proxies listed in ``DECOPY_PROXY`` (comma-separated), each checked; ConfigError if malformed."""
+    urls = [p.strip() for p in raw.split(",") if p.strip()]
+    for url in urls:
+        problem = None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme.lower() not in PROXY_SCHEMES:
+                problem = f"scheme must be one of {', '.join(sorted(PROXY_SCHEMES))}"
+            elif not parts.hostname:
+                problem = "no host"
+            elif parts.path not in ("", "/") or parts.query or parts.fragment:
+                problem = "a proxy URL has no path, query or fragment"
+        if problem:
+            shown = _redact(url) if "://" in url else "<not a URL>"
+            raise ConfigError(f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
+                              "expected e.g. http://host:3128 or socks5://user:pass@host:1080")
+    return urls
 
 
 def _bool(raw: str) -> bool:
@@ -117,6 +149,23 @@ class Settings:
     # --- [reliability] settings below this line ---
 
     # --- [limits] settings below this line ---
+    #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
+    api_allow_open: bool = False
+    #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
+    #: process holding it if that process dies; live holders renew it every third of this.
+    limit_lease_ttl: float = 30.0
+    #: Upstream calls per minute for the whole worker pool (0 = unlimited).
+    upstream_rpm: int = 0
+    #: Upstream streams at once for the whole worker pool (0 = unlimited).
+    upstream_max_concurrent: int = 0
+
+    def _validate_limits(self) -> None:
+        if self.limit_lease_ttl <= 0:
+            raise ConfigError("LIMIT_LEASE_TTL must be greater than 0")
+        for name in ("upstream_rpm", "upstream_max_concurrent"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
+        proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
     # --- [ops] settings below this line ---
     #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
@@ -169,6 +218,7 @@ class Settings:
         if self.metrics_interval > 10:
             raise ConfigError("METRICS_INTERVAL must be 10 s or less (the stats history has one point per 10 s)")
         self._validate_compat()
+        self._validate_limits()
         self._validate_operator()
 
     def _validate_operator(self) -> None:

@@ -24,6 +24,7 @@ from shared import messages, names
 from shared.errors import GatewayError, ServiceUnavailable
 from shared.messages import ChatJob, Message
 from shared.settings import Settings
+from worker.budget import UpstreamBudget, UpstreamBusy
 from worker.upstream.base import Call, Upstream, UpstreamFailure
 
 log = logging.getLogger("worker.job")
@@ -82,6 +83,7 @@ class ChatRunner:
         self.worker_id = worker_id
         self.executor = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="upstream")
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
+        self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -116,7 +118,11 @@ class ChatRunner:
         while True:
             attempt += 1
             try:
-                await self._one_attempt(pub, job)
+                async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
+                    await self._one_attempt(pub, job)
+            except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
+                await pub.error(busy)
+                return self._outcome(busy.outcome)
             except UpstreamFailure as failure:
                 log.warning("job %s: attempt %d failed: %s", pub.job_id, attempt, failure.message)
                 self._on_outcome("upstream_error", failure.kind)

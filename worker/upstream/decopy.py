@@ -3,6 +3,9 @@
 Two calls per answer: ``create-job`` (multipart form) returns a job id; ``get-job/{id}`` streams
 the answer as server-sent events ending with ``data: Data transfer completed.``.
 
+Upstream traffic can go through outbound proxies (``DECOPY_PROXY``: http, https, socks4/5 URLs,
+comma-separated; socks through PySocks, ``requests``' own socks support).
+
 cloudscraper sessions are ``requests`` sessions: not safe to share between threads, and they
 carry the Cloudflare clearance cookie. The worker process owns a :class:`SessionPool`; each
 call borrows one session for its whole duration and gives it back, and a session that hit a
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,7 +28,7 @@ import urllib3.exceptions
 from requests import Response
 
 from shared.messages import ChatJob
-from shared.settings import Settings
+from shared.settings import Settings, proxy_urls
 from worker.sse_parser import StreamParser
 from worker.upstream.base import Call, UpstreamFailure
 
@@ -83,7 +87,13 @@ class SessionPool:
         self._settings = settings
         self._idle: list[requests.Session] = []
         self._lock = threading.Lock()
-        proxies = [p.strip() for p in settings.decopy_proxy.split(",") if p.strip()]
+        # Each new session takes the next proxy, so sessions (and a session replaced after a ban)
+        # spread over all of them; each process starts at a random one so that a pool of
+        # lightly loaded workers does not send everything through the first.
+        proxies = proxy_urls(settings.decopy_proxy)  # validated at start-up (Settings.validate)
+        if proxies:
+            start = random.randrange(len(proxies))
+            proxies = proxies[start:] + proxies[:start]
         self._proxies = itertools.cycle(proxies) if proxies else None
         self.created = 0
 
