@@ -120,6 +120,17 @@ def test_live_figures_change_after_requests(page: Browser, dash: Gateway) -> Non
     assert page.wait_js("document.querySelectorAll('#c-rps polyline').length > 0")
     workers = page("texts", sel="#workers tbody tr")
     assert len(workers) == 2 and all("alive" in w for w in workers)
+
+    # A rate-limit rejection (a key allowed one request a minute, asked twice) reaches the panel.
+    rejections = int(page.text("#v-rejections").replace(",", ""))
+    admin = {"Authorization": f"Bearer {MASTER}"}
+    key = httpx.post(dash.base_url + "/admin/keys", json={"name": "one-a-minute", "rpm": 1, "max_concurrent": None,
+                                                          "daily_tokens": None}, headers=admin, timeout=10).json()
+    limited = dash.client(key["key"])
+    limited.chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": "one"}])
+    with pytest.raises(openai.RateLimitError):
+        limited.chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": "two"}])
+    wait_until(lambda: int(page.text("#v-rejections").replace(",", "")) >= rejections + 1, 30, "rejections to rise")
     page.screenshot("dashboard-live")
 
 
@@ -150,7 +161,7 @@ def test_create_and_revoke_a_key(page: Browser, dash: Gateway) -> None:
     wait_until(lambda: page.text(f"{sel} td:nth-child(6)") == "1", 20, "today's requests of the new key")
 
     page("click", sel=f"{sel} button.revoke")
-    assert page.text(f"{sel} button.revoke") == "Confirm revoke"
+    page.wait_text(f"{sel} button.revoke", "^Confirm revoke$")
     page("click", sel=f"{sel} button.revoke")
     page.wait_js(f"document.querySelector('{sel}') === null")
     with pytest.raises(openai.AuthenticationError):

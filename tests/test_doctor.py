@@ -22,6 +22,7 @@ import redis
 from devtools.procs import ROOT, Stack, free_port, wait_for
 from shared import names
 from shared.settings import Settings
+from tests.proxy import Proxy
 from worker.doctor import run_doctor
 
 NETWORK_STEPS = ["resolve", "reach", "tls", "cloudflare", "create-job", "stream"]
@@ -222,6 +223,42 @@ def test_tls_checked_against_the_trusted_certificates(tls_sim: tuple[str, str],
     assert report["ok"] is True, report["summary"]
     assert re.match(r"TLSv1\.[23], certificate for 127\.0\.0\.1 by 127\.0\.0\.1, valid until .+ \(direct\)$",
                     steps(report)["tls"]["verdict"])
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """An HTTP + SOCKS5 proxy that alone knows the made-up host ``decopy.internal`` (127.0.0.1)."""
+    p = Proxy("doctor", hosts={"decopy.internal": "127.0.0.1"}).start()
+    yield p
+    p.stop()
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5h"])
+def test_through_a_proxy_only_the_proxy_resolves_the_upstream(sim: str, proxy: Proxy, scheme: str) -> None:
+    upstream = sim.replace("127.0.0.1", "decopy.internal")  # resolvable by the proxy only
+    report = doctor(upstream, DECOPY_PROXY=proxy.url(scheme))
+    assert report["ok"] is True, report["summary"]
+    by = steps(report)
+    assert by["resolve"]["verdict"] == "127.0.0.1 → 127.0.0.1; the proxy resolves the upstream's name"
+    first_hop = "SOCKS proxy" if scheme.startswith("socks") else "proxy"
+    assert f"TCP connection to {first_hop} 127.0.0.1:{proxy.port}" in by["reach"]["verdict"]
+    assert f"via proxy {proxy.url(scheme)}" in by["create-job"]["verdict"]
+    assert (proxy.socks_connects if scheme.startswith("socks") else proxy.http_requests) >= 2
+    if scheme == "http":  # the proxy stamps what it forwards: the simulator saw the doctor come through it
+        log = httpx.get(sim + "/_sim/log", timeout=5).json()
+        assert log and all(e["headers"].get("x-via-proxy") == "doctor" for e in log)
+
+
+def test_https_upstream_through_a_connect_tunnel(tls_sim: tuple[str, str], proxy: Proxy,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    url, cert = tls_sim
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    report = doctor(url, DECOPY_PROXY=proxy.url())
+    assert report["ok"] is True, report["summary"]
+    by = steps(report)
+    tunnel = f"CONNECT tunnel to {url.removeprefix('https://')} through proxy 127.0.0.1:{proxy.port}"
+    assert by["reach"]["verdict"] == tunnel
+    assert "via proxy" in by["tls"]["verdict"] and by["tls"]["verdict"].startswith("TLSv1.")
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

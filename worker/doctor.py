@@ -48,7 +48,7 @@ import requests
 from shared import names
 from shared.errors import ConfigError
 from shared.messages import ChatJob
-from shared.settings import Settings
+from shared.settings import Settings, proxy_urls
 from worker.sse_parser import StreamParser
 from worker.upstream.base import Call, UpstreamFailure
 from worker.upstream.decopy import DecopyUpstream, classify_status, is_cloudflare
@@ -201,7 +201,7 @@ class Doctor:
                  on_step: Callable[[Step], None] | None = None) -> None:
         self.settings = settings
         self.target = _Endpoint.parse(settings.decopy_base_url, "DECOPY_BASE_URL")
-        proxies = [p.strip() for p in settings.decopy_proxy.split(",") if p.strip()]
+        proxies = proxy_urls(settings.decopy_proxy)
         self.routes = [_Route(p, _Endpoint.parse(p, "DECOPY_PROXY")) for p in proxies] or [_Route(None, None)]
         self.report = Report(
             base_url=settings.decopy_base_url, proxies=[mask_url(p) for p in proxies],
@@ -396,8 +396,10 @@ class Doctor:
             except UpstreamFailure as failure:
                 self._fail(Step("create-job", "fail", _reason(failure, self.settings), took,
                                 http_status=resp.status_code, body=failure.body or _trim(resp.text), kind=failure.kind))
+            proxy = session.proxies.get("https") or session.proxies.get("http")
+            via = f"; via proxy {mask_url(proxy)}" if proxy else ""
             self._add(Step("create-job", "ok", f"HTTP 200, code 100000, job id {job_id[:16]}… (model "
-                           f"{upstream_model}; fields and headers accepted)", took, http_status=200))
+                           f"{upstream_model}; fields and headers accepted{via})", took, http_status=200))
             self._stream(upstream, session, job_id)
             broken = False
         finally:

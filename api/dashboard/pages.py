@@ -19,7 +19,8 @@ from shared.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
-_TEMPLATES = {name: string.Template((HERE / "templates" / f"{name}.html").read_text()) for name in ("login", "dashboard")}
+_TEMPLATES = {name: string.Template((HERE / "templates" / f"{name}.html").read_text())
+              for name in ("login", "dashboard")}
 _LOGIN_MAX_BYTES = 4096
 # Everything the page loads comes from the gateway itself; nothing inline, nothing from elsewhere.
 _SECURITY_HEADERS = {

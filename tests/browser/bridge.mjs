@@ -64,8 +64,15 @@ const ops = {
     return handle.jsonValue();
   },
   wait_js: async ({ expr, timeout_ms = 15000 }) => {
-    const handle = await page.waitForFunction(expr, null, { timeout: timeout_ms, polling: 100 });
-    return handle.jsonValue();
+    // Polled from here: waitForFunction(string) evaluates the string inside the page, which the
+    // dashboard's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    const deadline = Date.now() + timeout_ms;
+    for (;;) {
+      const value = await page.evaluate(expr).catch(() => null);  // a navigation may be under way
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeout_ms} ms waiting for: ${expr}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   },
   eval: async ({ expr }) => page.evaluate(expr),
   screenshot: async ({ path, full_page = true }) => {

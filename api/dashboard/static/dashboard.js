@@ -155,17 +155,19 @@
       button.type = 'button';
       button.className = 'danger revoke' + (confirming.has(k.id) ? ' confirm' : '');
       button.textContent = confirming.has(k.id) ? 'Confirm revoke' : 'Revoke';
-      button.addEventListener('click', () => revoke(k.id));
+      button.addEventListener('click', () => revoke(k.id, button));
       td.appendChild(button);
       tbody.appendChild(tr);
     }
   }
 
-  async function revoke(id) {
-    if (!confirming.has(id)) {  // first click arms, second click revokes
+  async function revoke(id, button) {
+    if (!confirming.has(id)) {  // first click arms, second click (within 5 s) revokes
       confirming.add(id);
+      button.textContent = 'Confirm revoke';
+      button.classList.add('confirm');
       setTimeout(() => { if (confirming.delete(id)) refreshKeys(); }, 5000);
-      return refreshKeys();
+      return undefined;
     }
     confirming.delete(id);
     const r = await call('DELETE', '/admin/keys/' + encodeURIComponent(id));
