@@ -92,8 +92,15 @@ def test_wrong_key_gets_no_session(dash: Gateway) -> None:
 
 
 def test_login_from_another_origin_is_refused(dash: Gateway) -> None:
-    resp = login(dash, Origin="http://evil.example")
-    assert resp.status_code == 403 and "set-cookie" not in resp.headers
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1.evil.example:{dash.base_url.rsplit(':', 1)[1]}"):
+        resp = login(dash, Origin=origin)
+        assert resp.status_code == 403 and "set-cookie" not in resp.headers, origin
+
+
+def test_login_through_a_tls_proxy_on_another_port(dash: Gateway) -> None:
+    # The page was https://127.0.0.1:8443 at the proxy; the gateway sees plain http on its own port.
+    resp = login(dash, Origin="https://127.0.0.1:8443")
+    assert resp.status_code == 303 and "set-cookie" in resp.headers
 
 
 @pytest.mark.parametrize(("method", "path"), DATA_ENDPOINTS)

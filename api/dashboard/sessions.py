@@ -8,8 +8,8 @@ every API replica at once.
 Cross-site request forgery: the cookie is ``SameSite=Strict`` (a browser sends it on no request
 another site starts), and every call authenticated by it must carry the ``X-Dashboard`` header,
 which a page of another origin cannot add without a CORS preflight the gateway never grants;
-state-changing calls must also come from the gateway's own origin when the browser says where
-they come from (``Origin``).
+state-changing calls must also come from a page of the gateway's own host when the browser says
+where they come from (``Origin``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -73,15 +74,22 @@ def is_https(scope: Scope) -> bool:
     return scope.get("scheme") in ("https", "wss")
 
 
-def own_origin(scope: Scope) -> str:
-    host = Headers(scope=scope).get("host", "")
-    return f"{'https' if is_https(scope) else 'http'}://{host}"
-
-
 def same_origin(scope: Scope) -> bool:
-    """False only when the browser says the request comes from another origin."""
-    origin = Headers(scope=scope).get("origin")
-    return origin is None or origin == own_origin(scope)
+    """False when the browser says the request comes from a page of another host.
+
+    Only the host names are compared: a reverse proxy in front of the gateway often changes the
+    scheme and the port on the way (TLS ends there; nginx's ``Host $host`` drops the port), and
+    another port of the same host is the same site anyway, which ``SameSite`` does not separate.
+    """
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    try:
+        page_host, own_host = urlsplit(origin).hostname, urlsplit("//" + headers.get("host", "")).hostname
+    except ValueError:  # a malformed Origin or Host
+        return False
+    return page_host is not None and page_host == own_host
 
 
 def set_cookie_header(scope: Scope, session: str, ttl: float) -> str:
