@@ -105,7 +105,7 @@ class Settings:
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8088
-    api_master_key: str | None = None
+    api_master_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
     max_body_bytes: int = 16 * 1024 * 1024
     image_max_bytes: int = 10 * 1024 * 1024
     image_fetch_timeout: float = 10.0
@@ -115,7 +115,7 @@ class Settings:
     decopy_product_code: str = "067003"
     decopy_product_serial: str = "eb0f5222701cbd6e67799c0cb99ec32b"
     decopy_user_agent: str = DEFAULT_USER_AGENT
-    decopy_proxy: str = ""
+    decopy_proxy: str = field(default="", repr=False)  # proxy URLs may carry passwords
     decopy_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 60.0
