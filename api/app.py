@@ -15,20 +15,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.access import AccessLogMiddleware
-from api.chat import ChatService
-from api.hub import PubSubHub
-from api.image_fetch import ImageFetcher
 from api.admin import routes as admin_routes
 from api.chat import ChatService
+from api.dashboard.routes import routes as dashboard_routes
 from api.hub import PubSubHub
+from api.image_fetch import ImageFetcher
 from api.keys import KeyStore
 from api.limits import Limiter, LimitsMiddleware
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
 from api.routes import routes
-from api.stats import StatsService
 from api.shutdown import DrainMiddleware
+from api.stats import StatsService
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
@@ -99,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=[*routes, *admin_routes],
+        routes=[*routes, *admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),

@@ -10,6 +10,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dashboard import sessions as dashboard_sessions
 from api.keys import MASTER, OPEN, KeyStore, Principal
 from api.openai_format import error_response
 from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
@@ -52,6 +53,11 @@ def bearer_token(scope: Scope) -> str:
     return token.strip()
 
 
+def _dashboard_call(scope: Scope) -> bool:
+    """[operator] A call the dashboard page makes: its session cookie and no Authorization header."""
+    return "authorization" not in Headers(scope=scope) and dashboard_sessions.session_id(scope) is not None
+
+
 class AuthMiddleware:
     """Guards ``/v1/*`` (the master key or a team key) and ``/admin/*`` (the master key only).
 
@@ -62,6 +68,10 @@ class AuthMiddleware:
     With ``API_MASTER_KEY`` unset, ``/v1/*`` is open to anyone, unlimited (``python -m api``
     allows that only on a loopback address or with ``API_ALLOW_OPEN``), and ``/admin/*`` is
     refused (403): there is no admin without a master key.
+
+    [operator] ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
+    in place of the master key, when no ``Authorization`` header is sent; see
+    ``api/dashboard/sessions.py`` for the session and its CSRF checks.
     """
 
     def __init__(self, app: ASGIApp, *, master_key: str | None) -> None:
@@ -72,10 +82,13 @@ class AuthMiddleware:
         return self._master is not None and hmac.compare_digest(token.encode(), self._master)
 
     async def _principal(self, scope: Scope, path: str) -> Principal | None:
-        if path.startswith("/admin/") or path == "/admin":
+        if path.startswith("/admin/") or path == "/admin" or path.startswith("/dashboard/api/"):
             if self._master is None:
                 raise PermissionDenied("The admin API is disabled: set API_MASTER_KEY to enable it.",
                                        code="admin_disabled")
+            if _dashboard_call(scope):  # [operator] a logged-in dashboard stands for the master key
+                await dashboard_sessions.require_admin_cookie(scope)
+                return MASTER
             if not self._is_master(bearer_token(scope)):
                 raise AuthenticationFailed("The admin API needs the master key.")
             return MASTER

@@ -105,10 +105,17 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "One event of a stream: `data: <ChatCompletionChunk>`.",
     },
     "ChatCompletionStream": {
-        "type": "string",
-        "description": "Server-sent events (`stream: true`): `data: <ChatCompletionChunk JSON>` lines, SSE "
-                       "comments (`: ping`) while waiting, and `data: [DONE]` at the end; a failure after the "
-                       "stream started is a last `data: <Error JSON>` event instead.",
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "description": "A `ChatCompletionChunk` as JSON, an `Error` as JSON "
+                                                      "(a failure after the stream started), or `[DONE]`."},
+            "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"},
+        },
+        "description": "One server-sent event of a stream (`stream: true`). The stream is `data: "
+                       "<ChatCompletionChunk JSON>` events, SSE comments (`: ping`) while waiting, and "
+                       "`data: [DONE]` at the end; a failure after the stream started is a last `data: "
+                       "<Error JSON>` event instead.",
     },
     "Model": {
         "type": "object",
@@ -156,6 +163,14 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "type": "object", "required": ["id", "name", "today", "total"],
             "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                            "today": _ref("Usage"), "total": _ref("Usage")}}}},
+    },
+    "DoctorStatus": {
+        "type": "object", "required": ["last", "pending"],
+        "properties": {
+            "last": {"type": ["object", "null"], "description": "The last doctor report (`python -m worker doctor --json`)."},
+            "pending": {"type": ["object", "null"], "description": "`{job_id, requested}` of a run not finished yet."},
+            "started": {"type": "boolean", "description": "POST only: whether this call queued a new run."},
+        },
     },
     "ClusterStats": {
         "type": "object",
@@ -225,7 +240,15 @@ ENDPOINTS: list[Endpoint] = [
              auth="master", errors=(404, 503)),
     Endpoint("GET", "/admin/usage", "Usage per key, today and in total", ok="UsageList", auth="master",
              errors=(503,)),
+    Endpoint("GET", "/admin/doctor", "The last upstream doctor report, and a run still pending", ok="DoctorStatus",
+             auth="master", errors=(503,)),
+    Endpoint("POST", "/admin/doctor", "Queue an upstream doctor run (a worker runs it)", ok="DoctorStatus",
+             status=202, auth="master", errors=(503,)),
 ]
+
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
+#: user interface, not part of the API this document describes.
+UI_PREFIX = "/dashboard"
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:

@@ -16,6 +16,14 @@ HUB_CHANNEL = PREFIX + "hub"
 #: Prefix of arq's per-worker health-check keys (one per worker process).
 WORKER_HEALTH_PREFIX = PREFIX + "worker:"
 
+# --- [operator] names below this line ---
+#: Name of the arq job function that runs the upstream doctor in a worker.
+DOCTOR_FUNCTION = "doctor"
+#: The last doctor report (JSON), written by the CLI or a worker, read by the dashboard.
+DOCTOR_LAST = PREFIX + "doctor:last"
+#: Set (with a TTL) while a doctor run asked for by the dashboard is queued or running.
+DOCTOR_PENDING = PREFIX + "doctor:pending"
+
 
 def job_channel(job_id: str) -> str:
     """The pub/sub channel on which a job's messages travel."""
@@ -30,6 +38,11 @@ def job_run_key(job_id: str) -> str:
 def worker_health_key(worker_id: str) -> str:
     """arq's health-check key of one worker process."""
     return WORKER_HEALTH_PREFIX + worker_id
+
+
+def dashboard_session_key(session_hash: str) -> str:
+    """A dashboard login: keyed by the SHA-256 of the cookie's session id, never the id itself."""
+    return f"{PREFIX}dashboard:session:{session_hash}"
 
 
 # --- [ops] metrics and cluster stats ---

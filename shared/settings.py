@@ -184,7 +184,8 @@ class Settings:
     # --- [perf] settings below this line ---
 
     # --- [operator] settings below this line ---
-
+    dashboard_session_ttl: float = 12 * 3600.0
+    dashboard_refresh: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -228,6 +229,13 @@ class Settings:
             raise ConfigError("REDIS_TIMEOUT must be greater than 0")
         self._validate_compat()
         self._validate_limits()
+        self._validate_operator()
+
+    def _validate_operator(self) -> None:
+        if self.dashboard_session_ttl < 60:
+            raise ConfigError("DASHBOARD_SESSION_TTL must be at least 60 seconds")
+        if not 0.5 <= self.dashboard_refresh <= 300:
+            raise ConfigError("DASHBOARD_REFRESH must be between 0.5 and 300 seconds")
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}

@@ -175,7 +175,14 @@ class DecopyUpstream:
             self.pool.release(session, broken=broken)
 
     def create_job(self, session: requests.Session, job: ChatJob) -> str:
-        what = "create-job"
+        return self.parse_create_job(self.post_create_job(session, job))
+
+    def post_create_job(self, session: requests.Session, job: ChatJob) -> Response:
+        """Send ``create-job``; any HTTP answer is returned, a transport failure raised.
+
+        Split from :meth:`parse_create_job` so the doctor can look at the raw answer
+        (was it a Cloudflare page?) before judging it.
+        """
         fields: dict[str, Any] = {
             "entertext": (None, job["prompt"]),
             "chat_id": (None, str(uuid.uuid4())),
@@ -186,10 +193,14 @@ class DecopyUpstream:
         if image is not None:
             fields["upload_images"] = (f"image.{image['extension']}", image["data"], image["content_type"])
         try:
-            resp = session.post(self._base + CREATE_PATH, files=fields, timeout=self._timeout)
+            return session.post(self._base + CREATE_PATH, files=fields, timeout=self._timeout)
         except (requests.RequestException, urllib3.exceptions.HTTPError, cloudscraper.exceptions.CloudflareException,
                 OSError) as exc:
-            raise _exception_failure(exc, what) from exc
+            raise _exception_failure(exc, "create-job") from exc
+
+    def parse_create_job(self, resp: Response) -> str:
+        """The job id in a ``create-job`` answer; raises :class:`UpstreamFailure` for anything else."""
+        what = "create-job"
         if resp.status_code != 200:
             raise classify_status(resp, what)
         try:
@@ -215,7 +226,9 @@ class DecopyUpstream:
                                   body=_trim(resp.text))
         return job_id
 
-    def read_job(self, session: requests.Session, job_id: str, call: Call) -> Iterator[list[str]]:
+    def read_job(self, session: requests.Session, job_id: str, call: Call,
+                 parser: StreamParser | None = None) -> Iterator[list[str]]:
+        """Stream the job's answer; ``parser`` may be given to read its counts afterwards (the doctor)."""
         what = "get-job"
         try:
             resp = session.get(self._base + STREAM_PATH + job_id, stream=True, timeout=self._timeout,
@@ -235,7 +248,7 @@ class DecopyUpstream:
                 raise failure
             raw = resp.raw
             call.on_cancel(lambda: _interrupt(resp))
-            parser = StreamParser()
+            parser = parser or StreamParser()
             while not parser.ended:
                 try:
                     data = raw.read1(65536, decode_content=True)
