@@ -26,14 +26,17 @@ redis-server:
 	  fi; }
 
 # The browser tests drive Debian's chromium with playwright-core (npm): chromium, node and npm.
+# Only what is missing is installed (a machine may have Node.js from elsewhere).
 chromium:
-	@{ command -v chromium && command -v node && command -v npm; } >/dev/null 2>&1 || { \
+	@need=""; command -v chromium >/dev/null 2>&1 || need="chromium"; \
+	{ command -v node && command -v npm; } >/dev/null 2>&1 || need="$$need nodejs npm"; \
+	[ -z "$$need" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium, nodejs and npm packages"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null) \
-	      || { echo "could not install them: run 'sudo apt-get install chromium nodejs npm'" >&2; exit 1; }; \
+	    echo "installing Debian's packages:$$need"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null) \
+	      || { echo "could not install them: run 'sudo apt-get install$$need'" >&2; exit 1; }; \
 	  else \
-	    echo "chromium, node or npm is missing: run 'sudo apt-get install chromium nodejs npm'" >&2; exit 1; \
+	    echo "missing for the tests: run 'sudo apt-get install$$need'" >&2; exit 1; \
 	  fi; }
 
 run: install redis-server
