@@ -136,6 +136,10 @@ class Bench:
 
     def phase(self, target: str, rate: float, duration: float) -> dict[str, Any]:
         a = self.args
+        # Warm up at the phase's own rate first (not measured): each worker's pool of upstream
+        # sessions grows to the concurrency the rate needs, and a cloudscraper session costs
+        # ~35 ms of CPU to create (SSL context), a one-off that is not the steady cost per stream.
+        self.clients(target, rate, a.warmup, deltas=a.deltas, interval_ms=a.interval_ms, first_ms=a.first_ms)
         roles = self.roles()
         for pids in roles.values():
             for pid in pids:
@@ -395,12 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-concurrency", type=int, default=50)
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--name", default=None, help="file name without extension (default: the date)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load before each phase "
+                   "(2; quick 1)")
     p.add_argument("--idle-seconds", type=float, default=None, help="idle Redis load measured over (5; quick 2)")
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
     a.loads = a.loads or ([25.0, 100.0] if a.quick else [10.0, 25.0, 50.0, 100.0])
     a.duration = a.duration or (4.0 if a.quick else 20.0)
     a.rounds = a.rounds or (1 if a.quick else 2)
+    a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0)
     if a.memory_streams is None:
         a.memory_streams = 0 if a.quick else 1000
     name = a.name or (dt.date.today().isoformat() + ("-quick" if a.quick else ""))
@@ -415,8 +422,6 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         idle = bench.idle_redis_load(a.idle_seconds or (2.0 if a.quick else 5.0))
         print(f"idle Redis load (workers' fallback poll): {idle['commands_per_s']} commands/s", flush=True)
-        for target in ("direct", "gateway"):  # warm-up: sessions, thread pools, connections
-            bench.clients(target, 10, 1.0, deltas=a.deltas, interval_ms=a.interval_ms, first_ms=a.first_ms)
         for rnd in range(a.rounds):
             results: dict[str, dict[str, Any]] = {}
             for load in a.loads:
@@ -444,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "seconds": round(time.time() - started, 1),
-        "config": {"loads": a.loads, "duration_s": a.duration, "rounds": a.rounds, "deltas": a.deltas,
+        "config": {"loads": a.loads, "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
+                   "deltas": a.deltas,
                    "interval_ms": a.interval_ms, "first_ms": a.first_ms, "workers": a.workers,
                    "worker_concurrency": a.worker_concurrency, "api_processes": 1},
         "idle_redis": idle,

@@ -26,7 +26,7 @@ FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms", "pieces
 def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--loads", "5", "--duration", "2", "--rounds", "1", "--memory-streams", "0",
-         "--deltas", "5", "--idle-seconds", "0.5", "--no-plot", "--out-dir", str(tmp_path), "--name", "smoke"],
+         "--deltas", "5", "--idle-seconds", "0.5", "--warmup", "0.5", "--no-plot", "--out-dir", str(tmp_path), "--name", "smoke"],
         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
