@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,25 @@ def _exception_failure(exc: BaseException, what: str) -> UpstreamFailure:
                            retryable=True, replace_session=True)
 
 
+def freeze_environment(session: requests.Session, url: str) -> None:
+    """Take once what requests reads from the environment on every request, then stop it reading.
+
+    With ``trust_env`` on, each request walks all of ``os.environ`` (proxies, twice), ``NO_PROXY``,
+    ``~/.netrc`` and the CA-bundle variables: ~0.2 ms of CPU per request, two requests per answer.
+    A worker's environment does not change while it runs, and a session calls one base URL, so
+    the answers are the same every time: resolved here for ``url`` as requests would.
+    """
+    if not session.trust_env:
+        return
+    session.proxies.update(requests.utils.get_environ_proxies(url))  # empty when NO_PROXY covers url
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify is True:
+        session.verify = bundle
+    if session.auth is None:
+        session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+
+
 class SessionPool:
     """cloudscraper sessions of one worker process, each used by one thread at a time."""
 
@@ -89,6 +109,7 @@ class SessionPool:
 
     def _new(self) -> requests.Session:
         session = cloudscraper.create_scraper(browser={"browser": "chrome", "platform": "windows", "mobile": False})
+        freeze_environment(session, self._settings.decopy_base_url)
         session.headers.update({
             "Accept": "*/*",
             "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
