@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
@@ -13,15 +14,25 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.access import AccessLogMiddleware
 from api.chat import ChatService
 from api.hub import PubSubHub
+from api.image_fetch import ImageFetcher
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
 from api.routes import routes
+from api.stats import StatsService
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from shared.logs import setup_logging
+from shared.metrics import API_REGISTRY
 from shared.models import ModelTable
 from shared.settings import Settings
+from shared.telemetry import Reporter
+
+#: Set by ``python -m api`` before uvicorn forks its processes: the id of this API container's
+#: group of processes, so ``/metrics`` shows all of them and nothing of other replicas.
+INSTANCE_ENV = "DECOPY_API_INSTANCE"
 
 log = logging.getLogger("api")
 
@@ -60,9 +71,14 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue)
+        reporter = Reporter(redis, role="api", registry=API_REGISTRY, interval=settings.metrics_interval,
+                            instance=os.environ.get(INSTANCE_ENV))
+        app.state.stats = StatsService(redis, reporter)
+        await reporter.start()
         try:
             yield
         finally:
+            await reporter.stop()
             await hub.stop()
             await redis.aclose()
 
@@ -70,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
         ],
         exception_handlers={
@@ -80,5 +97,14 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelTable(settings.decopy_models)
+    app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
+    app.state.images = ImageFetcher(max_bytes=settings.image_max_bytes, timeout=settings.image_fetch_timeout,
+                                    allow_networks=settings.image_allow_networks)
     return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's factory when ``API_WORKERS`` > 1: each uvicorn process builds its own app."""
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    return create_app(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -17,11 +18,11 @@ from api import openai_format as fmt
 from api.chat_request import ChatCall
 from api.hub import PubSubHub
 from api.queue import JobQueue, new_job_id
+from api.shaping import PieceKind, Shaper
 from api.stream import Event, JobStream
 from shared.errors import GatewayError, ServiceUnavailable
 from shared.messages import ChatJob
 from shared.settings import Settings
-from shared.tokens import estimate_tokens
 
 log = logging.getLogger("api.chat")
 T = TypeVar("T")
@@ -86,26 +87,30 @@ class ChatService:
         return await self._whole(request, call, stream)
 
     async def _whole(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
-        async def collect() -> tuple[str, str]:
-            parts: list[str] = []
+        async def collect() -> tuple[dict[PieceKind, list[str]], str]:
+            parts: dict[PieceKind, list[str]] = {"content": [], "reasoning": []}
             while True:
                 kind, value = await _next(stream)
-                if kind == "done":
-                    return "".join(parts), value
-                parts.append(value)
+                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                for piece_kind, text in out.pieces:
+                    parts[piece_kind].append(text)
+                if out.finish or kind == "done":  # stop/length end it here; finally withdraws the job
+                    return parts, out.finish or value
 
+        shaper = _shaper(call)
         try:
-            text, reason = await unless_disconnected(request, collect())
+            parts, reason = await unless_disconnected(request, collect())
         except ClientGone:
             log.info("client left before its answer was ready; job %s withdrawn", stream.job_id)
             return Response(status_code=499)
         finally:
             await stream.close()
         body = fmt.completion(
-            completion_id=fmt.new_completion_id(), model=call.model, content=text, finish_reason=reason,
-            prompt_tokens=call.prompt_tokens, completion_tokens=estimate_tokens(text),
+            completion_id=fmt.new_completion_id(), model=call.model, content="".join(parts["content"]),
+            finish_reason=reason, prompt_tokens=call.prompt_tokens, completion_tokens=shaper.tokens,
+            reasoning="".join(parts["reasoning"]) if call.reasoning else None,
         )
-        return fmt.JSONBody(body)
+        return fmt.JSONBody(body, headers={"openai-processing-ms": _processing_ms(request)})
 
     async def _stream(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
         # Hold the response until the first piece (or error) arrives, for at most one ping
@@ -127,7 +132,7 @@ class ChatService:
 
     async def _events(self, call: ChatCall, stream: JobStream, first: Event | None) -> AsyncIterator[bytes]:
         enc = fmt.ChunkEncoder(fmt.new_completion_id(), call.model)
-        completion_chars: list[str] = []
+        shaper = _shaper(call)
         event = first
         try:
             while True:
@@ -135,13 +140,16 @@ class ChatService:
                     event = await _next(stream)
                 kind, value = event
                 event = None
-                if kind == "delta":
-                    completion_chars.append(value)
-                    yield enc.content(value)
+                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                for piece_kind, text in out.pieces:
+                    yield enc.content(text) if piece_kind == "content" else enc.reasoning(text)
+                if kind == "delta" and not out.finish:
                     continue
-                yield enc.finish(value)
+                if kind == "delta":  # stop/length ended the answer: withdraw the job now
+                    await stream.close()
+                yield enc.finish(out.finish or value)
                 if call.include_usage:
-                    yield enc.usage(call.prompt_tokens, estimate_tokens("".join(completion_chars)))
+                    yield enc.usage(call.prompt_tokens, shaper.tokens)
                 yield fmt.DONE
                 return
         except GatewayError as exc:
@@ -149,6 +157,16 @@ class ChatService:
             yield fmt.error_event(exc)
         finally:
             await asyncio.shield(stream.close())
+
+
+def _shaper(call: ChatCall) -> Shaper:
+    return Shaper(stop=call.stop, max_tokens=call.max_tokens, reasoning=call.reasoning)
+
+
+def _processing_ms(request: Request) -> str:
+    """``openai-processing-ms``: time since the request arrived (see RequestIdMiddleware)."""
+    received = getattr(request.state, "received", None)
+    return str(round((time.monotonic() - received) * 1000)) if received is not None else "0"
 
 
 async def _next(stream: JobStream) -> Event:

@@ -36,6 +36,7 @@ class ChatCall:
     prompt_tokens: int = 0
     image_url: str | None = None  # an http(s) image still to fetch (see api.images)
     image_param: str | None = None
+    reasoning: bool = False  # split a leading <think>…</think> off (see api.shaping)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -76,7 +77,13 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
             param="response_format",
         )
     if req.logprobs or req.top_logprobs:
-        raise Unsupported("logprobs are not supported: the upstream reports none.", param="logprobs")
+        raise Unsupported("logprobs are not supported: the upstream reports none.",
+                          param="logprobs" if req.logprobs else "top_logprobs")
+    extra = req.model_extra or {}
+    modalities = extra.get("modalities")
+    if extra.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        raise Unsupported("Audio output is not supported: the upstream answers in text only.",
+                          param="audio" if extra.get("audio") is not None else "modalities")
 
 
 def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
@@ -89,7 +96,8 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
     model = models.resolve(req.model)
     if model is None:
         raise ModelNotFound(
-            f"The model '{req.model}' does not exist. Available: {', '.join(models.ids())}.", param="model"
+            f"The model '{req.model}' does not exist. Available: {', '.join(models.ids())} "
+            "(GET /v1/models lists every accepted name).", param="model"
         )
     _refuse_unsupported(req)
     if not any(m.role == "user" for m in req.messages):
@@ -131,4 +139,5 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
         prompt_tokens=estimate_tokens(prompt),
         image_url=image_url,
         image_param=image_param,
+        reasoning=model.id in settings.reasoning_model_ids,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -27,7 +28,9 @@ class RequestIdMiddleware:
             return
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _SAFE_ID.match(given) else "req_" + uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["received"] = time.monotonic()  # for openai-processing-ms
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -71,9 +74,11 @@ class AuthMiddleware:
                                            code="admin_disabled")
                 if not self._is_master(bearer_token(scope)):
                     raise AuthenticationFailed("The admin API needs the master key.")
+                scope.setdefault("state", {})["key_name"] = "master"  # for the access log
             elif path.startswith("/v1/") and self._master is not None:
                 if not self._is_master(bearer_token(scope)):
                     raise AuthenticationFailed("Incorrect API key provided.")
+                scope.setdefault("state", {})["key_name"] = "master"
         except GatewayError as err:
             await error_response(err)(scope, receive, send)
             return

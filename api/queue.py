@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -26,13 +26,17 @@ redis.call('PUBLISH', KEYS[3], '1')
 return 1
 """
 
-# KEYS: queue, job key, abort set, wake channel. ARGV: job id, now ms.
-# A job still waiting is simply taken out of the queue (1). A job a worker already took is
-# marked in arq's abort set and the workers are woken so the one running it cancels it now (0).
+# KEYS: queue, job key, abort set, wake channel, in-progress key. ARGV: job id, now ms.
+# A job no worker has taken yet is simply taken out of the queue (1). A job a worker already took
+# (arq's in-progress key exists) is marked in arq's abort set and the workers are woken so the one
+# running it cancels it now (0). The in-progress key must decide, not the queue: arq keeps a
+# running job in the queue until it finishes, so "ZREM succeeded" does not mean "not started"
+# (that mistake left the worker reading an abandoned upstream answer to its end).
 # arq never clears abort entries of jobs that finished first, so old ones are trimmed here.
 _CANCEL = """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - 60000)
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[2])
   return 1
 end
@@ -66,7 +70,8 @@ class JobQueue:
 
     async def cancel(self, job_id: str) -> bool:
         """Withdraw a job; True if it had not started (it never will)."""
-        keys = [names.QUEUE, job_key_prefix + job_id, abort_jobs_ss, names.WAKE_CHANNEL]
+        keys = [names.QUEUE, job_key_prefix + job_id, abort_jobs_ss, names.WAKE_CHANNEL,
+                in_progress_key_prefix + job_id]
         return bool(await self._cancel(keys=keys, args=[job_id, timestamp_ms()]))
 
     async def depth(self) -> int:

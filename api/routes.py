@@ -8,12 +8,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.access import note
 from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
+from api.health import check_ready
 from api.openai_format import JSONBody
-from shared.errors import ModelNotFound, ServiceUnavailable
-from shared.models import ModelTable
+from api.stats import StatsService
+from shared.errors import ModelNotFound
+from shared.models import ModelTable, Name
 
 _CREATED = int(time.time())
 
@@ -23,27 +26,31 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
+    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
+        call.image = await state.images.fetch(call.image_url, param=call.image_param)
+    note(request, model=call.model)
     stream = await service.start(call, request.state.request_id)
+    note(request, job=stream)
     return await service.respond(request, call, stream)
 
 
-def _model(model_id: str, upstream: str) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": _CREATED, "owned_by": "decopy", "upstream": upstream}
+def _model(entry: Name) -> dict[str, object]:
+    """A model object; aliases and upstream names say which model id they stand for."""
+    return {"id": entry.name, "object": "model", "created": _CREATED, "owned_by": "decopy",
+            "upstream": entry.model.upstream, "alias_of": None if entry.is_id else entry.model.id}
 
 
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    data = [_model(mid, models.resolve(mid).upstream) for mid in models.ids()]  # type: ignore[union-attr]
-    return JSONBody({"object": "list", "data": data})
+    return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
 
 
 async def get_model(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    model_id = request.path_params["model_id"]
-    model = models.resolve(model_id)
-    if model is None:
-        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
-    return JSONBody(_model(model_id if model_id in models.ids() else model.id, model.upstream))
+    entry = models.entry(request.path_params["model_id"])
+    if entry is None:
+        raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
+    return JSONBody(_model(entry))
 
 
 async def healthz(request: Request) -> Response:
@@ -51,9 +58,26 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if not request.app.state.hub.connected:
-        raise ServiceUnavailable("Redis is not reachable.", code="redis_unavailable")
+    await check_ready(request.app)
     return PlainTextResponse("ready")
+
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.pod_metrics(), media_type=_PROMETHEUS)
+
+
+async def cluster_metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.cluster_metrics(), media_type=_PROMETHEUS)
+
+
+async def admin_stats(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return JSONBody(await stats.cluster_stats())
 
 
 routes = [
@@ -62,4 +86,7 @@ routes = [
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/metrics/cluster", cluster_metrics, methods=["GET"]),
+    Route("/admin/stats", admin_stats, methods=["GET"]),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -11,28 +12,57 @@ class Model:
     upstream: str
 
 
-class ModelTable:
-    """Resolves what a client names (an id, or the upstream's own name) to a :class:`Model`."""
+@dataclass(frozen=True)
+class Name:
+    """One name a client may send: a model id, an alias (``MODEL_ALIASES``) or an upstream name."""
 
-    def __init__(self, models: dict[str, str]) -> None:
+    name: str
+    model: Model
+
+    @property
+    def is_id(self) -> bool:
+        return self.name == self.model.id
+
+
+class ModelTable:
+    """Resolves what a client names (an id, an alias, or the upstream's own name) to a :class:`Model`.
+
+    Names match case-insensitively. Where two kinds of name collide, an id wins over an alias
+    and an alias over an upstream name (the settings refuse an alias equal to an id).
+    """
+
+    def __init__(self, models: Mapping[str, str], aliases: Mapping[str, str] | None = None) -> None:
         self._by_id = {mid: Model(mid, upstream) for mid, upstream in models.items()}
-        self._by_name: dict[str, Model] = {}
+        # Insertion order is the listing order: ids, then aliases, then upstream names.
+        self._names: dict[str, Name] = {mid: Name(mid, model) for mid, model in self._by_id.items()}
+        for alias, target in (aliases or {}).items():
+            if target in self._by_id:
+                self._names.setdefault(alias, Name(alias, self._by_id[target]))
         for model in self._by_id.values():
-            self._by_name.setdefault(model.upstream, model)
-            self._by_name.setdefault(model.upstream.lower(), model)
-        for mid, model in self._by_id.items():
-            self._by_name[mid] = model
-            self._by_name[mid.lower()] = model
+            self._names.setdefault(model.upstream, Name(model.upstream, model))
+        self._by_lower: dict[str, Model] = {}
+        for name, entry in self._names.items():
+            self._by_lower.setdefault(name.lower(), entry.model)
 
     def resolve(self, name: str) -> Model | None:
-        return self._by_name.get(name) or self._by_name.get(name.lower())
+        entry = self._names.get(name)
+        return entry.model if entry is not None else self._by_lower.get(name.lower())
+
+    def entry(self, name: str) -> Name | None:
+        """The listed name ``name`` stands for (another case of a name gives that model's id)."""
+        entry = self._names.get(name)
+        if entry is not None:
+            return entry
+        model = self._by_lower.get(name.lower())
+        return Name(model.id, model) if model is not None else None
 
     def ids(self) -> list[str]:
         return list(self._by_id)
 
     def accepted(self) -> list[str]:
-        """Every name a client may send: the ids first, then the upstream names."""
-        seen = dict.fromkeys(self._by_id)
-        for model in self._by_id.values():
-            seen.setdefault(model.upstream)
-        return list(seen)
+        """Every name a client may send: the ids first, then the aliases, then the upstream names."""
+        return list(self._names)
+
+    def names(self) -> list[Name]:
+        """:meth:`accepted` with what each name maps to."""
+        return list(self._names.values())

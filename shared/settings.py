@@ -7,6 +7,7 @@ otherwise); the README's settings table lists them all.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_MODELS: dict[str, str] = {
     "decopy-deepseek-v3": "DeepSeek-V3",
@@ -37,6 +40,18 @@ def _models(raw: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
     ):
         raise ConfigError('DECOPY_MODELS must be a JSON object {"openai-id": "UpstreamName", ...}')
+    return dict(value)
+
+
+def _aliases(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"MODEL_ALIASES is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise ConfigError('MODEL_ALIASES must be a JSON object {"alias": "model-id", ...}')
     return dict(value)
 
 
@@ -89,12 +104,27 @@ class Settings:
     max_queue: int = 1000
 
     # --- [compat] settings below this line ---
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    model_aliases: dict[str, str] = field(default_factory=dict)
+    #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
+    reasoning_split: bool = True
+    #: Comma-separated model ids whose answers may open with ``<think>…</think>``.
+    reasoning_models: str = "decopy-deepseek-r1"
+    #: Comma-separated CIDRs an image URL may point into although they are not public
+    #: (the tests serve images from 127.0.0.2; empty in production).
+    image_fetch_allow_networks: str = ""
 
     # --- [reliability] settings below this line ---
 
     # --- [limits] settings below this line ---
 
     # --- [ops] settings below this line ---
+    #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
+    api_workers: int = 1
+    #: Log the conversation and the answer in the access log (off: they are never logged).
+    log_prompts: bool = False
+    #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
+    metrics_interval: float = 2.0
 
     # --- [perf] settings below this line ---
 
@@ -124,6 +154,7 @@ class Settings:
             "queue_timeout", "first_token_timeout", "idle_timeout", "total_timeout",
             "ping_interval", "worker_poll_delay", "worker_heartbeat",
             "upstream_connect_timeout", "upstream_read_timeout",
+            "api_workers", "metrics_interval",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -132,6 +163,42 @@ class Settings:
             raise ConfigError("UPSTREAM_RETRIES must be 0 or more")
         if self.worker_heartbeat >= self.idle_timeout:
             raise ConfigError("WORKER_HEARTBEAT must be shorter than IDLE_TIMEOUT")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if self.metrics_interval > 10:
+            raise ConfigError("METRICS_INTERVAL must be 10 s or less (the stats history has one point per 10 s)")
+        self._validate_compat()
+
+    def _validate_compat(self) -> None:
+        lowered = {m.lower() for m in self.decopy_models}
+        for alias, target in self.model_aliases.items():
+            if target not in self.decopy_models:
+                raise ConfigError(f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
+                                  f"of DECOPY_MODELS ({', '.join(self.decopy_models)})")
+            if alias.lower() in lowered:
+                raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
+        # REASONING_MODELS is not checked against DECOPY_MODELS: its default must not break a
+        # configuration that drops decopy-deepseek-r1; an id that matches nothing does nothing.
+        _ = self.image_allow_networks  # raises ConfigError on a bad CIDR
+
+    @property
+    def reasoning_model_ids(self) -> frozenset[str]:
+        """The models whose ``<think>`` part is split off (empty when ``REASONING_SPLIT`` is off)."""
+        if not self.reasoning_split:
+            return frozenset()
+        return frozenset(m.strip() for m in self.reasoning_models.split(",") if m.strip())
+
+    @property
+    def image_allow_networks(self) -> tuple[IPNetwork, ...]:
+        """``IMAGE_FETCH_ALLOW_NETWORKS`` parsed."""
+        nets: list[IPNetwork] = []
+        for raw in self.image_fetch_allow_networks.split(","):
+            if raw.strip():
+                try:
+                    nets.append(ipaddress.ip_network(raw.strip(), strict=False))
+                except ValueError as exc:
+                    raise ConfigError(f"IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
+        return tuple(nets)
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:
@@ -139,6 +206,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
     try:
         if name == "decopy_models":
             return _models(raw)
+        if name == "model_aliases":
+            return _aliases(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -154,3 +154,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condit
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- [compat] fixtures below this line ---
+
+COMPAT_KEY = "sk-compat-master"
+COMPAT_ALIASES = {"gpt-4o": "decopy-deepseek-v3", "deepseek-reasoner": "decopy-deepseek-r1"}
+#: The compatibility tests' image server listens here (see tests/test_images.py); the gateway
+#: below exempts exactly this address from its SSRF address check.
+IMAGE_HOST = "127.0.0.2"
+
+
+@pytest.fixture(scope="session")
+def compat_gateway() -> Iterator[Gateway]:
+    """A stack with a master key, model aliases, and image fetching allowed from 127.0.0.2 only."""
+    import json
+
+    gw = start_gateway({
+        "API_MASTER_KEY": COMPAT_KEY,
+        "MODEL_ALIASES": json.dumps(COMPAT_ALIASES),
+        "IMAGE_FETCH_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
+        "IMAGE_FETCH_TIMEOUT": "2",
+        "IMAGE_MAX_BYTES": "100000",
+    }, workers=1)
+    gw.api_key = COMPAT_KEY
+    yield gw
+    gw.stop()

@@ -2,8 +2,9 @@
 
 Speaks the protocol of ``upstream-decopy.md``: a multipart ``create-job`` that
 returns a job id, then a ``get-job`` SSE stream of ``data: {"data": "<piece>"}``
-events ended by ``data: Data transfer completed.``. Bad requests get decopy's
-``{"code": 100400, ...}``; unknown jobs ``{"code": 100404, ...}``.
+events ended by ``data: Data transfer completed.``. Both check ``Origin``,
+``product-code`` and ``product-serial``; create-job checks the form strictly.
+Bad requests get decopy's ``{"code": 100400, ...}``; unknown jobs ``100404``.
 
 Behaviour is chosen per request by a directive in ``entertext`` (the gateway
 copies the user's text there verbatim), so concurrent tests share no settings:
@@ -30,7 +31,8 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
   ``truncate`` (``truncate_after`` pieces, default 3, then a clean end of body
   without the end marker), ``hang_after`` (``after`` pieces, default 3, then
   silence for ``hang_ms``, then the rest), ``cut`` (``after`` pieces, then the
-  TCP connection is cut mid-body).
+  TCP connection is cut mid-body). An unknown mode answers HTTP 400 (a typo
+  must not pass as success) and logs outcome ``sim_error``.
 
 Also ``GET /_sim/log`` (every request, in order; see ``LogEntry``),
 ``POST /_sim/reset`` (log and ``times`` counters), ``GET /_sim/health``.
@@ -345,9 +347,11 @@ def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry) -> Jo
     return Job(secrets.token_hex(16), entertext, model, chat_id, headers, image, image_bytes, directive, frames, end)
 
 
-def decopy_json(code: int, result: Any, en: str, zh: str, status: int = 200) -> Response:
+def decopy_json(code: int, result: Any, en: str, zh: str, status: int = 200,
+                headers: dict[str, str] | None = None) -> Response:
+    """decopy's JSON envelope: ``code`` 100000 is success, anything else a failure."""
     body = {"code": code, "result": result, "message": {"zh": zh, "en": en}}
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    return Response(orjson.dumps(body), status, headers, "application/json")
 
 
 def _refuse(exc: Invalid, entry: LogEntry) -> Response:
@@ -362,16 +366,13 @@ def failure_response(mode: str) -> Response | None:
         cf = {"cf-mitigated": "challenge"} if mode == "cloudflare" else {}
         return Response(CF_HTML, 403 if cf else 503, {**cf, "cf-ray": secrets.token_hex(8)}, HTML)
     canned = {
-        "429": lambda: decopy_json(100429, None, "Too many requests", "请求过于频繁", 429),
+        "429": lambda: decopy_json(100429, None, "Too many requests", "请求过于频繁", 429, {"retry-after": "1"}),
         "500": lambda: PlainTextResponse("Internal Server Error", 500),
         "502": lambda: Response(b"<html><head><title>502 Bad Gateway</title></head></html>", 502, None, HTML),
         "code": lambda: decopy_json(100500, None, "Service busy, please try again later", "服务繁忙，请稍后再试"),
         "html200": lambda: Response(b"<!DOCTYPE html><html><body>Decopy AI</body></html>", 200, None, HTML),
     }
-    response = canned[mode]() if mode in canned else None
-    if response is not None and mode == "429":
-        response.headers["retry-after"] = "1"
-    return response
+    return canned[mode]() if mode in canned else None
 
 
 async def _read_body(receive: Receive) -> bytes:

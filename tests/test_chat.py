@@ -128,7 +128,9 @@ def test_upstream_request_headers(gateway: Gateway, tag: str) -> None:
 def test_models(gateway: Gateway) -> None:
     client = gateway.client()
     ids = [m.id for m in client.models.list()]
-    assert ids == ["decopy-deepseek-v3", "decopy-deepseek-r1", "decopy-gemini-2.0-flash", "decopy-gpt-4o-mini"]
+    # [compat] /v1/models lists every accepted name: the ids, then the upstream's own names.
+    assert ids == ["decopy-deepseek-v3", "decopy-deepseek-r1", "decopy-gemini-2.0-flash", "decopy-gpt-4o-mini",
+                   "DeepSeek-V3", "DeepSeek-R1", "Gemini-2.0-Flash", "GPT-4o-mini"]
     model = client.models.retrieve("decopy-deepseek-r1")
     assert model.id == "decopy-deepseek-r1" and model.object == "model" and model.owned_by == "decopy"
     with pytest.raises(openai.NotFoundError) as exc:

@@ -1,10 +1,11 @@
-"""``python -m worker``: run one worker process (``python -m worker doctor``: check the upstream)."""
+"""``python -m worker``: run one worker process.
+
+``python -m worker health``: is this container's worker alive? ``python -m worker doctor``: check the upstream.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import sys
 from typing import Any
 
@@ -12,32 +13,53 @@ import uvloop
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared import names
+from shared import metrics, names
 from shared.errors import ConfigError
-from shared.logs import setup_logging
+from shared.logs import request_id_var, setup_logging
+from shared.messages import ChatJob
 from shared.settings import Settings
+from shared.telemetry import Reporter, process_id
 from worker.arq_worker import WakeableWorker
+from worker.health import health_main
 from worker.runner import ChatRunner, chat
 from worker.upstream.decopy import DecopyUpstream
+
+
+async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
+    """The chat job, with its request id on every log line and counted in ``jobs_running``."""
+    token = request_id_var.set(job["request_id"])
+    metrics.JOBS_RUNNING.inc()
+    try:
+        return await chat(ctx, job)
+    finally:
+        metrics.JOBS_RUNNING.dec()
+        request_id_var.reset(token)
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     upstream = DecopyUpstream(settings)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["runner"] = ChatRunner(settings=settings, redis=ctx["redis"], upstream=upstream, worker_id=worker_id)
+        ctx["runner"] = ChatRunner(settings=settings, redis=ctx["redis"], upstream=upstream, worker_id=worker_id,
+                                   on_outcome=metrics.job_outcome)
+        ctx["reporter"] = Reporter(ctx["redis"], role="worker", registry=metrics.WORKER_REGISTRY,
+                                   interval=settings.metrics_interval, process=worker_id)
+        await ctx["reporter"].start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         runner: ChatRunner | None = ctx.get("runner")
         if runner is not None:
             runner.close()
+        reporter: Reporter | None = ctx.get("reporter")
+        if reporter is not None:
+            await reporter.stop()
 
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     # Keep trying to reach Redis at start-up rather than crash-looping.
     redis_settings.conn_retries = 1_000_000
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
-        functions=[func(chat, name=names.CHAT_FUNCTION, max_tries=3)],  # type: ignore[list-item]
+        functions=[func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3)],  # type: ignore[list-item]
         redis_settings=redis_settings,
         queue_name=names.QUEUE,
         max_jobs=settings.worker_concurrency,
@@ -59,9 +81,11 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if argv[:1] == ["health"]:
+        return health_main(settings, argv[1:])
     setup_logging(settings.log_level)
     asyncio.set_event_loop(uvloop.new_event_loop())
-    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    worker_id = process_id()  # <hostname>-<pid>: also names its arq health key
     build_worker(settings, worker_id).run()
     return 0
 
