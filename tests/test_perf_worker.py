@@ -99,3 +99,15 @@ def test_withdrawn_job_is_aborted_by_its_worker(make_gateway: Callable[..., Gate
     code, took = asyncio.run(go())
     assert code == "interrupted"
     assert took < 20  # the 300 pieces would take 30 s; the 60 s fallback poll played no part
+
+
+def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
+    import arq.worker
+
+    import worker.arq_worker  # noqa: F401  (installs the replacement)
+
+    class Loud:
+        def __repr__(self) -> str:
+            raise AssertionError("the job's arguments were rendered")
+
+    assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"
