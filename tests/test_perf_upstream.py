@@ -49,3 +49,23 @@ def test_explicit_proxy_still_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     session.proxies = {"http": "http://decopy-proxy:8080", "https": "http://decopy-proxy:8080"}  # DECOPY_PROXY
     assert _effective(session)["proxy"] == "http://decopy-proxy:8080"
     session.close()
+
+
+def test_sessions_share_one_tls_context_set_up_as_cloudscraper_does() -> None:
+    import cloudscraper
+
+    from shared.settings import Settings
+    from worker.upstream.decopy import SessionPool
+
+    pool = SessionPool(Settings())
+    first, second = pool.acquire(), pool.acquire()  # two at once: two sessions
+    assert first is not second and first.cookies is not second.cookies
+    ctx = first.adapters["https://"].ssl_context
+    assert second.adapters["https://"].ssl_context is ctx
+    own = cloudscraper.create_scraper(browser={"browser": "chrome", "platform": "windows", "mobile": False})
+    reference = own.adapters["https://"].ssl_context
+    assert [c["name"] for c in ctx.get_ciphers()] == [c["name"] for c in reference.get_ciphers()]
+    assert (ctx.minimum_version, ctx.maximum_version, ctx.verify_mode) == (
+        reference.minimum_version, reference.maximum_version, reference.verify_mode)
+    for session in (first, second, own):
+        session.close()
