@@ -186,8 +186,11 @@ class Bench:
         baseline = sample(api_pid)
         reset_peak(api_pid)
         ramp = a.memory_ramp
-        interval_ms = 400
-        deltas = 30  # each stream lasts 12 s; all are open at once from the end of the ramp on
+        # Each stream lasts 12 s, one piece a second: all are open at once from the end of the
+        # ramp on, and the API relays N pieces a second (a faster trickle would measure how much
+        # a saturated machine buffers, not what an open stream costs).
+        interval_ms = 1000
+        deltas = 12
         samples: list[tuple[float, int]] = []
         popen_args = dict(deltas=deltas, interval_ms=interval_ms, first_ms=3, timeout=120.0)
         import threading
@@ -218,6 +221,15 @@ class Bench:
             cur += step
             most = max(most, cur)
         growth_kb = max(peak_rss, end.hwm_kb) - baseline.rss_kb
+        # RSS against the streams open at each sample. The figure per stream is taken when all of
+        # them are first open; the marginal cost is the slope between a quarter and all of them
+        # (one-off growth, such as allocator pools sized on first use, left out).
+        timeline = [(t - samples[0][0], rss, sum(1 for t0, t1 in intervals if t0 <= t <= t1)) for t, rss in samples]
+        quarter = next((x for x in timeline if x[2] >= most // 4), None)
+        full = next((x for x in timeline if x[2] >= most), None)
+        slope = None
+        if quarter is not None and full is not None and full[2] > quarter[2]:
+            slope = round((full[1] - quarter[1]) / (full[2] - quarter[2]), 2)
         errors = [s["error"] for s in records if s["error"]]
         return {
             "streams": len(records),
@@ -228,7 +240,11 @@ class Bench:
             "max_concurrent": most, "open_at_rss_peak": open_at_peak,
             "api_rss_baseline_kb": baseline.rss_kb, "api_rss_peak_kb": max(peak_rss, end.hwm_kb),
             "api_rss_after_kb": end.rss_kb,
-            "api_growth_per_stream_kb": round(growth_kb / max(1, most), 2),
+            "api_rss_all_open_kb": full[1] if full else None,
+            "api_growth_per_stream_kb": round((full[1] - baseline.rss_kb) / most, 2) if full else None,
+            "api_peak_growth_per_stream_kb": round(growth_kb / max(1, most), 2),
+            "api_marginal_kb_per_stream": slope,
+            "rss_timeline": [(round(t, 2), rss, n) for t, rss, n in timeline[::4]],
             "api_cpu_s": round(end.cpu_s - baseline.cpu_s, 2),
             "stream_shape": {"deltas": deltas, "interval_ms": interval_ms, "ramp_s": ramp},
             "worker_concurrency": per_worker,
@@ -440,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
             memory = bench.memory_test(a.memory_streams)
             print(f"memory: {memory['completed']}/{memory['streams']} streams completed, at most "
                   f"{memory['max_concurrent']} at once; API RSS {memory['api_rss_baseline_kb']} -> "
-                  f"{memory['api_rss_peak_kb']} kB = {memory['api_growth_per_stream_kb']} kB per stream", flush=True)
+                  f"{memory['api_rss_all_open_kb']} kB with all open = {memory['api_growth_per_stream_kb']} kB per stream "
+                  f"({memory['api_marginal_kb_per_stream']} kB per added stream; peak {memory['api_rss_peak_kb']} kB = "
+                  f"{memory['api_peak_growth_per_stream_kb']} kB per stream)", flush=True)
     finally:
         bench.stack.stop()
     rows = summary(rounds, a.loads)
