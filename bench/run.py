@@ -370,14 +370,20 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.plot(loads, [r[f"{key}_ttft_p50_ms"] for r in rows], "o-", color=color, label=f"{label}, p50")
         ax.plot(loads, [r[f"{key}_ttft_p99_ms"] for r in rows], "s--", color=color, label=f"{label}, p99")
     ax.set_xlabel("new streams per second")
-    ax.set_ylabel("time to first token (ms)")
+    ax.set_ylabel("time to first token (ms, log scale)")
+    ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_title(doc: dict[str, Any]) -> str:
+    c, m = doc["config"], doc["machine"]
+    return (f"{c['deltas']} pieces {c['interval_ms']} ms apart, {c['workers']} workers; {m['nproc']} cores, "
+            f"{m['cpu_model']}, Python {m['python']}")
 
 
 def machine() -> dict[str, Any]:
@@ -419,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                    "(2; quick 1)")
     p.add_argument("--idle-seconds", type=float, default=None, help="idle Redis load measured over (5; quick 2)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--replot", type=Path, default=None, help="only draw the PNG of a results JSON again")
     a = p.parse_args(argv)
+    if a.replot is not None:
+        doc = orjson.loads(a.replot.read_bytes())
+        plot(doc["summary"], a.replot.with_suffix(".png"), plot_title(doc))
+        return 0
     a.loads = a.loads or ([25.0, 100.0] if a.quick else [10.0, 25.0, 50.0, 100.0])
     a.duration = a.duration or (4.0 if a.quick else 20.0)
     a.rounds = a.rounds or (1 if a.quick else 2)
@@ -483,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path}")
     if not a.no_plot:
         png = a.out_dir / f"{name}.png"
-        m = doc["machine"]
-        plot(rows, png, f"{a.deltas} pieces {a.interval_ms} ms apart; {m['nproc']} cores, {m['cpu_model']}, "
-                        f"Python {m['python']}")
+        plot(rows, png, plot_title(doc))
         print(f"wrote {png}")
     return 0
 
