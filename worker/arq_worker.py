@@ -92,7 +92,10 @@ class WakeableWorker(Worker):
             self._wake.set()
 
     async def _poll_iteration(self) -> None:
-        # arq's _poll_iteration (no burst mode here) with start_jobs and _cancel_aborted_jobs in one script.
+        # arq's _poll_iteration with start_jobs and _cancel_aborted_jobs in one script.
+        if self.burst:  # not used by the gateway; arq's own poll knows its job budget
+            await super()._poll_iteration()
+            return
         if self._claim is None:
             self._claim = self.pool.register_script(_CLAIM)
         want = self.max_jobs - self.job_counter if self.allow_pick_jobs else 0
