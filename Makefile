@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test redis-server bench bench-quick clean
+.PHONY: install run demo test redis-server chromium bench bench-quick clean
 
 install: $(STAMP)
 
@@ -25,13 +25,24 @@ redis-server:
 	    echo "redis-server is missing: run 'sudo apt-get install redis-server' (or 'brew install redis')" >&2; exit 1; \
 	  fi; }
 
+# The browser tests drive Debian's chromium with playwright-core (npm): chromium, node and npm.
+chromium:
+	@{ command -v chromium && command -v node && command -v npm; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium, nodejs and npm packages"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null) \
+	      || { echo "could not install them: run 'sudo apt-get install chromium nodejs npm'" >&2; exit 1; }; \
+	  else \
+	    echo "chromium, node or npm is missing: run 'sudo apt-get install chromium nodejs npm'" >&2; exit 1; \
+	  fi; }
+
 run: install redis-server
 	$(PY) -m devtools.run
 
 demo: install redis-server
 	$(PY) -m devtools.run --demo
 
-test: install redis-server
+test: install redis-server chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).

@@ -1,23 +1,42 @@
-"""``python -m api``: serve the gateway with uvicorn (uvloop, httptools).
+"""``python -m api [serve]``: serve the gateway with uvicorn (uvloop, httptools).
 
 ``API_WORKERS`` > 1 runs that many uvicorn processes on one socket (uvicorn's supervisor, from
 the import string ``api.app:app_from_env``). ``python -m api health`` asks the local API's
-``/healthz`` and exits 0 or 1 (the image's HEALTHCHECK).
+``/healthz`` and exits 0 or 1 (the image's HEALTHCHECK). ``python -m api keys
+create|list|revoke`` and ``python -m api usage`` manage team keys (see :mod:`api.cli`).
 """
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import socket
 import sys
 import urllib.request
 
-import uvicorn
-
-from api.app import INSTANCE_ENV, create_app
+from api import cli
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the API on this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_bind_refusal(settings: Settings) -> str | None:
+    """Why serving must not start (an open ``/v1/*`` on a non-loopback address), or None."""
+    if settings.api_master_key or settings.api_allow_open or is_loopback(settings.api_host):
+        return None
+    return (f"refusing to serve on {settings.api_host} without API_MASTER_KEY: anyone could use the gateway; "
+            "set API_MASTER_KEY, bind a loopback address, or set API_ALLOW_OPEN=true if it is open on purpose")
 
 
 def health(settings: Settings) -> int:
@@ -33,17 +52,16 @@ def health(settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def main(argv: list[str]) -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+def serve(settings: Settings) -> int:
+    refusal = open_bind_refusal(settings)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
-    if argv[:1] == ["health"]:
-        return health(settings)
-    if argv:
-        print("usage: python -m api [health]", file=sys.stderr)
-        return 2
+    import uvicorn  # here, not at the top: the CLI commands start faster without the server's imports
+
+    from api.app import INSTANCE_ENV, create_app
+    from api.shutdown import GatewayServer
+
     setup_logging(settings.log_level)
     # One id for this container's uvicorn processes (they inherit the environment).
     os.environ[INSTANCE_ENV] = f"{socket.gethostname()}-{os.getpid()}"
@@ -54,14 +72,37 @@ def main(argv: list[str]) -> int:
         http="httptools",
         log_config=None,
         access_log=False,  # our own access log (api.access) has the fields that matter
-        timeout_graceful_shutdown=int(settings.worker_drain_seconds),
         lifespan="on",
     )
     if settings.api_workers > 1:
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers, **common)  # type: ignore[arg-type]
+        # uvicorn's supervisor; each process drains through uvicorn's own graceful shutdown.
+        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers,  # type: ignore[arg-type]
+                    timeout_graceful_shutdown=max(1, round(settings.api_drain_seconds)), **common)
         return 0
-    uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+    app = create_app(settings)
+    # The drain (API_DRAIN_SECONDS, api.shutdown) runs before uvicorn's own shutdown; uvicorn's
+    # graceful timeout is only the backstop for what is left after it.
+    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)  # type: ignore[arg-type]
+    GatewayServer(config, app, drain_seconds=settings.api_drain_seconds).run()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api", description="The decopy gateway's API.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve the API (the default)")
+    sub.add_parser("health", help="exit 0 if the local API answers /healthz, else 1")
+    cli.add_commands(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command in (None, "serve"):
+            return serve(Settings.from_env())
+        if args.command == "health":
+            return health(Settings.from_env())
+        return cli.run(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,13 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.access import AccessLogMiddleware
+from api.admin import routes as admin_routes
 from api.chat import ChatService
+from api.dashboard.routes import routes as dashboard_routes
 from api.hub import PubSubHub
 from api.image_fetch import ImageFetcher
+from api.keys import KeyStore
+from api.limits import Limiter, LimitsMiddleware
 from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openai_format import error_response
 from api.queue import JobQueue
 from api.routes import routes
+from api.shutdown import DrainMiddleware
 from api.stats import StatsService
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
@@ -63,8 +68,15 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=0)
-        hub = PubSubHub(redis)
+        # Every command in the request path waits at most REDIS_TIMEOUT: a Redis that is down or
+        # hung costs a client a quick 503, never a hang. The hub's pub/sub connection blocks on
+        # reads by design, so it gets its own client without a read timeout.
+        timeout = settings.redis_timeout
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               health_check_interval=0)
+        pubsub_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True,
+                                      health_check_interval=0)
+        hub = PubSubHub(pubsub_redis, subscribe_timeout=timeout)
         await hub.start()
         queue = JobQueue(redis, max_queue=settings.max_queue, expires_s=settings.queue_timeout)
         app.state.redis = redis
@@ -75,19 +87,24 @@ def create_app(settings: Settings) -> Starlette:
                             instance=os.environ.get(INSTANCE_ENV))
         app.state.stats = StatsService(redis, reporter)
         await reporter.start()
+        app.state.keys = KeyStore(redis)
+        app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         try:
             yield
         finally:
             await reporter.stop()
             await hub.stop()
+            await pubsub_redis.aclose()
             await redis.aclose()
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
+            Middleware(DrainMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
+            Middleware(LimitsMiddleware),
         ],
         exception_handlers={
             GatewayError: _gateway_error,
@@ -97,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM/SIGINT by api.shutdown.GatewayServer
     app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
     app.state.images = ImageFetcher(max_bytes=settings.image_max_bytes, timeout=settings.image_fetch_timeout,
                                     allow_networks=settings.image_allow_networks)
@@ -105,6 +123,11 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """uvicorn's factory when ``API_WORKERS`` > 1: each uvicorn process builds its own app."""
+    from sse_starlette.sse import AppStatus
+
     settings = Settings.from_env()
     setup_logging(settings.log_level)
+    # Streams in flight run on through uvicorn's graceful shutdown (API_DRAIN_SECONDS) instead of
+    # being cut the moment the process is asked to exit.
+    AppStatus.disable_automatic_graceful_drain()
     return create_app(settings)

@@ -6,21 +6,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 from api.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from api import openai_format as fmt
 from api.chat_request import ChatCall
-from api.hub import PubSubHub
+from api.hub import PubSubHub, redis_unavailable
 from api.queue import JobQueue, new_job_id
 from api.shaping import PieceKind, Shaper
 from api.stream import Event, JobStream
-from shared.errors import GatewayError, ServiceUnavailable
+from api.usage import request_usage
+from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ChatJob
 from shared.settings import Settings
 
@@ -52,6 +53,21 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+class _JobEventSource(EventSourceResponse):
+    """An SSE response that always closes its job stream, even when the client left before the
+    body generator ever ran (its ``finally`` then never runs)."""
+
+    def __init__(self, stream: JobStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._job_stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._job_stream.close())
+
+
 class ChatService:
     """Runs chat calls through the queue; one per API process, kept in ``app.state``."""
 
@@ -59,6 +75,15 @@ class ChatService:
         self.settings = settings
         self.hub = hub
         self.queue = queue
+        #: Chat calls in flight in this process (queued, waiting or streaming); the graceful
+        #: shutdown waits for this to empty.
+        self.in_flight: set[JobStream] = set()
+
+    def abort_all(self, error: GatewayError) -> int:
+        """End every call in flight with ``error`` (their jobs are withdrawn); returns how many."""
+        for stream in self.in_flight:
+            stream.abort(error)
+        return len(self.in_flight)
 
     async def start(self, call: ChatCall, request_id: str) -> JobStream:
         """Subscribe to a new job's channel (confirmed), then enqueue the job."""
@@ -72,16 +97,21 @@ class ChatService:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
             await self.hub.unsubscribe(sub)
-            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2) from exc
+            raise redis_unavailable() from exc
         if not queued:
             await self.hub.unsubscribe(sub)
             raise ServiceUnavailable(
                 f"The gateway's queue is full ({self.settings.max_queue} requests); try again shortly.",
                 code="queue_full", retry_after=2,
             )
-        return JobStream(hub=self.hub, queue=self.queue, sub=sub, settings=self.settings)
+        stream = JobStream(hub=self.hub, queue=self.queue, sub=sub, settings=self.settings,
+                           on_close=self.in_flight.discard)
+        self.in_flight.add(stream)
+        return stream
 
     async def respond(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        stream.usage = request_usage(request)  # [limits] the key's usage, written when the request ends
+        stream.usage.prompt_tokens = call.prompt_tokens
         if call.stream:
             return await self._stream(request, call, stream)
         return await self._whole(request, call, stream)
@@ -105,6 +135,7 @@ class ChatService:
             return Response(status_code=499)
         finally:
             await stream.close()
+        stream.usage.completion_tokens = shaper.tokens
         body = fmt.completion(
             completion_id=fmt.new_completion_id(), model=call.model, content="".join(parts["content"]),
             finish_reason=reason, prompt_tokens=call.prompt_tokens, completion_tokens=shaper.tokens,
@@ -113,17 +144,22 @@ class ChatService:
         return fmt.JSONBody(body, headers={"openai-processing-ms": _processing_ms(request)})
 
     async def _stream(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
-        # Hold the response until the first piece (or error) arrives, for at most one ping
-        # interval: an upstream failure before any text can then still be a real HTTP status.
+        # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
+        # until the first piece (or error) arrives, for at most one ping interval: a full queue,
+        # a queue timeout or an upstream failure before any text is then still a real HTTP status
+        # with Retry-After, which clients (the openai SDK among them) retry by themselves. From
+        # then on the stream is open and sends an SSE comment every PING_INTERVAL.
         try:
-            first = await unless_disconnected(request, stream.next(wait=self.settings.ping_interval))
+            first = await unless_disconnected(
+                request, stream.next(wait=self.settings.ping_interval, from_start=True))
         except ClientGone:
             await stream.close()
             return Response(status_code=499)
         except BaseException:
             await stream.close()
             raise
-        return EventSourceResponse(
+        return _JobEventSource(
+            stream,
             self._events(call, stream, first),
             sep="\n",
             ping=self.settings.ping_interval,
@@ -154,8 +190,13 @@ class ChatService:
                 return
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)
+            stream.usage.failed = True
             yield fmt.error_event(exc)
+        except Exception:  # a bug: the client still gets an error event, not a cut stream
+            log.exception("stream of job %s failed", stream.job_id)
+            yield fmt.error_event(InternalError("The gateway hit an internal error; it has been logged."))
         finally:
+            stream.usage.completion_tokens = shaper.tokens
             await asyncio.shield(stream.close())
 
 

@@ -41,22 +41,37 @@ class ChatCall:
 
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
+    skip_tag = False  # after "tagged-union[...]" and an index, pydantic names the branch (the tag)
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"str", "list[tagged-union[TextPart,ImagePart]]", "function-after"} or "[" in str(part):
+            continue
+        if "tagged-union" in str(part):
+            skip_tag = True
+            continue
+        if part in {"str", "function-after"} or "[" in str(part):
             continue  # pydantic's union branch names say nothing to a client
-        else:
-            out += f".{part}" if out else str(part)
+        if skip_tag and out.endswith("]"):
+            skip_tag = False
+            continue
+        out += f".{part}" if out else str(part)
     return out
 
 
 def validation_error(exc: ValidationError) -> InvalidRequest:
-    first = exc.errors(include_url=False)[0]
+    # A union (content: str | list of parts) reports one error per branch, the str branch first;
+    # the deepest error is the one about what the client actually sent (e.g. a part of a list).
+    errors = exc.errors(include_url=False)
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
     param = _loc(tuple(first.get("loc", ())))
     msg = first.get("msg", "invalid value")
     if first.get("type") == "union_tag_invalid":
         msg = "Unknown content part type; the gateway takes parts of type 'text' and 'image_url'"
+    elif first.get("type") == "union_tag_not_found":
+        msg = "A content part needs a 'type': 'text' or 'image_url'"
+    elif first.get("type") == "string_type" and any(
+            e.get("type") == "list_type" and _loc(tuple(e.get("loc", ()))) == param for e in errors):
+        msg = "Input should be a string or a list of content parts"
     where = f" at '{param}'" if param else ""
     return InvalidRequest(f"Invalid request body{where}: {msg}.", param=param or None, code="invalid_value")
 

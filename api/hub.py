@@ -22,11 +22,18 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from shared import names
-from shared.errors import ServiceUnavailable
+from shared.errors import GatewayError, ServiceUnavailable
 
 log = logging.getLogger("api.hub")
 
-Item = bytes | ServiceUnavailable
+#: What a subscription's queue carries: a raw channel message, or an error that ends the stream
+#: (the hub lost Redis; the API is shutting down).
+Item = bytes | GatewayError
+
+
+def redis_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The gateway cannot reach Redis right now; try again shortly.",
+                              code="redis_unavailable", retry_after=2)
 
 
 @dataclass(eq=False)
@@ -77,7 +84,7 @@ class PubSubHub:
     async def subscribe(self, job_id: str) -> Subscription:
         """Subscribe to ``job_id``'s channel and wait until Redis confirms it."""
         if not self._connected.is_set() or self._pubsub is None:
-            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2)
+            raise redis_unavailable()
         channel = names.job_channel(job_id).encode()
         sub = Subscription(job_id, channel)
         confirmed = asyncio.get_running_loop().create_future()
@@ -88,7 +95,7 @@ class PubSubHub:
             await asyncio.wait_for(asyncio.shield(confirmed), self._subscribe_timeout)
         except (RedisError, OSError, TimeoutError, ServiceUnavailable) as exc:
             self._subs.pop(channel, None)
-            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2) from exc
+            raise redis_unavailable() from exc
         finally:
             self._confirm.pop(channel, None)
         return sub
@@ -147,7 +154,8 @@ class PubSubHub:
                     waiter.set_result(None)
 
     def _fail_all(self) -> None:
-        err = ServiceUnavailable("The gateway lost its connection to Redis; the answer was interrupted.")
+        err = ServiceUnavailable("The gateway lost its connection to Redis; the answer was interrupted.",
+                                 code="redis_unavailable", retry_after=2)
         for sub in self._subs.values():
             sub.queue.put_nowait(err)
         self._subs.clear()

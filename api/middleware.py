@@ -10,6 +10,8 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.dashboard import sessions as dashboard_sessions
+from api.keys import MASTER, OPEN, KeyStore, Principal
 from api.openai_format import error_response
 from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
 
@@ -51,11 +53,25 @@ def bearer_token(scope: Scope) -> str:
     return token.strip()
 
 
-class AuthMiddleware:
-    """Guards ``/v1/*`` (any valid key) and ``/admin/*`` (the master key only).
+def _dashboard_call(scope: Scope) -> bool:
+    """[operator] A call the dashboard page makes: its session cookie and no Authorization header."""
+    return "authorization" not in Headers(scope=scope) and dashboard_sessions.session_id(scope) is not None
 
-    With ``API_MASTER_KEY`` unset, ``/v1/*`` is open and ``/admin/*`` is refused (403): there is
-    no admin without a master key.
+
+class AuthMiddleware:
+    """Guards ``/v1/*`` (the master key or a team key) and ``/admin/*`` (the master key only).
+
+    Puts the caller's :class:`api.keys.Principal` into ``scope["state"]["principal"]``. A team key
+    is looked up in Redis on every request (no cache), so a revoked key fails on every replica
+    from the next request on; Redis down makes that lookup a 503, never a 500.
+
+    With ``API_MASTER_KEY`` unset, ``/v1/*`` is open to anyone, unlimited (``python -m api``
+    allows that only on a loopback address or with ``API_ALLOW_OPEN``), and ``/admin/*`` is
+    refused (403): there is no admin without a master key.
+
+    [operator] ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
+    in place of the master key, when no ``Authorization`` header is sent; see
+    ``api/dashboard/sessions.py`` for the session and its CSRF checks.
     """
 
     def __init__(self, app: ASGIApp, *, master_key: str | None) -> None:
@@ -65,21 +81,40 @@ class AuthMiddleware:
     def _is_master(self, token: str) -> bool:
         return self._master is not None and hmac.compare_digest(token.encode(), self._master)
 
+    async def _principal(self, scope: Scope, path: str) -> Principal | None:
+        if path.startswith("/admin/") or path == "/admin" or path.startswith("/dashboard/api/"):
+            if self._master is None:
+                raise PermissionDenied("The admin API is disabled: set API_MASTER_KEY to enable it.",
+                                       code="admin_disabled")
+            if _dashboard_call(scope):  # [operator] a logged-in dashboard stands for the master key
+                await dashboard_sessions.require_admin_cookie(scope)
+                return MASTER
+            if not self._is_master(bearer_token(scope)):
+                raise AuthenticationFailed("The admin API needs the master key.")
+            return MASTER
+        if not path.startswith("/v1/"):
+            return None
+        if self._master is None:
+            return OPEN
+        token = bearer_token(scope)
+        if self._is_master(token):
+            return MASTER
+        keys: KeyStore = scope["app"].state.keys
+        record = await keys.authenticate(token)
+        if record is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return Principal("key", record)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         try:
-            if path.startswith("/admin/") or path == "/admin":
-                if self._master is None:
-                    raise PermissionDenied("The admin API is disabled: set API_MASTER_KEY to enable it.",
-                                           code="admin_disabled")
-                if not self._is_master(bearer_token(scope)):
-                    raise AuthenticationFailed("The admin API needs the master key.")
-                scope.setdefault("state", {})["key_name"] = "master"  # for the access log
-            elif path.startswith("/v1/") and self._master is not None:
-                if not self._is_master(bearer_token(scope)):
-                    raise AuthenticationFailed("Incorrect API key provided.")
-                scope.setdefault("state", {})["key_name"] = "master"
+            principal = await self._principal(scope, path)
         except GatewayError as err:
             await error_response(err)(scope, receive, send)
             return
+        if principal is not None:
+            state = scope.setdefault("state", {})
+            state["principal"] = principal
+            # The access log names the caller: a team key's name, never its secret.
+            state["key_name"] = principal.key.name if principal.key is not None else principal.kind
         await self.app(scope, receive, send)

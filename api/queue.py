@@ -26,23 +26,23 @@ redis.call('PUBLISH', KEYS[3], '1')
 return 1
 """
 
-# KEYS: queue, job key, abort set, wake channel, in-progress key. ARGV: job id, now ms.
-# A job no worker has taken yet is simply taken out of the queue (1). A job a worker already took
-# (arq's in-progress key exists) is marked in arq's abort set and the workers are woken so the one
-# running it cancels it now (0). The in-progress key must decide, not the queue: arq keeps a
-# running job in the queue until it finishes, so "ZREM succeeded" does not mean "not started"
-# (that mistake left the worker reading an abandoned upstream answer to its end).
-# arq never clears abort entries of jobs that finished first, so old ones are trimmed here.
+# KEYS: queue, job key, abort set, wake channel, arq's in-progress key. ARGV: job id, now ms.
+# arq keeps a job in the queue until it *finishes*, so being in the queue does not mean waiting:
+# the in-progress key (set by the worker that took the job) tells. A running job is taken out of
+# the queue (so it can never be picked again, e.g. after its worker died) and marked in arq's
+# abort set, and the workers are woken so the one running it cancels it now (returns 0). A job
+# still waiting is taken out with its data (returns 1). arq never clears abort entries of jobs
+# that finished first, so old ones are trimmed here.
 _CANCEL = """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - 60000)
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('DEL', KEYS[2])
-  return 1
+local queued = redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('PUBLISH', KEYS[4], '1')
+  return 0
 end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('PUBLISH', KEYS[4], '1')
-return 0
+redis.call('DEL', KEYS[2])
+return queued
 """
 
 
@@ -69,7 +69,8 @@ class JobQueue:
         return bool(added)
 
     async def cancel(self, job_id: str) -> bool:
-        """Withdraw a job; True if it had not started (it never will)."""
+        """Withdraw a job: True if it was still waiting (it never starts), False if a worker had
+        taken it (it is aborted now) or it had already finished."""
         keys = [names.QUEUE, job_key_prefix + job_id, abort_jobs_ss, names.WAKE_CHANNEL,
                 in_progress_key_prefix + job_id]
         return bool(await self._cancel(keys=keys, args=[job_id, timestamp_ms()]))

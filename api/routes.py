@@ -13,6 +13,8 @@ from api.body import read_json
 from api.chat import ChatService
 from api.chat_request import parse_chat
 from api.health import check_ready
+from api.limits import enforce_prompt_budget
+from api.openapi import build_document
 from api.openai_format import JSONBody
 from api.stats import StatsService
 from shared.errors import ModelNotFound
@@ -29,6 +31,7 @@ async def chat_completions(request: Request) -> Response:
     if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
         call.image = await state.images.fetch(call.image_url, param=call.image_param)
     note(request, model=call.model)
+    enforce_prompt_budget(request, call.prompt_tokens)
     stream = await service.start(call, request.state.request_id)
     note(request, job=stream)
     return await service.respond(request, call, stream)
@@ -80,6 +83,13 @@ async def admin_stats(request: Request) -> Response:
     return JSONBody(await stats.cluster_stats())
 
 
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:  # built once, on first use
+        state.openapi = build_document(state.models.ids())
+    return JSONBody(state.openapi)
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
@@ -89,4 +99,5 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/metrics/cluster", cluster_metrics, methods=["GET"]),
     Route("/admin/stats", admin_stats, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]

@@ -9,6 +9,11 @@ a lost Redis connection or one of the time limits:
 - idle: nothing at all from the worker (not even its keep-alive) for ``IDLE_TIMEOUT`` (504):
   this is how a worker killed mid-answer is noticed;
 - total: the whole answer took longer than ``TOTAL_TIMEOUT`` (504).
+
+A job runs at most once (see ``worker.runner``), so a second ``start`` or a sequence number
+already seen can only come from a re-run that should not exist: the stream then fails
+(``job_rerun``) rather than mix two answers. Whatever ends a stream early, :meth:`JobStream.close`
+withdraws the job (from the queue, or aborts it on its worker).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from api.hub import PubSubHub, Subscription
 from api.queue import JobQueue
+from api.usage import RequestUsage
 from shared import messages
 from shared.errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError, from_wire
 from shared.settings import Settings
@@ -32,8 +39,10 @@ Event = tuple[Literal["delta", "done"], str]
 class JobStream:
     """The API's view of one running job. Use :meth:`next` until it returns ``done``, then :meth:`close`."""
 
-    def __init__(self, *, hub: PubSubHub, queue: JobQueue, sub: Subscription, settings: Settings) -> None:
+    def __init__(self, *, hub: PubSubHub, queue: JobQueue, sub: Subscription, settings: Settings,
+                 on_close: Callable[[JobStream], None] | None = None) -> None:
         self.job_id = sub.job_id
+        self._on_close = on_close
         self._hub = hub
         self._queue = queue
         self._sub = sub
@@ -47,6 +56,7 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
+        self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
 
     @property
     def finished(self) -> bool:
@@ -83,10 +93,23 @@ class JobStream:
             )
         return GatewayTimeout(f"The answer took longer than {s.total_timeout:g} s.", code="total_timeout")
 
-    async def next(self, wait: float | None = None) -> Event | None:
-        """The next event; None only if ``wait`` seconds passed first (the stream is intact)."""
-        give_up = None if wait is None else time.monotonic() + wait
+    def abort(self, error: GatewayError) -> None:
+        """End the stream from outside (the API is shutting down): :meth:`next` raises ``error``."""
+        self._sub.queue.put_nowait(error)
+
+    async def next(self, wait: float | None = None, *, from_start: bool = False) -> Event | None:
+        """The next event; None only if ``wait`` seconds passed first (the stream is intact).
+
+        With ``from_start``, the ``wait`` counts from the moment a worker took the job: while the
+        job waits in the queue, only the queue time limit ends the wait.
+        """
+        called = time.monotonic()
         while True:
+            give_up: float | None = None
+            if wait is not None and not from_start:
+                give_up = called + wait
+            elif wait is not None and self.started is not None:
+                give_up = self.started + wait
             deadline, error = self._deadline()
             now = time.monotonic()
             timeout = deadline - now
@@ -110,15 +133,19 @@ class JobStream:
             if event is not None:
                 return event
 
-    def _handle(self, item: bytes | ServiceUnavailable) -> Event | None:
-        if isinstance(item, ServiceUnavailable):
-            self._finished = True  # the hub dropped our subscription; nothing more will come
+    def _handle(self, item: bytes | GatewayError) -> Event | None:
+        if isinstance(item, GatewayError):
+            # The hub lost Redis, or the API is shutting down. Not marked finished: close() still
+            # tries to withdraw the job, so no worker goes on calling the upstream for nobody.
             raise item
         msg = messages.decode(item)
         seq = msg["seq"]
-        if seq < self._expected_seq:
-            log.warning("job %s: duplicate message %d ignored", self.job_id, seq)
-            return None
+        if seq < self._expected_seq or (msg["kind"] == "start" and self.started is not None):
+            raise UpstreamError(
+                "The job behind this answer was started a second time; the answer is dropped rather "
+                "than mixed with another one.",
+                code="job_rerun",
+            )
         if seq > self._expected_seq:
             raise UpstreamError(
                 f"Messages {self._expected_seq}..{seq - 1} of this answer were lost between worker and API.",
@@ -148,6 +175,8 @@ class JobStream:
         if self._closed:
             return
         self._closed = True
+        if self._on_close is not None:
+            self._on_close(self)
         await self._hub.unsubscribe(self._sub)
         if not self._finished:
             try:

@@ -134,9 +134,12 @@ class Stack:
         return self.spawn("worker", [sys.executable, "-m", "worker"], env)
 
     def stop(self) -> None:
+        """Stop every process (newest first) and remove the logs, unless ``DECOPY_KEEP_LOGS`` is set."""
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+        if not os.environ.get("DECOPY_KEEP_LOGS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _redis_ping(port: int) -> bool:

@@ -16,6 +16,14 @@ HUB_CHANNEL = PREFIX + "hub"
 #: Prefix of arq's per-worker health-check keys (one per worker process).
 WORKER_HEALTH_PREFIX = PREFIX + "worker:"
 
+# --- [operator] names below this line ---
+#: Name of the arq job function that runs the upstream doctor in a worker.
+DOCTOR_FUNCTION = "doctor"
+#: The last doctor report (JSON), written by the CLI or a worker, read by the dashboard.
+DOCTOR_LAST = PREFIX + "doctor:last"
+#: Set (with a TTL) while a doctor run asked for by the dashboard is queued or running.
+DOCTOR_PENDING = PREFIX + "doctor:pending"
+
 
 def job_channel(job_id: str) -> str:
     """The pub/sub channel on which a job's messages travel."""
@@ -30,6 +38,11 @@ def job_run_key(job_id: str) -> str:
 def worker_health_key(worker_id: str) -> str:
     """arq's health-check key of one worker process."""
     return WORKER_HEALTH_PREFIX + worker_id
+
+
+def dashboard_session_key(session_hash: str) -> str:
+    """A dashboard login: keyed by the SHA-256 of the cookie's session id, never the id itself."""
+    return f"{PREFIX}dashboard:session:{session_hash}"
 
 
 # --- [ops] metrics and cluster stats ---
@@ -55,3 +68,41 @@ STATS_HISTORY = PREFIX + "stats:history"
 def stats_slot_key(slot: int) -> str:
     """Taken with SET NX by the one process that writes the history point of 10-s slot ``slot``."""
     return f"{PREFIX}stats:slot:{slot}"
+# --- [limits] names below this line ---
+
+#: Set of the ids of every team key.
+KEY_IDS = PREFIX + "keys"
+#: Key that every upstream call of the worker pool adds itself to (sorted set, scored by time).
+UPSTREAM_CALLS = PREFIX + "upstream:calls"
+#: Leases of the upstream streams running now, pool-wide (sorted set of lease ids by expiry).
+UPSTREAM_LEASES = PREFIX + "upstream:leases"
+
+
+def key_by_hash(key_hash: str) -> str:
+    """A team key's record (a hash), found by the SHA-256 of its secret; the secret is never stored."""
+    return f"{PREFIX}keyhash:{key_hash}"
+
+
+def key_by_id(key_id: str) -> str:
+    """Index from a key's id to the SHA-256 under which its record lives (for listing and revoking)."""
+    return f"{PREFIX}key:{key_id}"
+
+
+def key_requests(key_id: str) -> str:
+    """Sliding-window log of a key's requests (sorted set of request ids, scored by time in ms)."""
+    return f"{PREFIX}rl:req:{key_id}"
+
+
+def key_leases(key_id: str) -> str:
+    """Concurrency leases of a key's requests in flight (sorted set of lease ids, scored by expiry in ms)."""
+    return f"{PREFIX}rl:conc:{key_id}"
+
+
+def key_usage_day(key_id: str, day: str) -> str:
+    """A key's usage on one UTC day (``YYYY-MM-DD``): a hash of counters."""
+    return f"{PREFIX}usage:{key_id}:{day}"
+
+
+def key_usage_total(key_id: str) -> str:
+    """A key's usage since it was created: a hash of counters."""
+    return f"{PREFIX}usage:{key_id}:total"

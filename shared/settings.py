@@ -10,9 +10,11 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -53,6 +55,36 @@ def _aliases(raw: str) -> dict[str, str]:
     ):
         raise ConfigError('MODEL_ALIASES must be a JSON object {"alias": "model-id", ...}')
     return dict(value)
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages (proxy URLs may carry credentials)."""
+    return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
+
+
+def proxy_urls(raw: str) -> list[str]:
+    """The proxies listed in ``DECOPY_PROXY`` (comma-separated), each checked; ConfigError if malformed."""
+    urls = [p.strip() for p in raw.split(",") if p.strip()]
+    for url in urls:
+        problem = None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme.lower() not in PROXY_SCHEMES:
+                problem = f"scheme must be one of {', '.join(sorted(PROXY_SCHEMES))}"
+            elif not parts.hostname:
+                problem = "no host"
+            elif parts.path not in ("", "/") or parts.query or parts.fragment:
+                problem = "a proxy URL has no path, query or fragment"
+        if problem:
+            shown = _redact(url) if "://" in url else "<not a URL>"
+            raise ConfigError(f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
+                              "expected e.g. http://host:3128 or socks5://user:pass@host:1080")
+    return urls
 
 
 def _bool(raw: str) -> bool:
@@ -73,7 +105,7 @@ class Settings:
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8088
-    api_master_key: str | None = None
+    api_master_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
     max_body_bytes: int = 16 * 1024 * 1024
     image_max_bytes: int = 10 * 1024 * 1024
     image_fetch_timeout: float = 10.0
@@ -83,7 +115,7 @@ class Settings:
     decopy_product_code: str = "067003"
     decopy_product_serial: str = "eb0f5222701cbd6e67799c0cb99ec32b"
     decopy_user_agent: str = DEFAULT_USER_AGENT
-    decopy_proxy: str = ""
+    decopy_proxy: str = field(default="", repr=False)  # proxy URLs may carry passwords
     decopy_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 60.0
@@ -115,8 +147,31 @@ class Settings:
     image_fetch_allow_networks: str = ""
 
     # --- [reliability] settings below this line ---
+    #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
+    #: streams in flight finish for at most this long; what is still running then ends with an error.
+    api_drain_seconds: float = 25.0
+    #: Longest wait for Redis in the API's request path (connect and each command), so a Redis that
+    #: is down or hung costs a client a quick 503 rather than a hang.
+    redis_timeout: float = 2.0
 
     # --- [limits] settings below this line ---
+    #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
+    api_allow_open: bool = False
+    #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
+    #: process holding it if that process dies; live holders renew it every third of this.
+    limit_lease_ttl: float = 30.0
+    #: Upstream calls per minute for the whole worker pool (0 = unlimited).
+    upstream_rpm: int = 0
+    #: Upstream streams at once for the whole worker pool (0 = unlimited).
+    upstream_max_concurrent: int = 0
+
+    def _validate_limits(self) -> None:
+        if self.limit_lease_ttl <= 0:
+            raise ConfigError("LIMIT_LEASE_TTL must be greater than 0")
+        for name in ("upstream_rpm", "upstream_max_concurrent"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
+        proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
     # --- [ops] settings below this line ---
     #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
@@ -129,7 +184,8 @@ class Settings:
     # --- [perf] settings below this line ---
 
     # --- [operator] settings below this line ---
-
+    dashboard_session_ttl: float = 12 * 3600.0
+    dashboard_refresh: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,7 +223,19 @@ class Settings:
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         if self.metrics_interval > 10:
             raise ConfigError("METRICS_INTERVAL must be 10 s or less (the stats history has one point per 10 s)")
+        if self.api_drain_seconds < 0:
+            raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
+        if self.redis_timeout <= 0:
+            raise ConfigError("REDIS_TIMEOUT must be greater than 0")
         self._validate_compat()
+        self._validate_limits()
+        self._validate_operator()
+
+    def _validate_operator(self) -> None:
+        if self.dashboard_session_ttl < 60:
+            raise ConfigError("DASHBOARD_SESSION_TTL must be at least 60 seconds")
+        if not 0.5 <= self.dashboard_refresh <= 300:
+            raise ConfigError("DASHBOARD_REFRESH must be between 0.5 and 300 seconds")
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}

@@ -180,3 +180,98 @@ def compat_gateway() -> Iterator[Gateway]:
     gw.api_key = COMPAT_KEY
     yield gw
     gw.stop()
+# --- [limits] several API replicas and workers on one Redis ---
+
+
+@dataclass
+class Cluster:
+    """Several API processes and worker processes sharing one Redis and one simulator."""
+
+    stack: Stack
+    redis_url: str
+    sim_url: str
+    env: dict[str, str]
+    apis: list[Proc] = field(default_factory=list)
+    bases: list[str] = field(default_factory=list)
+    workers: list[Proc] = field(default_factory=list)
+    master_key: str | None = None
+    _clients: list[openai.OpenAI] = field(default_factory=list)
+
+    def v1(self, replica: int) -> str:
+        return self.bases[replica] + "/v1"
+
+    def client(self, replica: int, api_key: str) -> openai.OpenAI:
+        """A sync SDK client of one replica (closed with the cluster)."""
+        client = openai.OpenAI(base_url=self.v1(replica), api_key=api_key, max_retries=0, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def http(self, replica: int, api_key: str | None = None, **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.bases[replica], timeout=30, headers=headers, **kw)
+
+    def admin(self, replica: int = 0) -> httpx.Client:
+        """An HTTP client of one replica carrying the master key."""
+        return self.http(replica, self.master_key)
+
+    def sim_log(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.sim_url + "/_sim/log", timeout=5).json())
+
+    def logs(self) -> str:
+        """Everything the API and worker processes have logged so far."""
+        return "\n".join(p.log() for p in self.apis + self.workers)
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self.stack.stop()
+
+
+def start_cluster(env: dict[str, str] | None = None, *, apis: int = 2, workers: int = 3) -> Cluster:
+    """A Redis, the simulator, ``workers`` worker processes and ``apis`` API processes."""
+    stack = Stack()
+    try:
+        _, redis_url = stack.redis()
+        _, sim_url = stack.simulator()
+        full_env = {
+            "REDIS_URL": redis_url,
+            "DECOPY_BASE_URL": sim_url,
+            "LOG_LEVEL": "INFO",
+            "UPSTREAM_BACKOFF_BASE": "0.05",
+            "UPSTREAM_BACKOFF_MAX": "0.2",
+            **(env or {}),
+        }
+        cluster = Cluster(stack, redis_url, sim_url, full_env, master_key=full_env.get("API_MASTER_KEY"))
+        cluster.workers = [stack.worker(full_env) for _ in range(workers)]
+        for _ in range(apis):
+            proc, base = stack.api(full_env)
+            cluster.apis.append(proc)
+            cluster.bases.append(base)
+        if workers:
+            import redis
+
+            r = redis.Redis.from_url(redis_url)
+            try:
+                wait_for(lambda: len(list(r.scan_iter("decopy:worker:*"))) >= workers, 20, "workers")
+            finally:
+                r.close()
+        return cluster
+    except BaseException:
+        stack.stop()
+        raise
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[Callable[..., Cluster]]:
+    """Factory of private clusters (stopped after the test)."""
+    made: list[Cluster] = []
+
+    def make(env: dict[str, str] | None = None, *, apis: int = 2, workers: int = 3) -> Cluster:
+        cluster = start_cluster(env, apis=apis, workers=workers)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()

@@ -34,9 +34,14 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
   TCP connection is cut mid-body). An unknown mode answers HTTP 400 (a typo
   must not pass as success) and logs outcome ``sim_error``.
 
+A default for requests whose entertext carries no directive (a client whose prompt is
+fixed, like the gateway's upstream doctor): ``POST /_sim/default`` with a directive's JSON
+object as body (``{}`` clears it; setting it also restarts the ``times`` counters).
+
 Also ``GET /_sim/log`` (every request, in order; see ``LogEntry``),
-``POST /_sim/reset`` (log and ``times`` counters), ``GET /_sim/health``.
-Run ``python -m tests.decopy_sim --host H --port 0``: prints ``SIM_READY URL``.
+``POST /_sim/reset`` (log, ``times`` counters and the default), ``GET /_sim/health``.
+Run ``python -m tests.decopy_sim --host H --port 0``: prints ``SIM_READY URL``; with
+``--certfile C --keyfile K`` it serves https (the doctor's TLS step is tested that way).
 """
 
 from __future__ import annotations
@@ -181,11 +186,18 @@ class SimState:
         self.connections: Callable[[], Iterable[Any]] | None = None
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # the app may also be driven from threads (TestClient)
+        self.default = Directive()  # applies to requests without a directive of their own
 
     def reset(self) -> None:
         with self._lock:
             self.log.clear()
             self._counts.clear()
+            self.default = Directive()
+
+    def set_default(self, directive: Directive) -> None:
+        with self._lock:
+            self._counts.clear()
+            self.default = directive
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
@@ -320,7 +332,7 @@ def _image(part: Part) -> ImageInfo:
     return ImageInfo(match.group(0), part.content_type, len(data), hashlib.sha256(data).hexdigest())
 
 
-def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry) -> Job:
+def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, default: Directive | None = None) -> Job:
     """Validate a create-job request as a strict server would; log what it carried."""
     form: dict[str, Part] = {}
     for part in parts:
@@ -342,6 +354,8 @@ def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry) -> Jo
     if model not in MODELS:
         raise Invalid(f"unsupported model '{model}'")
     directive = parse_directive(entertext)
+    if not directive.fields and default is not None:
+        directive = default
     frames, end = encode_frames(directive, entertext)
     image_bytes = image_part.data if image_part is not None else None
     return Job(secrets.token_hex(16), entertext, model, chat_id, headers, image, image_bytes, directive, frames, end)
@@ -463,7 +477,7 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     entry = LogEntry("create", None, headers, time.time())
     state.log.append(entry)
     try:
-        job = build_job(parse_multipart(headers.get("content-type", ""), body), headers, entry)
+        job = build_job(parse_multipart(headers.get("content-type", ""), body), headers, entry, state.default)
     except Invalid as exc:
         return await _refuse(exc, entry)(scope, receive, send)
     mode = state.failure("create", job.directive)
@@ -542,6 +556,19 @@ async def sim_reset(request: Request) -> Response:
     return Response(b'{"ok":true}', media_type="application/json")
 
 
+async def sim_default(request: Request) -> Response:
+    raw = (await request.body()).decode("utf-8", "replace").strip() or "{}"
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        return PlainTextResponse("decopy_sim: the default must be a JSON object", 400)
+    directive = Directive(raw if fields else "", fields)
+    request.app.state.sim.set_default(directive)
+    return Response(orjson.dumps({"default": directive.fields}), media_type="application/json")
+
+
 async def sim_health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -553,6 +580,7 @@ def create_app(state: SimState | None = None) -> Starlette:
         Route("/api/decopy/ask-ai/get-job/{job_id}", RawEndpoint(get_job), methods=["GET"]),
         Route("/_sim/log", sim_log),
         Route("/_sim/reset", sim_reset, methods=["POST"]),
+        Route("/_sim/default", sim_default, methods=["POST"]),
         Route("/_sim/health", sim_health),
     ])
     app.state.sim = state or SimState()
@@ -595,6 +623,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="decopy.ai protocol simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--certfile", help="serve https with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
     family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -606,8 +636,10 @@ def main(argv: list[str] | None = None) -> None:
         app, loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="off",
         proxy_headers=False, server_header=False, headers=[("server", "cloudflare")],
         timeout_graceful_shutdown=1,  # hanging streams must not hold up the shutdown
+        ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
     )
-    server = SimServer(config, f"http://{f'[{host}]' if ':' in host else host}:{port}")
+    scheme = "https" if args.certfile else "http"
+    server = SimServer(config, f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
     app.state.sim.connections = lambda: server.server_state.connections
     server.run(sockets=[sock])
 

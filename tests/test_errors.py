@@ -114,3 +114,12 @@ def test_admin_needs_the_master_key(make_gateway: Callable[..., Gateway], gatewa
         _assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer nope"}), 401)
         # the master key passes the guard and reaches routing (no such admin route yet: 404)
         _assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer sk-master-xyz"}), 404)
+
+
+def test_settings_repr_hides_secrets() -> None:
+    from shared.settings import Settings
+
+    settings = Settings.from_env({"API_MASTER_KEY": "sk-very-secret", "DECOPY_PROXY": "http://u:hunter2@proxy:3128"})
+    assert settings.api_master_key == "sk-very-secret"
+    text = repr(settings)
+    assert "sk-very-secret" not in text and "hunter2" not in text

@@ -19,6 +19,7 @@ from shared.logs import request_id_var, setup_logging
 from shared.messages import ChatJob
 from shared.settings import Settings
 from shared.telemetry import Reporter, process_id
+from worker import doctor
 from worker.arq_worker import WakeableWorker
 from worker.health import health_main
 from worker.runner import ChatRunner, chat
@@ -59,7 +60,10 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     redis_settings.conn_retries = 1_000_000
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
-        functions=[func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3)],  # type: ignore[list-item]
+        functions=[
+            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3),  # type: ignore[list-item]
+            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),  # type: ignore[list-item]
+        ],
         redis_settings=redis_settings,
         queue_name=names.QUEUE,
         max_jobs=settings.worker_concurrency,
@@ -76,6 +80,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["doctor"]:
+        return doctor.main(argv[1:])
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -5,7 +5,13 @@ event loop through a queue and are published as they come, batched when several 
 (one Redis call per batch, never a delay added to wait for more).
 
 Guarantees (see ``shared.messages``): every message numbered, exactly one terminal message, and
-a job that already published text never runs upstream a second time, whatever arq re-runs.
+a job runs upstream at most once, whatever arq re-runs (after a worker died, or a job cancelled
+at shutdown): the first run claims ``decopy:run:<job>``, and a later run finding the claim is
+dropped without calling the upstream. Its client, if any, was already told by the first run
+(an ``interrupted`` error) or by the API's idle timeout, so nobody waits for a re-run.
+
+A job also stops as soon as nobody listens: every PUBLISH answers how many subscribers got the
+message, and 0 means the client's API unsubscribed or died; the upstream call is then closed.
 """
 
 from __future__ import annotations
@@ -21,15 +27,29 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import messages, names
-from shared.errors import GatewayError, ServiceUnavailable
+from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ChatJob, Message
 from shared.settings import Settings
+from worker.budget import UpstreamBudget, UpstreamBusy
 from worker.upstream.base import Call, Upstream, UpstreamFailure
 
 log = logging.getLogger("worker.job")
 
 _END = object()
 RUN_KEY_TTL = 3600
+
+
+def backoff_delay(attempt: int, base: float, ceiling: float, rand: Callable[[float, float], float] = random.uniform
+                  ) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential (``base`` doubling
+    per attempt, capped at ``ceiling``) with "equal jitter" (a random half on top of a fixed
+    half), so workers that failed together do not retry in lockstep."""
+    top = min(ceiling, base * 2 ** (attempt - 1))
+    return top / 2 + rand(0, top / 2)
+
+
+class NobodyListening(Exception):
+    """A message reached no subscriber: the client's API left (or died); stop the job."""
 
 
 class Publisher:
@@ -44,23 +64,29 @@ class Publisher:
         self.text_sent = False
         self.terminated = False
 
+    def _check_heard(self, receivers: int, message: Message) -> None:
+        if receivers == 0 and message["kind"] not in ("done", "error"):
+            raise NobodyListening(self.job_id)
+
     async def send(self, message: Message) -> None:
         message["seq"] = self.seq
         self.seq += 1
-        await self._redis.publish(self.channel, messages.encode(message))
+        self._check_heard(await self._redis.publish(self.channel, messages.encode(message)), message)
 
     async def delta(self, text: str) -> None:
         message: Message = {"seq": self.seq, "kind": "delta", "text": text}
         self.seq += 1
         if self.text_sent:
-            await self._redis.publish(self.channel, messages.encode(message))
+            self._check_heard(await self._redis.publish(self.channel, messages.encode(message)), message)
             return
-        # First text: record it (re-run guard) in the same round trip as the publish.
+        # First text: record it (the log of a refused re-run says whether text went out) in the
+        # same round trip as the publish.
         self.text_sent = True
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self._run_key, b"text", ex=RUN_KEY_TTL)
             pipe.publish(self.channel, messages.encode(message))
-            await pipe.execute()
+            _, receivers = await pipe.execute()
+        self._check_heard(receivers, message)
 
     async def done(self, reason: str = "stop") -> None:
         self.terminated = True
@@ -82,6 +108,7 @@ class ChatRunner:
         self.worker_id = worker_id
         self.executor = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="upstream")
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
+        self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -92,9 +119,10 @@ class ChatRunner:
         pub = Publisher(self.redis, job_id)
         run_key = names.job_run_key(job_id)
         if not await self.redis.set(run_key, b"claimed", nx=True, ex=RUN_KEY_TTL):
-            if await self.redis.get(run_key) == b"text":
-                log.warning("job %s: re-run refused, its text already went out", job_id)
-                return self._outcome("duplicate_refused")
+            went_out = await self.redis.get(run_key) == b"text"
+            log.warning("job %s: re-run refused (a job runs upstream at most once; text %s out)", job_id,
+                        "went" if went_out else "had not gone")
+            return self._outcome("rerun_refused")
         listeners = await self.redis.pubsub_numsub(pub.channel)
         if not listeners or listeners[0][1] == 0:
             log.info("job %s: nobody is waiting for it any more; dropped", job_id)
@@ -102,13 +130,22 @@ class ChatRunner:
         try:
             await pub.send({"kind": "start", "worker": self.worker_id})
             return await self._attempts(pub, job)
+        except NobodyListening:
+            log.info("job %s: its client's API stopped listening; upstream call closed", job_id)
+            return self._outcome("abandoned")
         except asyncio.CancelledError:
             if not pub.terminated:
                 await asyncio.shield(self._safe_error(pub, ServiceUnavailable(
                     "The answer was interrupted: the worker stopped or the request was withdrawn.",
-                    code="interrupted")))
+                    code="interrupted", retry_after=1)))
             self._outcome("cancelled")
             raise
+        except Exception as exc:  # a bug or a lost Redis: tell the client, keep the worker alive
+            log.exception("job %s: failed: %s", job_id, exc)
+            if not pub.terminated:
+                await self._safe_error(pub, InternalError(
+                    "The worker running this request failed; it has been logged.", code="worker_error"))
+            return self._outcome("crashed")
 
     async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
         s = self.settings
@@ -116,7 +153,11 @@ class ChatRunner:
         while True:
             attempt += 1
             try:
-                await self._one_attempt(pub, job)
+                async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
+                    await self._one_attempt(pub, job)
+            except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
+                await pub.error(busy)
+                return self._outcome(busy.outcome)
             except UpstreamFailure as failure:
                 log.warning("job %s: attempt %d failed: %s", pub.job_id, attempt, failure.message)
                 self._on_outcome("upstream_error", failure.kind)
@@ -130,8 +171,7 @@ class ChatRunner:
 
     async def _backoff(self, pub: Publisher, attempt: int) -> None:
         s = self.settings
-        ceiling = min(s.upstream_backoff_max, s.upstream_backoff_base * 2 ** (attempt - 1))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # exponential, with jitter
+        delay = backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max)
         while delay > 0:
             step = min(delay, s.worker_heartbeat)
             await asyncio.sleep(step)
@@ -208,6 +248,8 @@ async def chat(ctx: dict[str, Any], job: ChatJob) -> str:
     """arq job function (registered under ``shared.names.CHAT_FUNCTION``)."""
     runner: ChatRunner = ctx["runner"]
     started = time.monotonic()
+    # Which worker took which job (and which try it is): what an operator needs after a crash.
+    log.info("job %s request=%s taken (try %s)", ctx["job_id"], job["request_id"], ctx.get("job_try"))
     outcome = await runner.run(ctx["job_id"], job)
     log.info("job %s request=%s model=%s outcome=%s took=%.3fs", ctx["job_id"], job["request_id"], job["model"],
              outcome, time.monotonic() - started)

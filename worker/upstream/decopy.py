@@ -3,6 +3,9 @@
 Two calls per answer: ``create-job`` (multipart form) returns a job id; ``get-job/{id}`` streams
 the answer as server-sent events ending with ``data: Data transfer completed.``.
 
+Upstream traffic can go through outbound proxies (``DECOPY_PROXY``: http, https, socks4/5 URLs,
+comma-separated; socks through PySocks, ``requests``' own socks support).
+
 cloudscraper sessions are ``requests`` sessions: not safe to share between threads, and they
 carry the Cloudflare clearance cookie. The worker process owns a :class:`SessionPool`; each
 call borrows one session for its whole duration and gives it back, and a session that hit a
@@ -14,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import ssl
 import threading
 import uuid
@@ -26,8 +30,9 @@ import urllib3.exceptions
 from requests import Response
 
 from shared.messages import ChatJob
-from shared.settings import Settings
+from shared.settings import Settings, proxy_urls
 from worker.sse_parser import StreamParser
+from worker.upstream import interruptible
 from worker.upstream.base import Call, UpstreamFailure
 
 log = logging.getLogger("worker.decopy")
@@ -105,7 +110,13 @@ class SessionPool:
         self._idle: list[requests.Session] = []
         self._lock = threading.Lock()
         self._ssl_context: ssl.SSLContext | None = None  # shared by every session (see _new)
-        proxies = [p.strip() for p in settings.decopy_proxy.split(",") if p.strip()]
+        # Each new session takes the next proxy, so sessions (and a session replaced after a ban)
+        # spread over all of them; each process starts at a random one so that a pool of
+        # lightly loaded workers does not send everything through the first.
+        proxies = proxy_urls(settings.decopy_proxy)  # validated at start-up (Settings.validate)
+        if proxies:
+            start = random.randrange(len(proxies))
+            proxies = proxies[start:] + proxies[:start]
         self._proxies = itertools.cycle(proxies) if proxies else None
         self.created = 0
 
@@ -130,7 +141,10 @@ class SessionPool:
         if self._proxies is not None:
             proxy = next(self._proxies)
             session.proxies = {"http": proxy, "https": proxy}
+        interruptible.track(session)  # a cancelled job lets go of the upstream at once
         self.created += 1
+        # Logged so an operator (and the tests) can see sessions being replaced after challenges.
+        log.info("new upstream session #%d (cloudscraper)", self.created)
         return session
 
     def acquire(self) -> requests.Session:
@@ -172,21 +186,32 @@ class DecopyUpstream:
         session = self.pool.acquire()
         broken = False
         try:
-            job_id = self.create_job(session, job)
-            if call.cancelled.is_set():
-                return
-            yield from self.read_job(session, job_id, call)
+            with interruptible.bind(call):
+                job_id = self.create_job(session, job)
+                if call.cancelled.is_set():
+                    return
+                yield from self.read_job(session, job_id, call)
         except UpstreamFailure as failure:
-            broken = failure.replace_session
+            # A failure caused by our own cancel says nothing about the session (and replacing it
+            # would throw away its Cloudflare clearance).
+            broken = failure.replace_session and not call.cancelled.is_set()
             raise
         except GeneratorExit:
             broken = True  # the stream was abandoned mid-read: do not reuse its connection
             raise
         finally:
+            # A connection shut down by a cancel is not reused: urllib3 drops dropped connections.
             self.pool.release(session, broken=broken)
 
     def create_job(self, session: requests.Session, job: ChatJob) -> str:
-        what = "create-job"
+        return self.parse_create_job(self.post_create_job(session, job))
+
+    def post_create_job(self, session: requests.Session, job: ChatJob) -> Response:
+        """Send ``create-job``; any HTTP answer is returned, a transport failure raised.
+
+        Split from :meth:`parse_create_job` so the doctor can look at the raw answer
+        (was it a Cloudflare page?) before judging it.
+        """
         fields: dict[str, Any] = {
             "entertext": (None, job["prompt"]),
             "chat_id": (None, str(uuid.uuid4())),
@@ -197,10 +222,14 @@ class DecopyUpstream:
         if image is not None:
             fields["upload_images"] = (f"image.{image['extension']}", image["data"], image["content_type"])
         try:
-            resp = session.post(self._base + CREATE_PATH, files=fields, timeout=self._timeout)
+            return session.post(self._base + CREATE_PATH, files=fields, timeout=self._timeout)
         except (requests.RequestException, urllib3.exceptions.HTTPError, cloudscraper.exceptions.CloudflareException,
                 OSError) as exc:
-            raise _exception_failure(exc, what) from exc
+            raise _exception_failure(exc, "create-job") from exc
+
+    def parse_create_job(self, resp: Response) -> str:
+        """The job id in a ``create-job`` answer; raises :class:`UpstreamFailure` for anything else."""
+        what = "create-job"
         if resp.status_code != 200:
             raise classify_status(resp, what)
         try:
@@ -226,7 +255,9 @@ class DecopyUpstream:
                                   body=_trim(resp.text))
         return job_id
 
-    def read_job(self, session: requests.Session, job_id: str, call: Call) -> Iterator[list[str]]:
+    def read_job(self, session: requests.Session, job_id: str, call: Call,
+                 parser: StreamParser | None = None) -> Iterator[list[str]]:
+        """Stream the job's answer; ``parser`` may be given to read its counts afterwards (the doctor)."""
         what = "get-job"
         try:
             resp = session.get(self._base + STREAM_PATH + job_id, stream=True, timeout=self._timeout,
@@ -246,7 +277,7 @@ class DecopyUpstream:
                 raise failure
             raw = resp.raw
             call.on_cancel(lambda: _interrupt(resp))
-            parser = StreamParser()
+            parser = parser or StreamParser()
             while not parser.ended:
                 try:
                     data = raw.read1(65536, decode_content=True)

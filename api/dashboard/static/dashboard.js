@@ -1,0 +1,348 @@
+// The dashboard page's only script: polls same-origin JSON endpoints and fills the page in.
+// Authentication is the HttpOnly session cookie, which this script never sees; every call
+// carries the X-Dashboard header the gateway requires of cookie-authenticated calls (CSRF guard).
+// Text from the server is only ever set with textContent, never parsed as HTML.
+'use strict';
+(() => {
+  const REFRESH_MS = Math.max(0.5, Number(document.body.dataset.refresh) || 5) * 1000;
+  const $ = (id) => document.getElementById(id);
+
+  async function call(method, path, body) {
+    const init = { method, headers: { 'X-Dashboard': '1' }, credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const resp = await fetch(path, init);
+    if (resp.status === 401) {
+      location.assign('/dashboard/login');
+      throw new Error('the session ended');
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    return { status: resp.status, ok: resp.ok, data };
+  }
+
+  function failure(r, what) {
+    const message = r.data && r.data.error && r.data.error.message;
+    if (r.status === 404) return `${what} answered 404: this gateway does not have that endpoint.`;
+    return `${what} answered ${r.status}${message ? ': ' + message : ''}`;
+  }
+
+  function notice(id, text) {
+    const el = $(id);
+    el.hidden = !text;
+    el.textContent = text || '';
+  }
+
+  const num = (v, digits = 0) => (v === null || v === undefined || !isFinite(v) ? '–'
+    : Number(v).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }));
+  const ms = (v) => (v === null || v === undefined ? '–' : v >= 1000 ? `${num(v / 1000, 2)} s` : `${num(v)} ms`);
+  const ago = (seconds) => (seconds < 1 ? 'now' : seconds < 90 ? `${Math.round(seconds)} s ago`
+    : seconds < 5400 ? `${Math.round(seconds / 60)} min ago` : `${Math.round(seconds / 3600)} h ago`);
+  const limit = (v) => (v === null || v === undefined ? '∞' : num(v));
+  const sum = (obj) => Object.values(obj || {}).reduce((a, b) => a + (Number(b) || 0), 0);
+
+  function cell(row, text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (cls) td.className = cls;
+    row.appendChild(td);
+    return td;
+  }
+
+  function emptyRow(tbody, columns, text) {
+    const tr = document.createElement('tr');
+    const td = cell(tr, text, 'empty');
+    td.colSpan = columns;
+    tbody.appendChild(tr);
+  }
+
+  // Render only when the data changed, so a button is not replaced under the pointer.
+  const lastRender = {};
+  function changed(name, data) {
+    const key = JSON.stringify(data);
+    if (lastRender[name] === key) return false;
+    lastRender[name] = key;
+    return true;
+  }
+
+  // ---- live figures ------------------------------------------------------------------------
+  const CARDS = [
+    ['rps', (s) => s.requests_per_second, 'rps', (v) => num(v, 2)],
+    ['ttft50', (s) => s.ttft_p50_ms, 'ttft_p50_ms', ms],
+    ['ttft99', (s) => s.ttft_p99_ms, 'ttft_p99_ms', ms],
+    ['streams', (s) => s.streams_in_flight, 'streams_in_flight', num],
+    ['queue', (s) => s.queue_depth, 'queue_depth', num],
+    ['errors', (s) => sum(s.upstream_errors), 'upstream_errors', num],
+    ['rejections', (s) => s.rate_limit_rejections, 'rate_limit_rejections', num],
+  ];
+
+  async function refreshStats() {
+    const r = await call('GET', '/admin/stats');
+    if (!r.ok || !r.data) {
+      notice('stats-notice', 'Cluster figures unavailable: ' + failure(r, 'GET /admin/stats'));
+      return;
+    }
+    notice('stats-notice', null);
+    const s = r.data;
+    const history = Array.isArray(s.history) ? s.history : [];
+    for (const [id, get, field, format] of CARDS) {
+      $('v-' + id).textContent = format(get(s));
+      window.sparkline($('c-' + id), history.map((p) => ({ t: p.t, v: p[field] })),
+        { now: s.time, title: `${field}, last 15 minutes` });
+    }
+    $('v-total').textContent = num(s.requests_total);
+
+    const workers = Array.isArray(s.workers) ? s.workers : [];
+    const wbody = $('workers').tBodies[0];
+    wbody.textContent = '';
+    if (!workers.length) emptyRow(wbody, 4, 'no worker has reported');
+    for (const w of workers) {
+      const tr = document.createElement('tr');
+      cell(tr, w.id, 'mono');
+      cell(tr, num(w.jobs_running), 'num');
+      cell(tr, ago(Math.max(0, s.time - w.last_seen)));
+      cell(tr, w.alive ? 'alive' : 'silent', w.alive ? 'ok' : 'fail');
+      wbody.appendChild(tr);
+    }
+    const kinds = Object.entries(s.upstream_errors || {});
+    if (changed('kinds', kinds)) {
+      const kbody = $('error-kinds').tBodies[0];
+      kbody.textContent = '';
+      if (!kinds.length) emptyRow(kbody, 2, 'none');
+      for (const [kind, count] of kinds) {
+        const tr = document.createElement('tr');
+        cell(tr, kind);
+        cell(tr, num(count), 'num');
+        kbody.appendChild(tr);
+      }
+    }
+  }
+
+  // ---- keys --------------------------------------------------------------------------------
+  const confirming = new Set();
+
+  async function refreshKeys() {
+    const r = await call('GET', '/admin/keys');
+    if (!r.ok || !r.data) {
+      notice('keys-notice', 'Keys unavailable: ' + failure(r, 'GET /admin/keys'));
+      $('key-form').hidden = true;
+      return;
+    }
+    notice('keys-notice', null);
+    $('key-form').hidden = false;
+    const keys = Array.isArray(r.data.data) ? r.data.data : [];
+    if (!changed('keys', [keys, [...confirming]])) return;
+    const tbody = $('keys-table').tBodies[0];
+    tbody.textContent = '';
+    if (!keys.length) emptyRow(tbody, 10, 'no keys yet');
+    for (const k of keys) {
+      const u = k.usage_today || {};
+      const tr = document.createElement('tr');
+      tr.dataset.keyId = k.id;
+      cell(tr, k.name);
+      cell(tr, k.id, 'mono');
+      cell(tr, limit(k.rpm), 'num');
+      cell(tr, limit(k.max_concurrent), 'num');
+      cell(tr, limit(k.daily_tokens), 'num');
+      cell(tr, num(u.requests), 'num');
+      cell(tr, num((u.prompt_tokens || 0) + (u.completion_tokens || 0)), 'num');
+      cell(tr, num(u.errors), 'num');
+      cell(tr, num(u.rejections), 'num');
+      const td = cell(tr, '');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'danger revoke' + (confirming.has(k.id) ? ' confirm' : '');
+      button.textContent = confirming.has(k.id) ? 'Confirm revoke' : 'Revoke';
+      button.addEventListener('click', () => revoke(k.id, button));
+      td.appendChild(button);
+      tbody.appendChild(tr);
+    }
+  }
+
+  async function revoke(id, button) {
+    if (!confirming.has(id)) {  // first click arms, second click (within 5 s) revokes
+      confirming.add(id);
+      button.textContent = 'Confirm revoke';
+      button.classList.add('confirm');
+      setTimeout(() => { if (confirming.delete(id)) refreshKeys(); }, 5000);
+      return undefined;
+    }
+    confirming.delete(id);
+    const r = await call('DELETE', '/admin/keys/' + encodeURIComponent(id));
+    notice('key-error', r.ok ? null : failure(r, 'DELETE /admin/keys'));
+    return refreshKeys();
+  }
+
+  $('key-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const optional = (name) => (form.get(name) ? Number(form.get(name)) : null);
+    const body = { name: String(form.get('name') || '').trim(), rpm: optional('rpm'),
+      max_concurrent: optional('max_concurrent'), daily_tokens: optional('daily_tokens') };
+    $('key-create').disabled = true;
+    try {
+      const r = await call('POST', '/admin/keys', body);
+      if (!r.ok || !r.data || !r.data.key) {
+        notice('key-error', failure(r, 'POST /admin/keys'));
+        return;
+      }
+      notice('key-error', null);
+      $('new-key-name').textContent = r.data.name;
+      $('new-key-secret').textContent = r.data.key;
+      $('copy-state').textContent = '';
+      $('new-key').hidden = false;
+      event.target.reset();
+      await refreshKeys();
+    } finally {
+      $('key-create').disabled = false;
+    }
+  });
+
+  $('copy-key').addEventListener('click', async () => {
+    const secret = $('new-key-secret').textContent;
+    try {
+      await navigator.clipboard.writeText(secret);
+    } catch (e) {  // no clipboard API (plain http on another host): select it for Ctrl-C
+      const range = document.createRange();
+      range.selectNodeContents($('new-key-secret'));
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      $('copy-state').textContent = 'selected: press Ctrl-C';
+      return;
+    }
+    $('copy-state').textContent = 'copied';
+  });
+
+  // ---- try it ------------------------------------------------------------------------------
+  $('try-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const out = $('try-output');
+    const status = $('try-status');
+    out.textContent = '';
+    status.textContent = 'waiting for the first token…';
+    $('try-send').disabled = true;
+    const started = performance.now();
+    let first = null;
+    let chunks = 0;
+    let ended = false;
+    try {
+      const resp = await fetch('/dashboard/api/chat', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-Dashboard': '1' },
+        body: JSON.stringify({ model: $('try-model').value, stream: true,
+          messages: [{ role: 'user', content: $('try-message').value }] }),
+      });
+      if (!resp.ok) {
+        let data = null;
+        try { data = await resp.json(); } catch (e) { data = null; }
+        status.textContent = failure({ status: resp.status, data }, 'the gateway');
+        return;
+      }
+      const reader = resp.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      while (!ended) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n');
+        let cut;
+        while (!ended && (cut = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          for (const line of event.split('\n')) {
+            if (!line.startsWith('data:')) continue;  // comments are keep-alive pings
+            const payload = line.slice(5).trim();
+            if (payload === '[DONE]') { ended = true; break; }
+            const chunk = JSON.parse(payload);
+            if (chunk.error) throw new Error(chunk.error.message || 'the stream failed');
+            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+            if (delta && delta.content) {
+              if (first === null) first = performance.now() - started;
+              chunks += 1;
+              out.textContent += delta.content;
+            }
+          }
+        }
+      }
+      const total = performance.now() - started;
+      status.textContent = ended
+        ? `done: first token after ${ms(first)}, whole answer in ${ms(total)}, ${chunks} chunk(s)`
+        : 'the stream ended without [DONE]';
+    } catch (err) {
+      status.textContent = 'failed: ' + err.message;
+    } finally {
+      $('try-send').disabled = false;
+    }
+  });
+
+  // ---- doctor ------------------------------------------------------------------------------
+  let doctorPending = false;
+
+  async function refreshDoctor() {
+    const r = await call('GET', '/admin/doctor');
+    if (!r.ok || !r.data) {
+      $('doctor-summary').textContent = failure(r, 'GET /admin/doctor');
+      return;
+    }
+    const { last, pending } = r.data;
+    doctorPending = Boolean(pending);
+    $('doctor-run').disabled = doctorPending;
+    $('doctor-state').textContent = pending
+      ? `a worker is running it (asked ${ago(Date.now() / 1000 - pending.requested)})…` : '';
+    if (!changed('doctor', last)) return;
+    const summary = $('doctor-summary');
+    const tbody = $('doctor-steps').tBodies[0];
+    tbody.textContent = '';
+    if (!last) {
+      summary.textContent = 'No doctor report yet: press "Run again", or run `python -m worker doctor` on a worker host.';
+      summary.className = 'muted';
+      return;
+    }
+    const when = new Date((last.finished || last.started) * 1000).toLocaleString();
+    summary.textContent = `${last.summary} (${when}, ${last.source} on ${last.host}, ${ms(last.took_ms)})`;
+    summary.className = last.ok ? 'ok' : 'fail';
+    for (const step of last.steps || []) {
+      const tr = document.createElement('tr');
+      tr.dataset.step = step.step;
+      cell(tr, { ok: 'ok', fail: 'FAIL', skip: '–' }[step.status] || step.status, step.status);
+      cell(tr, step.step);
+      cell(tr, step.ms === null ? '' : num(step.ms), 'num');
+      const td = cell(tr, step.verdict, 'verdict');
+      if (step.status === 'fail' && (step.body || step.http_status)) {
+        const answered = document.createElement('span');
+        answered.className = 'answered';
+        answered.textContent = `upstream answered ${step.http_status ? 'HTTP ' + step.http_status : ''}`
+          + (step.body ? ': ' + step.body : '');
+        td.appendChild(answered);
+      }
+      tbody.appendChild(tr);
+    }
+  }
+
+  $('doctor-run').addEventListener('click', async () => {
+    $('doctor-run').disabled = true;
+    $('doctor-state').textContent = 'asking a worker…';
+    const r = await call('POST', '/admin/doctor');
+    if (!r.ok) $('doctor-state').textContent = failure(r, 'POST /admin/doctor');
+    await refreshDoctor();
+    const poll = async () => {  // follow the run closely rather than at the page's refresh pace
+      await refreshDoctor();
+      if (doctorPending) setTimeout(poll, 1000);
+    };
+    if (doctorPending) setTimeout(poll, 1000);
+  });
+
+  // ---- the refresh loop --------------------------------------------------------------------
+  async function tick() {
+    const parts = await Promise.allSettled([refreshStats(), refreshKeys(), refreshDoctor()]);
+    const failed = parts.filter((p) => p.status === 'rejected');
+    $('updated').textContent = failed.length
+      ? `update failed at ${new Date().toLocaleTimeString()}: ${failed[0].reason.message}`
+      : `updated ${new Date().toLocaleTimeString()} · every ${REFRESH_MS / 1000} s`;
+    setTimeout(tick, REFRESH_MS);
+  }
+  tick();
+})();
