@@ -48,5 +48,18 @@ demo: install redis-server
 test: install redis-server chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) redis-server
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP) redis-server
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -63,34 +63,35 @@ class JobStream:
         return self._finished
 
     def _deadline(self) -> tuple[float, GatewayError]:
+        # Runs once per message: only the limit that comes first gets its error built.
         s = self._settings
-        candidates: list[tuple[float, GatewayError]] = [
-            (self.created + s.total_timeout,
-             GatewayTimeout(f"The answer took longer than {s.total_timeout:g} s.", code="total_timeout")),
-        ]
+        at, kind = self.created + s.total_timeout, "total"
         if self.started is None:
-            candidates.append((
-                self.created + s.queue_timeout,
-                ServiceUnavailable(
-                    f"No worker took the request within {s.queue_timeout:g} s; the gateway is busy.",
-                    code="queue_timeout", retry_after=5,
-                ),
-            ))
+            if self.created + s.queue_timeout < at:
+                at, kind = self.created + s.queue_timeout, "queue"
         else:
-            candidates.append((
-                self._last_seen + s.idle_timeout,
-                GatewayTimeout(
-                    f"The worker running this request went silent for {s.idle_timeout:g} s.", code="idle_timeout"
-                ),
-            ))
-            if self.first_token is None:
-                candidates.append((
-                    self.started + s.first_token_timeout,
-                    GatewayTimeout(
-                        f"The upstream sent no text within {s.first_token_timeout:g} s.", code="first_token_timeout"
-                    ),
-                ))
-        return min(candidates, key=lambda c: c[0])
+            if self._last_seen + s.idle_timeout < at:
+                at, kind = self._last_seen + s.idle_timeout, "idle"
+            if self.first_token is None and self.started + s.first_token_timeout < at:
+                at, kind = self.started + s.first_token_timeout, "first_token"
+        return at, self._limit_error(kind)
+
+    def _limit_error(self, kind: str) -> GatewayError:
+        s = self._settings
+        if kind == "queue":
+            return ServiceUnavailable(
+                f"No worker took the request within {s.queue_timeout:g} s; the gateway is busy.",
+                code="queue_timeout", retry_after=5,
+            )
+        if kind == "idle":
+            return GatewayTimeout(
+                f"The worker running this request went silent for {s.idle_timeout:g} s.", code="idle_timeout"
+            )
+        if kind == "first_token":
+            return GatewayTimeout(
+                f"The upstream sent no text within {s.first_token_timeout:g} s.", code="first_token_timeout"
+            )
+        return GatewayTimeout(f"The answer took longer than {s.total_timeout:g} s.", code="total_timeout")
 
     def abort(self, error: GatewayError) -> None:
         """End the stream from outside (the API is shutting down): :meth:`next` raises ``error``."""
@@ -118,10 +119,16 @@ class JobStream:
                     return None
             if timeout <= 0:
                 raise error
-            try:
-                item = await asyncio.wait_for(self._sub.queue.get(), timeout)
-            except TimeoutError:
-                continue  # loop: either the caller's wait or a deadline has passed
+            queue = self._sub.queue
+            if queue.empty():
+                # asyncio.timeout, not wait_for: wait_for wraps get() in a new task per message.
+                try:
+                    async with asyncio.timeout(timeout):
+                        item = await queue.get()
+                except TimeoutError:
+                    continue  # loop: either the caller's wait or a deadline has passed
+            else:
+                item = queue.get_nowait()
             event = self._handle(item)
             if event is not None:
                 return event

@@ -1,0 +1,71 @@
+"""[perf] The benchmark harness runs end to end and checks what it relays (a tiny load, a few seconds).
+
+Speed is not asserted here (it is the benchmark's job, on a quiet machine); this proves the
+harness starts its processes, drives both paths, checks every answer and writes its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.load import Stream, check, pieces_for
+from devtools.procs import ROOT
+
+pytest.importorskip("aiohttp", reason="the load client needs the test extra's aiohttp")
+
+FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms", "pieces_per_s", "errors", "lost",
+           "duplicated", "reordered", "mixed", "text_mismatches", "cpu_s", "peak_rss_mb",
+           "gateway_cpu_ms_per_stream")
+
+
+def test_bench_harness_tiny_load(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--loads", "5", "--duration", "2", "--rounds", "1", "--memory-streams", "0",
+         "--deltas", "5", "--idle-seconds", "0.5", "--warmup", "0.5", "--no-plot", "--out-dir", str(tmp_path), "--name", "smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "smoke.json").read_text())
+    load = doc["rounds"][0]["5.0"]
+    for path in ("direct", "gateway"):
+        phase = load[path]
+        for key in FIGURES:
+            assert key in phase, f"{path} lacks {key}"
+        assert phase["streams"] == 10 and phase["completed"] == 10, phase["error_examples"]
+        assert (phase["errors"], phase["lost"], phase["duplicated"], phase["reordered"], phase["mixed"],
+                phase["text_mismatches"]) == (0, 0, 0, 0, 0, 0)
+        assert phase["ttft_p50_ms"] > 0 and phase["total_p99_ms"] >= phase["ttft_p99_ms"]
+        assert phase["pieces_per_s"] > 0
+    gw = load["gateway"]
+    assert gw["cpu_s"]["api"] > 0 and gw["cpu_s"]["workers"] > 0  # the gateway did the work
+    assert set(load["added"]) == {"added_ttft_p50_ms", "added_ttft_p99_ms", "added_total_p50_ms",
+                                  "added_total_p99_ms"}
+    row = doc["summary"][0]
+    assert row["rate"] == 5.0 and row["lost"] == 0 and row["errors"] == 0
+    assert doc["machine"]["nproc"] and doc["idle_redis"]["commands_per_s"] >= 0
+    assert "| streams/s |" in proc.stdout
+
+
+def _checked(texts: list[str]) -> Stream:
+    s = Stream(sid="ab1", scheduled=0.0, texts=texts)
+    check(s, 4)
+    return s
+
+
+def test_answer_check_counts_every_fault() -> None:
+    good = pieces_for("ab1", 4)  # "ab1.0 ", "ab1.1 ", ...
+    ok = _checked(["".join(good[:2]), *good[2:]])  # joined pieces are fine: only the text counts
+    assert (ok.text_ok, ok.pieces, ok.lost, ok.duplicated, ok.reordered, ok.mixed) == (True, 4, 0, 0, 0, 0)
+    lost = _checked([good[0], good[1], good[3]])
+    assert (lost.text_ok, lost.lost) == (False, 1)
+    dup = _checked([good[0], good[1], good[1], good[2], good[3]])
+    assert (dup.text_ok, dup.duplicated, dup.lost) == (False, 1, 0)
+    reordered = _checked([good[0], good[2], good[1], good[3]])
+    assert (reordered.text_ok, reordered.reordered, reordered.lost) == (False, 1, 0)
+    mixed = _checked([*good[:2], "ab2.2 ", good[2], good[3]])
+    assert (mixed.text_ok, mixed.mixed, mixed.lost) == (False, 1, 0)

@@ -1,0 +1,113 @@
+"""[perf] The workers' one-round-trip poll claims exactly what arq's own poll would.
+
+``worker/arq_worker.py`` replaces arq's poll (a WATCH/EXISTS/ZSCORE round trip per queued or
+running job) with one script that claims due jobs and reads the abort set. These prove that it
+still runs each job once, starts a job that waited for a free slot as soon as one frees (not at
+the next fallback poll) and aborts a job whose client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from arq.constants import abort_jobs_ss
+from arq.utils import timestamp_ms
+from shared import names
+from tests.conftest import Gateway, directive
+
+
+def test_each_job_runs_once_across_workers(gateway: Gateway, tag: str) -> None:
+    async def go() -> list[str]:
+        client = gateway.aclient()
+        try:
+            async def one(i: int) -> str:
+                stream = await client.chat.completions.create(
+                    model="decopy-deepseek-v3", stream=True,
+                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=5, interval_ms=10)}])
+                return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+            return await asyncio.gather(*(one(i) for i in range(30)))
+        finally:
+            await client.close()
+
+    texts = asyncio.run(go())
+    assert texts == ["".join(f"tok{k} " for k in range(5))] * 30
+    creates = [e for e in gateway.sim_entries(tag) if e["kind"] == "create"]
+    prompts = sorted(e["entertext"].split("\n")[0] for e in creates)
+    assert prompts == sorted(f"{tag}-{i}" for i in range(30))  # each job reached the upstream exactly once
+
+
+def test_queued_job_starts_when_a_slot_frees(make_gateway: Callable[..., Gateway], tag: str) -> None:
+    # One worker, one slot, and a fallback poll far beyond the test: only the wake-up on the
+    # first job's end can start the second in time.
+    gw = make_gateway({"WORKER_CONCURRENCY": "1", "WORKER_POLL_DELAY": "60"}, workers=1)
+
+    async def go() -> list[float]:
+        client = gw.aclient()
+        started = time.monotonic()
+        try:
+            async def one(i: int) -> float:
+                resp = await client.chat.completions.create(
+                    model="decopy-deepseek-v3",
+                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=3, interval_ms=200)}])
+                assert resp.choices[0].message.content == "tok0 tok1 tok2 "
+                return time.monotonic() - started
+
+            return await asyncio.gather(one(0), one(1))
+        finally:
+            await client.close()
+
+    took = asyncio.run(go())
+    assert max(took) < 30, took  # the second did not wait for the 60 s fallback poll
+    assert len([e for e in gw.sim_entries(tag) if e["kind"] == "create"]) == 2
+
+
+def test_withdrawn_job_is_aborted_by_its_worker(make_gateway: Callable[..., Gateway], tag: str) -> None:
+    # The fallback poll is far beyond the test: the abort must come from the wake-up and the
+    # abort set read in the same script as the claim.
+    gw = make_gateway({"WORKER_POLL_DELAY": "60"})
+
+    async def go() -> tuple[str, float]:
+        client = gw.aclient()
+        redis = Redis.from_url(gw.redis_url)
+        try:
+            stream = await client.chat.completions.create(
+                model="decopy-deepseek-v3", stream=True,
+                messages=[{"role": "user", "content": f"{tag}\n" + directive(n=300, interval_ms=100)}])
+            got = ""
+            with pytest.raises(openai.APIError) as raised:
+                async for chunk in stream:
+                    got += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+                    if got == "tok0 ":
+                        [key] = await redis.keys(names.job_run_key("*"))
+                        job_id = key.decode().rsplit(":", 1)[1]
+                        withdrawn = time.monotonic()
+                        # What arq's Job.abort does, then the wake-up the API sends with it.
+                        await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+                        await redis.publish(names.WAKE_CHANNEL, b"1")
+            return str(getattr(raised.value, "code", None)), time.monotonic() - withdrawn
+        finally:
+            await client.close()
+            await redis.aclose()
+
+    code, took = asyncio.run(go())
+    assert code == "interrupted"
+    assert took < 20  # the 300 pieces would take 30 s; the 60 s fallback poll played no part
+
+
+def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
+    import arq.worker
+
+    import worker.arq_worker  # noqa: F401  (installs the replacement)
+
+    class Loud:
+        def __repr__(self) -> str:
+            raise AssertionError("the job's arguments were rendered")
+
+    assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"
