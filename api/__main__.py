@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import urllib.request
+from typing import Any
 
 from api import cli
 from shared.errors import ConfigError
@@ -65,7 +66,7 @@ def serve(settings: Settings) -> int:
     setup_logging(settings.log_level)
     # One id for this container's uvicorn processes (they inherit the environment).
     os.environ[INSTANCE_ENV] = f"{socket.gethostname()}-{os.getpid()}"
-    common = dict(
+    common: dict[str, Any] = dict(
         host=settings.api_host,
         port=settings.api_port,
         loop="uvloop",
@@ -76,13 +77,13 @@ def serve(settings: Settings) -> int:
     )
     if settings.api_workers > 1:
         # uvicorn's supervisor; each process drains through uvicorn's own graceful shutdown.
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers,  # type: ignore[arg-type]
+        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers,
                     timeout_graceful_shutdown=max(1, round(settings.api_drain_seconds)), **common)
         return 0
     app = create_app(settings)
     # The drain (API_DRAIN_SECONDS, api.shutdown) runs before uvicorn's own shutdown; uvicorn's
     # graceful timeout is only the backstop for what is left after it.
-    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)
     GatewayServer(config, app, drain_seconds=settings.api_drain_seconds).run()
     return 0
 

@@ -129,5 +129,5 @@ def app_from_env() -> Starlette:
     setup_logging(settings.log_level)
     # Streams in flight run on through uvicorn's graceful shutdown (API_DRAIN_SECONDS) instead of
     # being cut the moment the process is asked to exit.
-    AppStatus.disable_automatic_graceful_drain()
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     return create_app(settings)

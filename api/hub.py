@@ -143,7 +143,7 @@ class PubSubHub:
                     sub.queue.put_nowait(response[2])
                 continue
             # subscribe / unsubscribe confirmations: let redis-py keep its bookkeeping.
-            await pubsub.handle_message(response)
+            await pubsub.handle_message(response)  # type: ignore[no-untyped-call]  # redis-py is untyped here
             if kind == b"subscribe":
                 channel = response[1]
                 if channel == names.HUB_CHANNEL.encode():
@@ -167,6 +167,6 @@ class PubSubHub:
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (RedisError, OSError):
                 pass

@@ -77,7 +77,7 @@ class GatewayServer(uvicorn.Server):
         self._drain_seconds = drain_seconds
         self._drain_started: float | None = None
         self._aborted_at: float | None = None
-        AppStatus.disable_automatic_graceful_drain()
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_started is None and not self.should_exit:

@@ -53,7 +53,7 @@ class _SnapshotCollector:
 def render(snaps: Iterable[Snapshot], extra: Iterable[Metric] = ()) -> bytes:
     """Prometheus text exposition of ``snaps`` (plus ``extra`` families)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snaps, extra))  # type: ignore[arg-type]
+    registry.register(_SnapshotCollector(snaps, extra))
     return generate_latest(registry)
 
 

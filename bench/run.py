@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -96,7 +96,7 @@ class Bench:
             w.stop()
         r = redis.Redis.from_url(self.env["REDIS_URL"])
         try:
-            r.delete(*r.keys("decopy:worker:*") or ["-"])
+            r.delete(*(cast(list[bytes], r.keys("decopy:worker:*")) or [b"-"]))
         finally:
             r.close()
 
@@ -156,9 +156,9 @@ class Bench:
         """Commands per second Redis serves while the gateway is idle: the workers' fallback poll."""
         r = redis.Redis.from_url(self.env["REDIS_URL"])
         try:
-            first = r.info("commandstats")
+            first = cast(dict[str, Any], r.info("commandstats"))
             time.sleep(seconds)
-            second = r.info("commandstats")
+            second = cast(dict[str, Any], r.info("commandstats"))
         finally:
             r.close()
         per_cmd = {}

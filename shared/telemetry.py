@@ -234,7 +234,7 @@ async def read_snapshots(redis: Redis, role: str, *, now: float | None = None) -
 
 def window_sum(snaps: list[Snapshot], width: int, key: str) -> float:
     """What counter ``key`` gained over the last ``width`` seconds, summed over processes."""
-    return sum(s["windows"].get(str(width), {}).get(key, 0) for s in snaps)
+    return float(sum(s["windows"].get(str(width), {}).get(key, 0) for s in snaps))
 
 
 def ttft_buckets(snaps: list[Snapshot], width: int | None) -> list[float]:

@@ -61,8 +61,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
         functions=[
-            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3),  # type: ignore[list-item]
-            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),  # type: ignore[list-item]
+            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3),
+            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),
         ],
         redis_settings=redis_settings,
         queue_name=names.QUEUE,

@@ -349,7 +349,8 @@ class Doctor:
                                 f"{exc}", _ms(started), kind="connection"))
             route.sock = tls
             cert = tls.getpeercert() or {}
-            names_ = dict(x[0] for x in cert.get("issuer", ()))
+            # issuer: a tuple of RDNs, each a tuple of (name, value) pairs (ssl.getpeercert's shape)
+            names_ = {str(pair[0]): str(pair[1]) for rdn in cert.get("issuer", ()) for pair in rdn}
             issuer = names_.get("organizationName") or names_.get("commonName") or "?"
             verdicts.append(f"{tls.version()}, certificate for {self.target.host} by {issuer}, valid until "
                             f"{cert.get('notAfter', '?')} ({route.label})")

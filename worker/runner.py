@@ -45,7 +45,7 @@ def backoff_delay(attempt: int, base: float, ceiling: float, rand: Callable[[flo
     per attempt, capped at ``ceiling``) with "equal jitter" (a random half on top of a fixed
     half), so workers that failed together do not retry in lockstep."""
     top = min(ceiling, base * 2 ** (attempt - 1))
-    return top / 2 + rand(0, top / 2)
+    return float(top / 2 + rand(0, top / 2))
 
 
 class NobodyListening(Exception):

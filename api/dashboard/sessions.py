@@ -47,7 +47,7 @@ async def create(redis: Redis, ttl: float) -> str:
 async def is_valid(redis: Redis, session_id: str | None) -> bool:
     if not session_id or len(session_id) > 128:
         return False
-    return await redis.get(_key(session_id)) == _ADMIN
+    return bool(await redis.get(_key(session_id)) == _ADMIN)
 
 
 async def delete(redis: Redis, session_id: str | None) -> None:

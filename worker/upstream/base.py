@@ -9,7 +9,7 @@ Another thread may call :meth:`Call.cancel` to make a blocked read return at onc
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Literal, Protocol
 
 from shared.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -73,7 +73,7 @@ class Call:
 class Upstream(Protocol):
     name: str
 
-    def stream(self, job: ChatJob, call: Call) -> Iterator[list[str]]:
+    def stream(self, job: ChatJob, call: Call) -> Generator[list[str], None, None]:
         """Start the job upstream and yield its deltas, batch by batch, until the end."""
         ...
 

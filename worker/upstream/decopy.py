@@ -21,8 +21,8 @@ import random
 import ssl
 import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, cast
 
 import cloudscraper
 import requests
@@ -128,7 +128,7 @@ class SessionPool:
             # cloudscraper builds a TLS context per session (browser ciphers and curve, TLS 1.2-1.3,
             # the system's certificates loaded): 40 ms of CPU, 2 ms with one shared. The cipher
             # suite is the same for every session of this browser; cookies stay per session.
-            self._ssl_context = session.adapters["https://"].ssl_context  # type: ignore[attr-defined]
+            self._ssl_context = session.adapters["https://"].ssl_context
         session.headers.update({
             "Accept": "*/*",
             "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
@@ -145,7 +145,7 @@ class SessionPool:
         self.created += 1
         # Logged so an operator (and the tests) can see sessions being replaced after challenges.
         log.info("new upstream session #%d (cloudscraper)", self.created)
-        return session
+        return cast(requests.Session, session)
 
     def acquire(self) -> requests.Session:
         with self._lock:
@@ -182,7 +182,7 @@ class DecopyUpstream:
     def close(self) -> None:
         self.pool.close()
 
-    def stream(self, job: ChatJob, call: Call) -> Iterator[list[str]]:
+    def stream(self, job: ChatJob, call: Call) -> Generator[list[str], None, None]:
         session = self.pool.acquire()
         broken = False
         try:

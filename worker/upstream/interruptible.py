@@ -77,7 +77,7 @@ class _Interruptible(HTTPConnection):
         if binding is not None and binding.call.cancelled.is_set():  # cancelled while connecting
             _shutdown(self)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         binding: _Binding | None = getattr(_local, "binding", None)
         if binding is not None:
             binding.add(self)
