@@ -81,19 +81,25 @@ class Gateway:
             r.close()
 
 
+def _redis_and_simulator(stack: Stack, env: dict[str, str] | None) -> tuple[str, str, dict[str, str]]:
+    """Start a private Redis and the simulator; the environment the gateway's processes get."""
+    _, redis_url = stack.redis()
+    _, sim_url = stack.simulator()
+    full_env = {
+        "REDIS_URL": redis_url,
+        "DECOPY_BASE_URL": sim_url,
+        "LOG_LEVEL": "INFO",
+        "UPSTREAM_BACKOFF_BASE": "0.05",
+        "UPSTREAM_BACKOFF_MAX": "0.2",
+        **(env or {}),
+    }
+    return redis_url, sim_url, full_env
+
+
 def start_gateway(env: dict[str, str] | None = None, *, workers: int = 2) -> Gateway:
     stack = Stack()
     try:
-        _, redis_url = stack.redis()
-        _, sim_url = stack.simulator()
-        full_env = {
-            "REDIS_URL": redis_url,
-            "DECOPY_BASE_URL": sim_url,
-            "LOG_LEVEL": "INFO",
-            "UPSTREAM_BACKOFF_BASE": "0.05",
-            "UPSTREAM_BACKOFF_MAX": "0.2",
-            **(env or {}),
-        }
+        redis_url, sim_url, full_env = _redis_and_simulator(stack, env)
         gw = Gateway(stack, "", sim_url, redis_url, full_env, api_proc=None)  # type: ignore[arg-type]
         for _ in range(workers):
             gw.add_worker()
@@ -232,16 +238,7 @@ def start_cluster(env: dict[str, str] | None = None, *, apis: int = 2, workers: 
     """A Redis, the simulator, ``workers`` worker processes and ``apis`` API processes."""
     stack = Stack()
     try:
-        _, redis_url = stack.redis()
-        _, sim_url = stack.simulator()
-        full_env = {
-            "REDIS_URL": redis_url,
-            "DECOPY_BASE_URL": sim_url,
-            "LOG_LEVEL": "INFO",
-            "UPSTREAM_BACKOFF_BASE": "0.05",
-            "UPSTREAM_BACKOFF_MAX": "0.2",
-            **(env or {}),
-        }
+        redis_url, sim_url, full_env = _redis_and_simulator(stack, env)
         cluster = Cluster(stack, redis_url, sim_url, full_env, master_key=full_env.get("API_MASTER_KEY"))
         cluster.workers = [stack.worker(full_env) for _ in range(workers)]
         for _ in range(apis):
