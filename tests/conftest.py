@@ -146,6 +146,17 @@ def directive(**fields: Any) -> str:
     return "@@sim@@ " + json.dumps(fields)
 
 
+def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """``resp`` has ``status`` and OpenAI's error envelope (with ``code``, when given); returns the error."""
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"]
+    if code is not None:
+        assert err["code"] == code, err
+    return dict(err)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

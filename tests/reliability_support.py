@@ -87,16 +87,6 @@ def text_of(events: list[Any]) -> str:
     )
 
 
-def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"]
-    if code is not None:
-        assert err["code"] == code, err
-    return dict(err)
-
-
 def worker_running(gw: Gateway, job_id: str, timeout: float = 10) -> Proc:
     """The worker process whose log says it took ``job_id``."""
     def find() -> Proc | None:

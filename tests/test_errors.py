@@ -8,21 +8,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Gateway, directive
-
-
-def _assert_openai_error(resp: httpx.Response, status: int) -> dict[str, object]:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    assert isinstance(err["message"], str) and err["message"]
-    return dict(err)
+from tests.conftest import Gateway, assert_openai_error, directive
 
 
 def test_malformed_json_is_400(gateway: Gateway) -> None:
     with gateway.http() as http:
         resp = http.post("/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"})
-    err = _assert_openai_error(resp, 400)
+    err = assert_openai_error(resp, 400)
     assert err["type"] == "invalid_request_error"
 
 
@@ -37,7 +29,7 @@ def test_malformed_json_is_400(gateway: Gateway) -> None:
 def test_bad_fields_are_400_naming_the_param(gateway: Gateway, body: dict[str, object], param: str) -> None:
     with gateway.http() as http:
         resp = http.post("/v1/chat/completions", json=body)
-    err = _assert_openai_error(resp, 400)
+    err = assert_openai_error(resp, 400)
     assert err["param"] == param
 
 
@@ -46,13 +38,13 @@ def test_oversized_body_is_413(make_gateway: Callable[..., Gateway]) -> None:
     big = {"model": "decopy-deepseek-v3", "messages": [{"role": "user", "content": "x" * 5000}]}
     with gw.http() as http:
         resp = http.post("/v1/chat/completions", json=big)
-    _assert_openai_error(resp, 413)
+    assert_openai_error(resp, 413)
 
 
 def test_unknown_route_is_openai_404(gateway: Gateway) -> None:
     with gateway.http() as http:
-        _assert_openai_error(http.get("/v1/nothing-here"), 404)
-        _assert_openai_error(http.get("/v1/chat/completions"), 405)
+        assert_openai_error(http.get("/v1/nothing-here"), 404)
+        assert_openai_error(http.get("/v1/chat/completions"), 405)
 
 
 def test_auth_with_master_key(make_gateway: Callable[..., Gateway]) -> None:
@@ -62,9 +54,9 @@ def test_auth_with_master_key(make_gateway: Callable[..., Gateway]) -> None:
             gw.client(api_key=key).models.list()
         assert exc.value.status_code == 401
     with httpx.Client(base_url=gw.base_url) as http:
-        err = _assert_openai_error(http.get("/v1/models"), 401)
+        err = assert_openai_error(http.get("/v1/models"), 401)
         assert err["type"] == "authentication_error"
-        _assert_openai_error(http.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)
+        assert_openai_error(http.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)
     good = gw.client(api_key="sk-master-123")
     assert len(good.models.list().data) == 8  # [compat] 4 ids + 4 upstream names
     resp = good.chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": "hi"}])
@@ -106,14 +98,14 @@ def test_truncated_upstream_whole_answer_is_error(gateway: Gateway, tag: str) ->
 
 def test_admin_needs_the_master_key(make_gateway: Callable[..., Gateway], gateway: Gateway) -> None:
     with gateway.http() as http:  # no master key configured: no admin at all
-        err = _assert_openai_error(http.get("/admin/anything"), 403)
+        err = assert_openai_error(http.get("/admin/anything"), 403)
         assert err["code"] == "admin_disabled"
     gw = make_gateway({"API_MASTER_KEY": "sk-master-xyz"}, workers=0)
     with httpx.Client(base_url=gw.base_url) as http:
-        _assert_openai_error(http.get("/admin/anything"), 401)
-        _assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer nope"}), 401)
+        assert_openai_error(http.get("/admin/anything"), 401)
+        assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer nope"}), 401)
         # the master key passes the guard and reaches routing (no such admin route yet: 404)
-        _assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer sk-master-xyz"}), 404)
+        assert_openai_error(http.get("/admin/anything", headers={"Authorization": "Bearer sk-master-xyz"}), 404)
 
 
 def test_settings_repr_hides_secrets() -> None:

@@ -22,7 +22,7 @@ from api.__main__ import is_loopback
 from api.limits import duration
 from devtools.procs import ROOT, free_port, http_ok, wait_for
 from shared.tokens import estimate_tokens
-from tests.conftest import Cluster, Gateway, directive, start_cluster, wait_until
+from tests.conftest import Cluster, Gateway, assert_openai_error, directive, start_cluster, wait_until
 
 MASTER = "sk-master-limits-test"
 LEASE_TTL = 3.0
@@ -56,15 +56,6 @@ def usage_of(cluster: Cluster, key_id: str, replica: int = 0) -> dict[str, dict[
     assert resp.status_code == 200, resp.text
     (row,) = [u for u in resp.json()["data"] if u["id"] == key_id]
     return {"today": row["today"], "total": row["total"]}
-
-
-def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    if code is not None:
-        assert err["code"] == code, err
-    return dict(err)
 
 
 def counters(**given: int) -> dict[str, int]:

@@ -30,8 +30,8 @@ from api.openapi import ENDPOINTS, UI_PREFIX, build_document
 from api.app import create_app
 from shared.settings import DEFAULT_MODELS, Settings
 from schemathesis.checks import not_a_server_error
-from tests.conftest import Gateway
-from tests.reliability_support import MODEL, assert_openai_error, creates, private_gateway
+from tests.conftest import Gateway, assert_openai_error
+from tests.reliability_support import MODEL, creates, private_gateway
 
 KEY = "sk-master-fuzz"
 MAX_BODY = 200_000

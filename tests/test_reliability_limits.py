@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from devtools.procs import Proc
-from tests.conftest import Gateway, wait_until
+from tests.conftest import Gateway, assert_openai_error, wait_until
 from tests.reliability_support import (
-    MODEL, assert_openai_error, body, creates, ended_stream, private_gateway, prompt, queued_ids, redis_of, sse_data,
+    MODEL, body, creates, ended_stream, private_gateway, prompt, queued_ids, redis_of, sse_data,
     text_of, user,
 )
 

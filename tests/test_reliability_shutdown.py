@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Gateway, wait_until
+from tests.conftest import Gateway, assert_openai_error, wait_until
 from tests.reliability_support import (
-    IN_PROGRESS, MODEL, assert_openai_error, body, creates, ended_stream, prompt, queued_ids, redis_of, user,
+    IN_PROGRESS, MODEL, body, creates, ended_stream, prompt, queued_ids, redis_of, user,
 )
 
 pytestmark = pytest.mark.slow
