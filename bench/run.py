@@ -33,7 +33,7 @@ import orjson
 import redis
 
 from bench.procstat import reset_peak, sample
-from devtools.procs import ROOT, Proc, Stack, wait_for
+from devtools.procs import ROOT, Proc, Stack, wait_workers
 
 RESULTS = ROOT / "bench" / "results"
 CLIENT_RATE = 50  # new streams per second one client process drives; above, the load is split
@@ -83,11 +83,7 @@ class Bench:
     def start_gateway(self, env: dict[str, str]) -> None:
         self.workers = [self.stack.worker(env) for _ in range(self.args.workers)]
         self.api, self.api_url = self.stack.api(env)
-        r = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            wait_for(lambda: len(list(r.scan_iter("decopy:worker:*"))) >= len(self.workers), 20, "workers")
-        finally:
-            r.close()
+        wait_workers(env["REDIS_URL"], len(self.workers))
 
     def stop_gateway(self) -> None:
         assert self.api is not None

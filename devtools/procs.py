@@ -142,6 +142,19 @@ class Stack:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def wait_workers(redis_url: str, count: int, timeout: float = 20) -> None:
+    """Wait until ``count`` worker processes have written their health key (they are polling)."""
+    import redis
+
+    from shared import names
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: len(list(r.scan_iter(names.WORKER_HEALTH_PREFIX + "*"))) >= count, timeout, "workers")
+    finally:
+        r.close()
+
+
 def _redis_ping(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
         s.sendall(b"PING\r\n")

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from devtools.procs import Proc, Stack, wait_for
+from devtools.procs import Proc, Stack, wait_workers
 
 
 @dataclass
@@ -71,14 +71,7 @@ class Gateway:
         return proc
 
     def wait_workers_ready(self, timeout: float = 15) -> None:
-        import redis
-
-        r = redis.Redis.from_url(self.redis_url)
-        try:
-            wait_for(lambda: len(list(r.scan_iter("decopy:worker:*"))) >= sum(w.alive() for w in self.workers),
-                     timeout, "workers")
-        finally:
-            r.close()
+        wait_workers(self.redis_url, sum(w.alive() for w in self.workers), timeout)
 
 
 def _redis_and_simulator(stack: Stack, env: dict[str, str] | None) -> tuple[str, str, dict[str, str]]:
@@ -257,13 +250,7 @@ def start_cluster(env: dict[str, str] | None = None, *, apis: int = 2, workers: 
             cluster.apis.append(proc)
             cluster.bases.append(base)
         if workers:
-            import redis
-
-            r = redis.Redis.from_url(redis_url)
-            try:
-                wait_for(lambda: len(list(r.scan_iter("decopy:worker:*"))) >= workers, 20, "workers")
-            finally:
-                r.close()
+            wait_workers(redis_url, workers)
         return cluster
     except BaseException:
         stack.stop()
