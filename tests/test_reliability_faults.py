@@ -256,43 +256,57 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
         wait_until(lambda: not queued_ids(r), 5, "the job withdrawn")
 
 
-# --- Regression: a finished job's late cancel() must not touch a connection another job reuses ---
+# --- Regression: one job's cancel must not touch a connection another job uses ---
 
-def test_late_cancel_of_a_finished_job_spares_the_next_job() -> None:
-    """The runner calls ``Call.cancel()`` whenever a job ends, by then its session (and its
-    keep-alive connection) may already serve the next job. Found by test_concurrent_streams_never_mix
-    failing with 'get-job: ProtocolError: Connection broken: IncompleteRead'."""
+def test_cancelled_job_spares_the_jobs_sharing_its_client() -> None:
+    """Upstream calls share one client and its kept-alive connections. A job cancelled mid-answer
+    must close its own upstream stream at once, and only its own: a job that reuses the
+    connection a finished job left, and one streaming beside it, both get every piece. (Found
+    with the threaded client: a finished job's late cancel shut the socket the next job had
+    reused: 'get-job: ProtocolError: Connection broken: IncompleteRead'.)"""
+    import asyncio
+
     from devtools.procs import Stack
+    from shared.messages import ChatJob
     from shared.settings import Settings
     from tests.conftest import directive
-    from worker.upstream.base import Call
     from worker.upstream.decopy import DecopyUpstream
+
+    def job(text: str) -> ChatJob:
+        return {"request_id": "r", "model": MODEL, "upstream_model": "DeepSeek-V3", "prompt": text, "image": None}
+
+    async def collect(upstream: DecopyUpstream, text: str) -> str:
+        return "".join([piece async for batch in upstream.stream(job(text)) for piece in batch])
+
+    slow = [f"{i} " for i in range(20)]
+
+    async def scenario(sim_url: str) -> None:
+        upstream = DecopyUpstream(Settings(decopy_base_url=sim_url))
+        try:
+            assert await collect(upstream, "first " + directive(reply=["a", "b"])) == "ab"
+            second = asyncio.ensure_future(collect(upstream, "second " + directive(reply=slow, interval_ms=50)))
+            doomed = asyncio.ensure_future(collect(upstream, "doomed " + directive(reply=slow, interval_ms=50)))
+            await asyncio.sleep(0.4)  # both are reading their answers; the second on the first one's connection
+            doomed.cancel()
+            assert await second == "".join(slow)
+            assert doomed.cancelled()
+            assert upstream.pool.created == 2  # the first job's session was reused, by one of them
+        finally:
+            await upstream.aclose()
 
     stack = Stack()
     try:
         _, sim_url = stack.simulator()
-        upstream = DecopyUpstream(Settings(decopy_base_url=sim_url))
+        asyncio.run(scenario(sim_url))
 
-        def job(text: str) -> dict[str, object]:
-            return {"request_id": "r", "model": MODEL, "upstream_model": "DeepSeek-V3", "prompt": text, "image": None}
+        def streams() -> dict[str, dict[str, object]]:
+            log = httpx.get(sim_url + "/_sim/log", timeout=5).json()
+            names = {e["job_id"]: e["entertext"].split()[0] for e in log if e["kind"] == "create"}
+            return {names[e["job_id"]]: e for e in log if e["kind"] == "stream"}
 
-        first = Call()
-        assert "".join(sum(upstream.stream(job("first " + directive(reply=["a", "b"])), first), [])) == "ab"
-        result: dict[str, object] = {}
-
-        def second() -> None:
-            try:
-                result["text"] = "".join(sum(upstream.stream(
-                    job("second " + directive(reply=[f"{i} " for i in range(20)], interval_ms=50)), Call()), []))
-            except Exception as exc:  # what the bug produced
-                result["error"] = exc
-
-        thread = threading.Thread(target=second)
-        thread.start()
-        time.sleep(0.4)  # the second job is reading its answer, on the connection the first one used
-        first.cancel()
-        thread.join(10)
-        assert result.get("text") == "".join(f"{i} " for i in range(20)), result
-        assert upstream.pool.created == 1  # one session, reused: the case where the bug struck
+        doomed = wait_until(lambda: (e := streams()["doomed"])["ended"] and e, 5, "the doomed stream closed")
+        assert doomed["client_closed"] is True and doomed["pieces_sent"] < len(slow)
+        second = streams()["second"]
+        assert second["outcome"] == "ok" and second["pieces_sent"] == len(slow)
     finally:
         stack.stop()

@@ -50,7 +50,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         runner: ChatRunner | None = ctx.get("runner")
         if runner is not None:
-            runner.close()
+            await runner.aclose()
         reporter: Reporter | None = ctx.get("reporter")
         if reporter is not None:
             await reporter.stop()

@@ -1,7 +1,7 @@
 """The upstream doctor: check the configured upstream step by step and say what broke.
 
 ``python -m worker doctor [--json]`` runs it where the worker runs (same settings, same proxy,
-same cloudscraper sessions through :class:`worker.upstream.decopy.DecopyUpstream`), prints one
+same cloudscraper sessions and client through :class:`worker.upstream.decopy.DecopyUpstream`), prints one
 line per step with its timing and verdict, and exits 0 only when an answer streamed end to end.
 The dashboard's "run again" button enqueues the same run as a worker job (:func:`doctor_job`),
 so it too goes out the way real traffic does. Either way the last report is kept in Redis
@@ -39,8 +39,8 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
-from typing import Any, Literal, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, NoReturn, TypeVar
 
 import certifi
 import requests
@@ -50,8 +50,8 @@ from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
 from worker.sse_parser import StreamParser
-from worker.upstream.base import Call, UpstreamFailure
-from worker.upstream.decopy import DecopyUpstream, classify_status, is_cloudflare
+from worker.upstream.base import UpstreamFailure
+from worker.upstream.decopy import Answer, DecopyUpstream, classify_status, is_cloudflare
 
 log = logging.getLogger("worker.doctor")
 
@@ -62,6 +62,7 @@ REPORT_TTL = 30 * 24 * 3600
 BODY_LIMIT = 300
 
 StepStatus = Literal["ok", "fail", "skip"]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -210,6 +211,7 @@ class Doctor:
         )
         self._on_step = on_step or (lambda step: None)
         self._timeout = settings.upstream_connect_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None  # the upstream steps run on it
 
     # -- the run --------------------------------------------------------------------------
 
@@ -232,7 +234,10 @@ class Doctor:
                         self._add(Step(name, "skip", f"not run: {failed.step if failed else 'an earlier step'} failed"))
         finally:
             self._close_sockets()
-            upstream.close()
+            self._await(upstream.aclose())
+            assert self._loop is not None
+            self._loop.close()
+            self._loop = None
             self.report.finished = time.time()
         return self.report
 
@@ -367,21 +372,34 @@ class Doctor:
     def _job(self, model_id: str, upstream_model: str) -> ChatJob:
         return ChatJob(request_id="doctor", model=model_id, upstream_model=upstream_model, prompt=PROMPT, image=None)
 
+    def _await(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one step of the worker's own (asyncio) upstream code on the doctor's event loop."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
     def _create_and_stream(self, upstream: DecopyUpstream) -> str:
         model_id, upstream_model = next(iter(self.settings.decopy_models.items()))
+        job = self._job(model_id, upstream_model)
         session = upstream.pool.acquire()
         seen: list[tuple[int, bool, str]] = []  # every answer, including cloudscraper's own retries
 
         def record(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
             body = "" if kwargs.get("stream") else resp.text[:4000]
-            seen.append((resp.status_code, is_cloudflare(resp, body), body))
+            seen.append((resp.status_code, is_cloudflare(Answer(resp.status_code, resp.headers, body)), body))
 
-        session.hooks["response"].append(record)
         broken = True
         try:
             started = time.monotonic()
             try:
-                resp = upstream.post_create_job(session, self._job(model_id, upstream_model))
+                answer = self._await(upstream.post_create_job(session, job))
+                seen.append((answer.status, is_cloudflare(answer), answer.text))
+                if upstream.solvable_challenge(session, answer):  # the worker hands it to cloudscraper
+                    session.hooks["response"].append(record)
+                    try:
+                        answer = self._await(upstream.solve_create_job(session, job))
+                    finally:
+                        session.hooks["response"].remove(record)
             except UpstreamFailure as failure:
                 if failure.kind == "cloudflare":  # cloudscraper saw a challenge and gave up on it
                     self._fail(Step("cloudflare", "fail", "challenge not solved by cloudscraper: "
@@ -390,13 +408,12 @@ class Doctor:
                 self._fail(Step("create-job", "fail", f"no answer: {_reason(failure, self.settings)}", _ms(started),
                                 kind=failure.kind))
             took = _ms(started)
-            session.hooks["response"].remove(record)
-            self._cloudflare_verdict(resp, seen, took)
+            self._cloudflare_verdict(answer, seen, took)
             try:
-                job_id = upstream.parse_create_job(resp)
+                job_id = upstream.parse_create_job(answer)
             except UpstreamFailure as failure:
                 self._fail(Step("create-job", "fail", _reason(failure, self.settings), took,
-                                http_status=resp.status_code, body=failure.body or _trim(resp.text), kind=failure.kind))
+                                http_status=answer.status, body=failure.body or _trim(answer.text), kind=failure.kind))
             proxy = session.proxies.get("https") or session.proxies.get("http")
             via = f"; via proxy {mask_url(proxy)}" if proxy else ""
             self._add(Step("create-job", "ok", f"HTTP 200, code 100000, job id {job_id[:16]}… (model "
@@ -407,31 +424,35 @@ class Doctor:
             upstream.pool.release(session, broken=broken)
         return model_id
 
-    def _cloudflare_verdict(self, resp: requests.Response, seen: list[tuple[int, bool, str]], took: float) -> None:
+    def _cloudflare_verdict(self, answer: Answer, seen: list[tuple[int, bool, str]], took: float) -> None:
         challenges = [status for status, challenged, _ in seen if challenged]
-        final = classify_status(resp, "create-job") if resp.status_code != 200 or challenges else None
+        final = classify_status(answer, "create-job") if answer.status != 200 or challenges else None
         if final is not None and final.kind == "cloudflare":
-            self._fail(Step("cloudflare", "fail", f"challenge served on create-job (HTTP {resp.status_code}"
-                            f"{', cf-mitigated: challenge' if resp.headers.get('cf-mitigated') else ''}); "
-                            "cloudscraper did not solve it", took, http_status=resp.status_code, body=final.body,
+            self._fail(Step("cloudflare", "fail", f"challenge served on create-job (HTTP {answer.status}"
+                            f"{', cf-mitigated: challenge' if answer.headers.get('cf-mitigated') else ''}); "
+                            "cloudscraper did not solve it", took, http_status=answer.status, body=final.body,
                             kind="cloudflare"))
         if challenges:
             self._add(Step("cloudflare", "ok", f"challenge seen (HTTP {challenges[0]}) and solved by cloudscraper",
-                           took, http_status=resp.status_code))
+                           took, http_status=answer.status))
         else:
-            self._add(Step("cloudflare", "ok", f"no challenge (create-job answered HTTP {resp.status_code})", took,
-                           http_status=resp.status_code))
+            self._add(Step("cloudflare", "ok", f"no challenge (create-job answered HTTP {answer.status})", took,
+                           http_status=answer.status))
 
     def _stream(self, upstream: DecopyUpstream, session: requests.Session, job_id: str) -> None:
         started = time.monotonic()
         parser = StreamParser()
         pieces: list[str] = []
-        first: float | None = None
-        try:
-            for batch in upstream.read_job(session, job_id, Call(), parser=parser):
-                if first is None:
-                    first = _ms(started)
+        first: list[float] = []
+
+        async def read() -> None:
+            async for batch in upstream.read_job(session, job_id, parser=parser):
+                if not first:
+                    first.append(_ms(started))
                 pieces.extend(batch)
+
+        try:
+            self._await(read())
         except UpstreamFailure as failure:
             where = f"after {len(pieces)} piece(s) of text" if pieces else "before any text"
             self._fail(Step("stream", "fail", f"{_reason(failure, self.settings)} ({where})", _ms(started),
@@ -442,7 +463,7 @@ class Doctor:
                             http_status=200, kind="protocol"))
         skipped = f", {parser.skipped} unreadable line(s) skipped" if parser.skipped else ""
         self._add(Step("stream", "ok", f"{len(pieces)} event(s) parsed{skipped}, end marker seen; first text after "
-                       f"{first:.0f} ms: {_trim(text, 60)!r}", _ms(started), http_status=200))
+                       f"{first[0]:.0f} ms: {_trim(text, 60)!r}", _ms(started), http_status=200))
 
     def _models(self, upstream: DecopyUpstream, checked: str) -> None:
         for model_id, upstream_model in self.settings.decopy_models.items():
@@ -452,9 +473,13 @@ class Doctor:
                 continue
             started = time.monotonic()
             pieces: list[str] = []
-            try:
-                for batch in upstream.stream(self._job(model_id, upstream_model), Call()):
+
+            async def read(job: ChatJob) -> None:
+                async for batch in upstream.stream(job):
                     pieces.extend(batch)
+
+            try:
+                self._await(read(self._job(model_id, upstream_model)))
             except UpstreamFailure as failure:
                 self._add(Step(name, "fail", f"{upstream_model}: {_reason(failure, self.settings)}", _ms(started),
                                http_status=failure.status, body=failure.body, kind=failure.kind))

@@ -1,8 +1,9 @@
 """The chat job: run one answer upstream and publish its pieces on the job's channel.
 
-The upstream client is synchronous and runs in this worker's thread pool; pieces cross to the
-event loop through a queue and are published as they come, batched when several arrive together
-(one Redis call per batch, never a delay added to wait for more).
+The upstream client runs on this worker's event loop; each batch of pieces it reads (the pieces
+that arrived together) is published at once as one message, never delayed to wait for more.
+Messages go out through the process's :class:`~worker.publish.PipelinedConnection`: written
+without waiting for Redis to answer, in order.
 
 Guarantees (see ``shared.messages``): every message numbered, exactly one terminal message, and
 a job runs upstream at most once, whatever arq re-runs (after a worker died, or a job cancelled
@@ -11,7 +12,9 @@ dropped without calling the upstream. Its client, if any, was already told by th
 (an ``interrupted`` error) or by the API's idle timeout, so nobody waits for a re-run.
 
 A job also stops as soon as nobody listens: every PUBLISH answers how many subscribers got the
-message, and 0 means the client's API unsubscribed or died; the upstream call is then closed.
+message, and 0 means the client's API unsubscribed or died. The job looks at that answer when
+it publishes its next message (one piece later), or the heartbeat does while the upstream is
+silent; the upstream call is then closed.
 """
 
 from __future__ import annotations
@@ -21,21 +24,21 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared import messages, names
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ChatJob, Message
 from shared.settings import Settings
 from worker.budget import UpstreamBudget, UpstreamBusy
-from worker.upstream.base import Call, Upstream, UpstreamFailure
+from worker.publish import PipelinedConnection, Reply
+from worker.upstream.base import Upstream, UpstreamFailure
 
 log = logging.getLogger("worker.job")
 
-_END = object()
 RUN_KEY_TTL = 3600
 
 
@@ -55,46 +58,58 @@ class NobodyListening(Exception):
 class Publisher:
     """Numbers and publishes one job's messages."""
 
-    def __init__(self, redis: Redis, job_id: str) -> None:
-        self._redis = redis
+    def __init__(self, out: PipelinedConnection, job_id: str) -> None:
+        self._out = out
         self.job_id = job_id
         self.channel = names.job_channel(job_id)
         self._run_key = names.job_run_key(job_id)
         self.seq = 0
         self.text_sent = False
         self.terminated = False
+        self.last_sent = time.monotonic()
+        self._last: Reply | None = None  # the reply to the latest message not yet looked at
+        self.task: asyncio.Task[Any] | None = None  # the job's task (the heartbeat may stop it)
+        self.stopped = False  # stopped by the heartbeat: nobody listens
 
-    def _check_heard(self, receivers: int, message: Message) -> None:
-        if receivers == 0 and message["kind"] not in ("done", "error"):
-            raise NobodyListening(self.job_id)
+    def nobody_listening(self) -> bool:
+        """Did the latest message whose reply is in reach no subscriber? (Raises a Redis error it met.)"""
+        last = self._last
+        if last is None or not last.done:
+            return False
+        self._last = None
+        return bool(last.result() == 0)
 
-    async def send(self, message: Message) -> None:
+    async def _publish(self, message: Message, *, check: bool = True) -> Reply:
         message["seq"] = self.seq
         self.seq += 1
-        self._check_heard(await self._redis.publish(self.channel, messages.encode(message)), message)
+        if check and self.nobody_listening():
+            raise NobodyListening(self.job_id)
+        reply = await self._out.send("PUBLISH", self.channel, messages.encode(message))
+        self._last = reply
+        self.last_sent = time.monotonic()
+        return reply
+
+    async def send(self, message: Message) -> None:
+        await self._publish(message)
 
     async def delta(self, text: str) -> None:
-        message: Message = {"seq": self.seq, "kind": "delta", "text": text}
-        self.seq += 1
-        if self.text_sent:
-            self._check_heard(await self._redis.publish(self.channel, messages.encode(message)), message)
-            return
-        # First text: record it (the log of a refused re-run says whether text went out) in the
-        # same round trip as the publish.
-        self.text_sent = True
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._run_key, b"text", ex=RUN_KEY_TTL)
-            pipe.publish(self.channel, messages.encode(message))
-            _, receivers = await pipe.execute()
-        self._check_heard(receivers, message)
+        if not self.text_sent:
+            # First text: recorded (the log of a refused re-run says whether text went out). Its
+            # reply is not waited for; a Redis error shows on the messages after it.
+            self.text_sent = True
+            await self._out.send("SET", self._run_key, b"text", "EX", RUN_KEY_TTL)
+        await self._publish({"kind": "delta", "text": text})
+
+    async def _terminal(self, message: Message) -> None:
+        self.terminated = True
+        reply = await self._publish(message, check=False)
+        await reply.wait()  # the job ends once Redis has taken its last message
 
     async def done(self, reason: str = "stop") -> None:
-        self.terminated = True
-        await self.send({"kind": "done", "finish_reason": reason})
+        await self._terminal({"kind": "done", "finish_reason": reason})
 
     async def error(self, err: GatewayError) -> None:
-        self.terminated = True
-        await self.send({"kind": "error", "error": err.to_wire()})
+        await self._terminal({"kind": "error", "error": err.to_wire()})
 
 
 class ChatRunner:
@@ -106,34 +121,49 @@ class ChatRunner:
         self.redis = redis
         self.upstream = upstream
         self.worker_id = worker_id
-        self.executor = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="upstream")
+        self.out = PipelinedConnection(redis)
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
         self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
+        self._active: set[Publisher] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.upstream.close()
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.upstream.aclose()
+        await self.out.close()
 
     async def run(self, job_id: str, job: ChatJob) -> str:
         """The arq job body; returns the outcome (also logged)."""
-        pub = Publisher(self.redis, job_id)
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
+        pub = Publisher(self.out, job_id)
         run_key = names.job_run_key(job_id)
-        if not await self.redis.set(run_key, b"claimed", nx=True, ex=RUN_KEY_TTL):
+        # One round trip: claim the run, and see whether anyone still waits for the answer.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(run_key, b"claimed", nx=True, ex=RUN_KEY_TTL)
+            pipe.pubsub_numsub(pub.channel)
+            claimed, listeners = await pipe.execute()
+        if not claimed:
             went_out = await self.redis.get(run_key) == b"text"
             log.warning("job %s: re-run refused (a job runs upstream at most once; text %s out)", job_id,
                         "went" if went_out else "had not gone")
             return self._outcome("rerun_refused")
-        listeners = await self.redis.pubsub_numsub(pub.channel)
         if not listeners or listeners[0][1] == 0:
             log.info("job %s: nobody is waiting for it any more; dropped", job_id)
             return self._outcome("dropped")
+        pub.task = asyncio.current_task()
+        self._active.add(pub)
         try:
             await pub.send({"kind": "start", "worker": self.worker_id})
             return await self._attempts(pub, job)
         except NobodyListening:
-            log.info("job %s: its client's API stopped listening; upstream call closed", job_id)
-            return self._outcome("abandoned")
+            return self._abandoned(pub)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pub.stopped and task is not None and task.uncancel() == 0:  # the heartbeat's own stop
+                return self._abandoned(pub)
             if not pub.terminated:
                 await asyncio.shield(self._safe_error(pub, ServiceUnavailable(
                     "The answer was interrupted: the worker stopped or the request was withdrawn.",
@@ -146,6 +176,12 @@ class ChatRunner:
                 await self._safe_error(pub, InternalError(
                     "The worker running this request failed; it has been logged.", code="worker_error"))
             return self._outcome("crashed")
+        finally:
+            self._active.discard(pub)
+
+    def _abandoned(self, pub: Publisher) -> str:
+        log.info("job %s: its client's API stopped listening; upstream call closed", pub.job_id)
+        return self._outcome("abandoned")
 
     async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
         s = self.settings
@@ -164,74 +200,42 @@ class ChatRunner:
                 if pub.text_sent or not failure.retryable or attempt > s.upstream_retries:
                     await pub.error(failure.to_gateway_error(attempt))
                     return self._outcome("failed", failure.kind)
-                await self._backoff(pub, attempt)
-                continue
+                await asyncio.sleep(backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max))
+                continue  # (the heartbeat keeps the client's stream alive meanwhile)
             await pub.done("stop")
             return self._outcome("completed")
 
-    async def _backoff(self, pub: Publisher, attempt: int) -> None:
-        s = self.settings
-        delay = backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max)
-        while delay > 0:
-            step = min(delay, s.worker_heartbeat)
-            await asyncio.sleep(step)
-            delay -= step
-            if delay > 0:
-                await pub.send({"kind": "alive"})
-
     async def _one_attempt(self, pub: Publisher, job: ChatJob) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        call = Call()
-
-        def put(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop closed (worker shutting down): nobody to tell
-                call.cancel()
-
-        def produce() -> None:
-            stream = self.upstream.stream(job, call)
-            try:
-                for batch in stream:
-                    if call.cancelled.is_set():
-                        return
-                    put(batch)
-                put(_END)
-            except BaseException as exc:  # handed to the event loop, raised there
-                put(exc)
-            finally:
-                stream.close()
-
-        loop.run_in_executor(self.executor, produce)
-        heartbeat = self.settings.worker_heartbeat
+        stream = self.upstream.stream(job)
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(heartbeat):
-                        item = await queue.get()
-                except TimeoutError:
-                    await pub.send({"kind": "alive"})
-                    continue
-                texts: list[str] = []
-                while True:
-                    if item is _END:
-                        if texts:
-                            await pub.delta("".join(texts))
-                        return
-                    if isinstance(item, BaseException):
-                        if texts:
-                            await pub.delta("".join(texts))
-                        raise item
-                    texts.extend(item)
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                await pub.delta("".join(texts))
+            async for batch in stream:
+                await pub.delta(batch[0] if len(batch) == 1 else "".join(batch))
         finally:
-            # Ends the upstream read at once (shuts its socket down); the thread then returns
-            # by itself. Not awaited: a cancelled job must not wait on a slow create-job call.
-            call.cancel()
+            # Closing it ends the upstream call at once, whatever stopped the loop.
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    async def _beat(self) -> None:
+        """While a job's upstream is silent, tell its client it is alive; stop jobs nobody listens
+        to; drop the publish connection if Redis stopped answering (its jobs then fail)."""
+        beat = self.settings.worker_heartbeat
+        tick = min(max(beat / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            self.out.stalled(self.settings.redis_timeout + beat)
+            now = time.monotonic()
+            for pub in list(self._active):
+                if pub.terminated or pub.stopped:
+                    continue
+                try:
+                    if pub.nobody_listening():
+                        pub.stopped = True
+                        if pub.task is not None:
+                            pub.task.cancel()
+                        continue
+                    if now - pub.last_sent >= beat:
+                        await pub.send({"kind": "alive"})
+                except (NobodyListening, RedisError, OSError):
+                    pass  # the job meets it itself on its next message
 
     async def _safe_error(self, pub: Publisher, err: GatewayError) -> None:
         try:

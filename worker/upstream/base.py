@@ -1,15 +1,17 @@
 """The one small interface between the worker and an upstream chat service.
 
-An upstream is synchronous (decopy needs cloudscraper, a ``requests`` session) and runs in a
-worker thread: :meth:`Upstream.stream` starts a job from a prompt and optional image and yields
-lists of text deltas as they arrive; it raises :class:`UpstreamFailure` for anything else.
-Another thread may call :meth:`Call.cancel` to make a blocked read return at once.
+An upstream runs on the worker's event loop: :meth:`Upstream.stream` starts a job from a prompt
+and optional image and yields lists of text deltas as they arrive; it raises
+:class:`UpstreamFailure` for anything else. Cancelling the task that reads it (or closing the
+iterator) lets go of the upstream call at once. :class:`Call` is for the synchronous calls an
+upstream may still make in a thread (decopy: cloudscraper solving a challenge): another thread
+calls :meth:`Call.cancel` to make a blocked read return at once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol
 
 from shared.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -73,9 +75,9 @@ class Call:
 class Upstream(Protocol):
     name: str
 
-    def stream(self, job: ChatJob, call: Call) -> Generator[list[str], None, None]:
+    def stream(self, job: ChatJob) -> AsyncIterator[list[str]]:
         """Start the job upstream and yield its deltas, batch by batch, until the end."""
         ...
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         ...
