@@ -3,8 +3,7 @@
 A job publishes ~32 messages (start, the pieces, done). redis-py's asyncio client sends each
 command and waits for its reply before the caller goes on: one round trip per message and, on
 this machine, ~100 µs of CPU per ``PUBLISH`` awaited one by one (47 µs of which is the client's
-own command/reply path). Here a message is written to the socket at once and the job does not
-wait: one reader task takes the replies in order and hands each to its :class:`Reply`. A job
+own command/reply path). Here a message goes out without the job waiting for it: one reader task takes the replies in order and hands each to its :class:`Reply`. A job
 looks at its previous reply before the next message (0 receivers: its client's API stopped
 listening) and waits only for its terminal message. Measured on this machine (uvloop, local
 Redis): 8.6 µs of CPU per message when several are in flight, 47 µs when each is waited for.
@@ -12,6 +11,12 @@ Redis): 8.6 µs of CPU per message when several are in flight, 47 µs when each 
 No library does this for redis-py's asyncio client (its ``Pipeline`` also waits, for the
 whole batch), so it is written here; redis-py still does everything else: connecting (URL,
 AUTH, SELECT, TLS, RESP), packing commands and parsing replies (hiredis).
+
+Commands sent in the same turn of the event loop leave in one write (one system call): on this
+2-core VM a ``send()`` to a Redis that sleeps costs more than all the Python around it (py-spy:
+a fifth of the worker's CPU was in socket writes), and a first piece goes with its ``SET``, and
+pieces of several jobs that arrived together go together. Nothing waits for more: the write is
+made at the end of the current turn.
 
 Order: every message of the process goes through this one connection in the order ``send``
 was called, so a job's messages reach Redis in ``seq`` order. If the connection fails, every
@@ -31,6 +36,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("worker.publish")
+
+#: Bytes waiting in the socket's buffer above which a sender waits for Redis to read them.
+WRITE_BUFFER_LIMIT = 1 << 20
 
 
 class Reply:
@@ -81,6 +89,8 @@ class PipelinedConnection:
         self._pending: collections.deque[Reply] = collections.deque()
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._out: list[bytes] = []  # packed commands of this turn of the loop, written at its end
+        self._flush_scheduled = False
 
     async def send(self, *args: Any) -> Reply:
         """Write one command now; its :class:`Reply` fills in when Redis answers."""
@@ -91,13 +101,25 @@ class PipelinedConnection:
         assert loop is not None
         reply = Reply(loop.time())
         self._pending.append(reply)
-        try:
-            # Writes to the transport before its first await: commands leave in call order.
-            await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-        except (RedisError, OSError) as exc:
-            self._broken(conn, exc)
-            raise
+        self._out += conn.pack_command(*args)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        writer = conn._writer  # redis-py's StreamWriter (private; redis-py is pinned in constraints.txt)
+        if writer is not None and writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            await writer.drain()  # Redis reads slower than we write: wait, as redis-py would
         return reply
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        conn = self._conn
+        if conn is None or conn._writer is None or not out:
+            return  # it broke meanwhile: these commands' replies have failed already (see _broken)
+        try:
+            conn._writer.writelines(out)  # one system call for all of them
+        except (RedisError, OSError, RuntimeError) as exc:
+            self._broken(conn, exc)
 
     def stalled(self, timeout: float) -> bool:
         """True, and the connection dropped, if the oldest unanswered command waited ``timeout`` s."""
@@ -143,6 +165,7 @@ class PipelinedConnection:
         if self._conn is not conn:
             return
         self._conn = None
+        self._out.clear()
         error = exc if isinstance(exc, RedisError) else RedisConnectionError(f"{type(exc).__name__}: {exc}")
         pending, self._pending = self._pending, collections.deque()
         for reply in pending:

@@ -41,6 +41,17 @@ log = logging.getLogger("worker.job")
 
 RUN_KEY_TTL = 3600
 
+# KEYS: the job's run key, its channel. ARGV: run key TTL s, the start message.
+# Claims the run (a job runs upstream at most once) and announces it, in one round trip. The
+# PUBLISH answers how many listen: 0 means the client's API left before the job started.
+# A run already claimed answers -1 and what the first run recorded ("claimed" or "text").
+_START = """
+if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'EX', ARGV[1]) then
+  return {-1, redis.call('GET', KEYS[1])}
+end
+return {redis.call('PUBLISH', KEYS[2], ARGV[2]), false}
+"""
+
 
 def backoff_delay(attempt: int, base: float, ceiling: float, rand: Callable[[float, float], float] = random.uniform
                   ) -> float:
@@ -126,6 +137,7 @@ class ChatRunner:
         self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
         self._active: set[Publisher] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._start = redis.register_script(_START)
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:
@@ -139,24 +151,20 @@ class ChatRunner:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         pub = Publisher(self.out, job_id)
-        run_key = names.job_run_key(job_id)
-        # One round trip: claim the run, and see whether anyone still waits for the answer.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(run_key, b"claimed", nx=True, ex=RUN_KEY_TTL)
-            pipe.pubsub_numsub(pub.channel)
-            claimed, listeners = await pipe.execute()
-        if not claimed:
-            went_out = await self.redis.get(run_key) == b"text"
+        start: Message = {"seq": 0, "kind": "start", "worker": self.worker_id}
+        listeners, recorded = await self._start(keys=[names.job_run_key(job_id), pub.channel],
+                                                args=[RUN_KEY_TTL, messages.encode(start)])
+        if listeners == -1:
             log.warning("job %s: re-run refused (a job runs upstream at most once; text %s out)", job_id,
-                        "went" if went_out else "had not gone")
+                        "went" if recorded == b"text" else "had not gone")
             return self._outcome("rerun_refused")
-        if not listeners or listeners[0][1] == 0:
+        if listeners == 0:
             log.info("job %s: nobody is waiting for it any more; dropped", job_id)
             return self._outcome("dropped")
+        pub.seq = 1  # the start message was 0
         pub.task = asyncio.current_task()
         self._active.add(pub)
         try:
-            await pub.send({"kind": "start", "worker": self.worker_id})
             return await self._attempts(pub, job)
         except NobodyListening:
             return self._abandoned(pub)
