@@ -32,6 +32,7 @@ from typing import Any, cast
 import orjson
 import redis
 
+from bench import floor
 from bench.procstat import reset_peak, sample
 from devtools.procs import ROOT, Proc, Stack, wait_workers
 
@@ -421,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(2; quick 1)")
     p.add_argument("--idle-seconds", type=float, default=None, help="idle Redis load measured over (5; quick 2)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip the per-hop floor (bench/floor.py)")
+    p.add_argument("--floor-seconds", type=float, default=None, help="seconds per floor measurement (4; quick 2)")
     p.add_argument("--replot", type=Path, default=None, help="only draw the PNG of a results JSON again")
     a = p.parse_args(argv)
     if a.replot is not None:
@@ -468,6 +471,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{memory['api_peak_growth_per_stream_kb']} kB per stream)", flush=True)
     finally:
         bench.stack.stop()
+    hop_floor = None
+    if not a.no_floor:
+        hop_floor = floor.run_all(streams=15, interval_ms=float(a.interval_ms), seconds=a.floor_seconds or (2.0 if a.quick else 4.0))
+        cost = {h["mode"]: h["cpu_us_per_message"] for h in hop_floor["hops"]}
+        hop_floor["min_gateway_ms_per_stream"] = round(2 * cost["callback"] * a.deltas / 1000, 2)
+        print(f"floor: one relay hop (wake-up, read, write) costs {cost['callback']} µs of CPU per piece from a "
+              f"callback, {cost['task']} µs from a task ({cost['task+reply']} µs awaiting a reply); two hops per "
+              f"piece: at least {hop_floor['min_gateway_ms_per_stream']} ms per {a.deltas}-piece stream", flush=True)
     rows = summary(rounds, a.loads)
     doc = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -482,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": rows,
         "rounds": rounds,
         "memory": memory,
+        "floor": hop_floor,
     }
     json_path = a.out_dir / f"{name}.json"
     json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

@@ -26,7 +26,8 @@ FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms", "pieces
 def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--loads", "5", "--duration", "2", "--rounds", "1", "--memory-streams", "0",
-         "--deltas", "5", "--idle-seconds", "0.5", "--warmup", "0.5", "--no-plot", "--out-dir", str(tmp_path), "--name", "smoke"],
+         "--deltas", "5", "--idle-seconds", "0.5", "--warmup", "0.5", "--floor-seconds", "0.5", "--no-plot", "--out-dir", str(tmp_path),
+         "--name", "smoke"],
         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,6 +50,11 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     assert row["rate"] == 5.0 and row["lost"] == 0 and row["errors"] == 0
     assert doc["machine"]["nproc"] and doc["idle_redis"]["commands_per_s"] >= 0
     assert "| streams/s |" in proc.stdout
+    hops = {h["mode"]: h for h in doc["floor"]["hops"]}
+    assert set(hops) == {"callback", "task", "task+reply"}
+    for hop in hops.values():  # every message sent crossed the relay, and its CPU was measured
+        assert hop["messages"] > 0 and hop["relayed"] == hop["messages"] and hop["cpu_us_per_message"] > 0
+    assert doc["floor"]["min_gateway_ms_per_stream"] == round(2 * hops["callback"]["cpu_us_per_message"] * 5 / 1000, 2)
 
 
 def _checked(texts: list[str]) -> Stream:
