@@ -229,21 +229,24 @@ class ChatRunner:
         tick = min(max(beat / 4, 0.05), 1.0)
         while True:
             await asyncio.sleep(tick)
-            self.out.stalled(self.settings.redis_timeout + beat)
-            now = time.monotonic()
-            for pub in list(self._active):
-                if pub.terminated or pub.stopped:
-                    continue
-                try:
-                    if pub.nobody_listening():
-                        pub.stopped = True
-                        if pub.task is not None:
-                            pub.task.cancel()
+            try:
+                self.out.stalled(self.settings.redis_timeout + beat)
+                now = time.monotonic()
+                for pub in list(self._active):
+                    if pub.terminated or pub.stopped:
                         continue
-                    if now - pub.last_sent >= beat:
-                        await pub.send({"kind": "alive"})
-                except (NobodyListening, RedisError, OSError):
-                    pass  # the job meets it itself on its next message
+                    try:
+                        if pub.nobody_listening():
+                            pub.stopped = True
+                            if pub.task is not None:
+                                pub.task.cancel()
+                            continue
+                        if now - pub.last_sent >= beat:
+                            await pub.send({"kind": "alive"})
+                    except (NobodyListening, RedisError, OSError):
+                        pass  # the job meets it itself on its next message
+            except Exception:  # a bug here must not stop the heartbeat of every job
+                log.exception("job heartbeat failed; going on")
 
     async def _safe_error(self, pub: Publisher, err: GatewayError) -> None:
         try:
