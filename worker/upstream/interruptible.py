@@ -1,8 +1,9 @@
 """Make every HTTP request of a ``requests`` session interruptible from another thread.
 
-A job cancelled while its thread waits for an upstream answer (a ``create-job`` that hangs, the
-first bytes of ``get-job``) must let go of the upstream at once: the client left, nobody should
-keep calling decopy for it. ``requests`` has no cancel; its socket read only returns when the
+The worker's upstream calls run on its event loop (aiohttp) and end when their task is
+cancelled. cloudscraper still sends one kind of call itself, in a thread: a ``create-job``
+repeated to solve a Cloudflare challenge. A job cancelled while that thread waits for an answer
+must let go of the upstream at once too: the client left, nobody should keep calling decopy for it. ``requests`` has no cancel; its socket read only returns when the
 socket is shut down. :func:`track` swaps the connection classes of a session's urllib3 pools for
 ones that, before each request, register a closer with the calling thread's :class:`Call`
 (:func:`bind` sets it), so :meth:`Call.cancel` shuts the socket down and the blocked read raises.
