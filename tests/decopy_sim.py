@@ -491,7 +491,10 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     state.add_job(job)
     entry.job_id = job.job_id
     entry.finish("ok" if mode is None else "failed:hang", 200)
-    await decopy_json(100000, {"job_id": job.job_id}, "success", "成功")(scope, receive, send)
+    # Cloudflare in front of decopy sets its bot-management cookie on answers; a client is to send
+    # it back. (Real ones are also ``Secure``; the simulator is served over plain http.)
+    cookie = {"set-cookie": f"__cf_bm={secrets.token_hex(16)}; path=/; HttpOnly; SameSite=None"}
+    await decopy_json(100000, {"job_id": job.job_id}, "success", "成功", headers=cookie)(scope, receive, send)
 
 
 async def get_job(scope: Scope, receive: Receive, send: Send) -> None:
