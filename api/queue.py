@@ -18,11 +18,12 @@ from shared import names
 from shared.messages import ChatJob
 
 # KEYS: queue, job key, wake channel. ARGV: cap, job bytes, expiry ms, score, job id.
+# The wake-up names the job: a worker claims it by id without reading the queue (worker/arq_worker.py).
 _ENQUEUE = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
-redis.call('PUBLISH', KEYS[3], '1')
+redis.call('PUBLISH', KEYS[3], ARGV[5])
 return 1
 """
 

@@ -16,7 +16,7 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
-from arq.constants import abort_jobs_ss
+from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from arq.utils import timestamp_ms
 from shared import names
 from tests.conftest import Gateway, directive
@@ -111,3 +111,40 @@ def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
             raise AssertionError("the job's arguments were rendered")
 
     assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"
+
+
+def test_a_new_job_is_found_by_its_id_however_many_run_before_it(make_gateway: Callable[..., Gateway],
+                                                                 tag: str) -> None:
+    """arq keeps running jobs in the queue, and arq's read of the queue looks at its oldest
+    ``queue_read_limit`` entries only (here max(1 × 5, 100) = 100). With more jobs than that
+    running across the pool, a new job was beyond what the read saw, and free slots stayed idle
+    until old jobs ended. Now the wake-up names the job and the worker claims it by id; a job
+    that had to wait for a slot is found by a read that goes on past the running jobs."""
+    gw = make_gateway({"WORKER_CONCURRENCY": "1", "WORKER_POLL_DELAY": "60"}, workers=1)
+    fakes = [f"{tag}-running-{i}" for i in range(150)]
+
+    async def go() -> list[str]:
+        redis = Redis.from_url(gw.redis_url)
+        try:
+            old = timestamp_ms() - 60_000
+            async with redis.pipeline(transaction=False) as pipe:  # 150 jobs other workers run
+                for job_id in fakes:
+                    pipe.zadd(names.QUEUE, {job_id: old})
+                    pipe.set(in_progress_key_prefix + job_id, b"1", px=120_000)
+                await pipe.execute()
+            client = gw.aclient()
+            try:
+                async def one(i: int) -> str:  # the second waits for the one slot: found by a read
+                    resp = await client.chat.completions.create(model="decopy-deepseek-v3", messages=[
+                        {"role": "user", "content": f"{tag}-{i}\n" + directive(n=2, interval_ms=100)}])
+                    return resp.choices[0].message.content or ""
+
+                return await asyncio.wait_for(asyncio.gather(one(0), one(1)), 20)
+            finally:
+                await client.close()
+                await redis.zrem(names.QUEUE, *fakes)
+                await redis.delete(*(in_progress_key_prefix + job_id for job_id in fakes))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(go()) == ["tok0 tok1 "] * 2

@@ -13,6 +13,13 @@ worker with WATCH/EXISTS/ZSCORE/UNWATCH: four round trips per running job per po
 per wake-up. At 25 streams/s that was 180 Redis commands per stream (bench: 22 ms of worker CPU
 per stream). The script claims the same jobs arq would (due, not in progress; in-progress key
 set for ``in_progress_timeout_s``) and reads the abort set in the same call.
+
+The API's wake-up names the job it enqueued, and a worker so woken claims that job by its id
+(``_CLAIM_IDS``: a few commands whatever the queue holds) instead of reading the queue: every
+worker hears every wake-up, so with M workers and R jobs running a read of the queue would cost
+Redis M × R lookups per new job. The full read stays for what an id cannot say: the fallback
+timer, a wake-up without an id ("1": a job withdrawn, or an older API), a slot freed in a full
+worker (a job left waiting), and a failed poll.
 """
 
 from __future__ import annotations
@@ -45,15 +52,20 @@ def _arguments_not_shown(args: Any, kwargs: Any) -> str:
 arq.worker.args_to_string = _arguments_not_shown  # type: ignore[attr-defined]
 
 # KEYS: queue, abort set. ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix,
-# most queue entries to look at, read aborts (0/1), abort-set trim score.
+# queue entries read at a time, read aborts (0/1), abort-set trim score, most entries to look at.
 # Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
 # The in-progress keys are built here, not passed in KEYS: their names are not known before the
 # queue is read (arq supports no Redis Cluster either).
+# arq reads the oldest ``queue_read_limit`` entries only; running jobs stay in the queue, so with
+# more than that running across the pool, jobs behind them would wait while slots stand idle.
+# The read goes on, page by page, past running jobs (up to ARGV[8] entries).
 _CLAIM = """
 local claimed = {}
 local want = tonumber(ARGV[2])
-if want > 0 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5])
+local page = tonumber(ARGV[5])
+local offset = 0
+while want > 0 and #claimed < 2 * want and offset < tonumber(ARGV[8]) do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
   for i = 1, #due, 2 do
     local key = ARGV[4] .. due[i]
     if redis.call('EXISTS', key) == 0 then
@@ -63,6 +75,8 @@ if want > 0 then
       if #claimed >= 2 * want then break end
     end
   end
+  if #due < 2 * page then break end
+  offset = offset + page
 end
 local aborts = {}
 if ARGV[6] == '1' then
@@ -73,6 +87,37 @@ return {claimed, aborts}
 """
 
 
+# KEYS: queue, abort set. ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix,
+# read aborts (0/1), abort-set trim score, then the job ids to try. Same claim as _CLAIM's, by id.
+_CLAIM_IDS = """
+local claimed = {}
+local want = tonumber(ARGV[2])
+for i = 7, #ARGV do
+  if #claimed >= 2 * want then break end
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    local key = ARGV[4] .. ARGV[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('PSETEX', key, ARGV[3], '1')
+      claimed[#claimed + 1] = ARGV[i]
+      claimed[#claimed + 1] = score
+    end
+  end
+end
+local aborts = {}
+if ARGV[5] == '1' then
+  aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[6], '+inf')
+end
+return {claimed, aborts}
+"""
+
+#: The most job ids a worker keeps from wake-ups between two polls (more: it reads the queue).
+MAX_WOKEN_IDS = 1000
+#: A read of the queue looks at up to this many pages of ``queue_read_limit`` entries.
+QUEUE_READ_PAGES = 20
+
+
 class WakeableWorker(Worker):
     """arq's ``Worker``, woken by ``WAKE_CHANNEL`` and polling in one round trip (see the module doc)."""
 
@@ -80,8 +125,12 @@ class WakeableWorker(Worker):
         super().__init__(*args, **kwargs)
         self._wake = asyncio.Event()
         self._claim: Any = None
+        self._claim_ids: Any = None
+        self._woken_ids: list[str] = []  # jobs named by wake-ups since the last poll
+        self._read_queue = True  # the next poll reads the queue (see the module doc)
 
     def wake(self) -> None:
+        self._read_queue = True
         self._wake.set()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -89,7 +138,7 @@ class WakeableWorker(Worker):
         was_full = self.job_counter >= self.max_jobs
         super()._release_sem_dec_counter_on_complete()
         if was_full:
-            self._wake.set()
+            self.wake()
 
     async def _poll_iteration(self) -> None:
         # arq's _poll_iteration with start_jobs and _cancel_aborted_jobs in one script.
@@ -98,14 +147,28 @@ class WakeableWorker(Worker):
             return
         if self._claim is None:
             self._claim = self.pool.register_script(_CLAIM)
+            self._claim_ids = self.pool.register_script(_CLAIM_IDS)
         want = self.max_jobs - self.job_counter if self.allow_pick_jobs else 0
         read_aborts = self.allow_abort_jobs and bool(self.job_tasks)
-        if want > 0 or read_aborts:
+        ids, self._woken_ids = self._woken_ids, []
+        read_queue, self._read_queue = self._read_queue or not ids, False
+        if read_queue and (want > 0 or read_aborts):
             claimed, aborts = await self._claim(
                 keys=[self.queue_name, abort_jobs_ss],
                 args=[timestamp_ms(), want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
-                      self.queue_read_limit, int(read_aborts), timestamp_ms() + abort_job_max_age],
+                      self.queue_read_limit, int(read_aborts), timestamp_ms() + abort_job_max_age,
+                      self.queue_read_limit * QUEUE_READ_PAGES],
             )
+        elif not read_queue and want > 0:
+            # Jobs this worker cannot take now stay queued: a slot freed later reads the queue.
+            claimed, aborts = await self._claim_ids(
+                keys=[self.queue_name, abort_jobs_ss],
+                args=[timestamp_ms(), want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
+                      int(read_aborts), timestamp_ms() + abort_job_max_age, *ids],
+            )
+        else:
+            claimed, aborts = [], []
+        if claimed or aborts:
             for i in range(0, len(claimed), 2):
                 await self._start_claimed(claimed[i].decode(), int(float(claimed[i + 1])))
             if aborts:
@@ -147,8 +210,14 @@ class WakeableWorker(Worker):
                     delay = 0.1
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                        if message is not None:
-                            self._wake.set()
+                        if message is None:
+                            continue
+                        data = message["data"]
+                        if data == b"1" or len(self._woken_ids) >= MAX_WOKEN_IDS:
+                            self._read_queue = True
+                        else:
+                            self._woken_ids.append(data.decode())
+                        self._wake.set()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -179,10 +248,13 @@ class WakeableWorker(Worker):
                     await self._poll_iteration()
                 except (RedisError, OSError) as exc:
                     log.error("queue poll failed (%s); retrying", exc)
+                    self._read_queue = True
                     await asyncio.sleep(min(1.0, self.poll_delay_s))
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(self.poll_delay_s):
                         await self._wake.wait()
+                except TimeoutError:
+                    self._read_queue = True  # the fallback poll reads the queue
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
