@@ -96,10 +96,10 @@ class ChatService:
         try:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
-            await self.hub.unsubscribe(sub)
+            self.hub.unsubscribe(sub)
             raise redis_unavailable() from exc
         if not queued:
-            await self.hub.unsubscribe(sub)
+            self.hub.unsubscribe(sub)
             raise ServiceUnavailable(
                 f"The gateway's queue is full ({self.settings.max_queue} requests); try again shortly.",
                 code="queue_full", retry_after=2,
