@@ -8,9 +8,10 @@ task dispatches each message to the :class:`Subscription` of the request that ow
 The reader does not go through redis-py's ``PubSub``: its ``parse_response`` / ``handle_message``
 path costs several coroutine layers, a timeout scope and a dict lookup chain per message, which
 was about a fifth of the API's CPU per stream. redis-py still opens the connection (address,
-TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then reads the socket itself in
-large chunks and parses every complete reply in the buffer with hiredis in one go, and writes
-its (UNSUBSCRIBE) commands itself, coalesced per event-loop turn.
+TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then takes over its socket with a
+protocol of its own (:class:`_Reader`) that parses every complete reply of each chunk with
+hiredis and dispatches them right in the event loop's read callback (no stream reader, no task
+switch), and writes its commands itself, UNSUBSCRIBEs coalesced per event-loop turn.
 
 If the connection drops, every subscriber gets a :class:`ServiceUnavailable` (messages published
 meanwhile are gone: pub/sub is at-most-once), and the hub reconnects with backoff.
@@ -37,7 +38,6 @@ log = logging.getLogger("api.hub")
 #: (the hub lost Redis; the API is shutting down).
 Item = bytes | GatewayError
 
-_READ_SIZE = 256 * 1024
 _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
@@ -99,6 +99,52 @@ class Subscription:
             self._waiter = None
 
 
+class _Reader(asyncio.Protocol):
+    """The pub/sub connection's protocol: parses what arrives with hiredis and dispatches it.
+
+    Every complete reply of a chunk is handled in the event loop's callback for that chunk, in
+    one go (under load one chunk holds many messages).
+    """
+
+    def __init__(self, hub: PubSubHub, transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+        self._hub = hub
+        self._parser = hiredis.Reader()
+        self._transport = transport
+        #: Fails with the reason once the connection is gone (or unusable).
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.lost.done():
+            return
+        parser = self._parser
+        try:
+            parser.feed(data)
+            replies = []
+            while (reply := parser.gets()) is not False:
+                replies.append(reply)
+            self._hub._dispatch(replies)
+        except Exception as exc:  # a protocol error or an error reply: the connection is unusable
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        self._fail(RedisConnectionError("Redis closed the pub/sub connection"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc if isinstance(exc, OSError) else RedisConnectionError("Redis closed the pub/sub connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.lost.done():
+            if not isinstance(exc, (RedisError, OSError)):
+                exc = RedisConnectionError(f"unreadable reply on the pub/sub connection: {exc!r}")
+            self.lost.set_exception(exc)
+
+    def close(self) -> None:
+        if not self.lost.done():
+            self.lost.cancel()
+        self._transport.close()
+
+
 class PubSubHub:
     """Owns the process's pub/sub connection and dispatches messages by channel."""
 
@@ -109,6 +155,8 @@ class PubSubHub:
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self._conn: AbstractConnection | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._reader: _Reader | None = None
+        self._hub_channel = names.HUB_CHANNEL.encode()
         self._leaving: list[bytes] = []  # channels to UNSUBSCRIBE at the end of this event-loop turn
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -200,41 +248,38 @@ class PubSubHub:
     async def _connect(self) -> None:
         conn = self._conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         await conn.connect()
-        # redis-py's own stream pair of the connection it just opened (and authenticated);
-        # nothing else reads or writes this connection from here on.
+        # redis-py opened (and authenticated) the connection; from here on the hub owns its socket:
+        # replies go straight to _Reader.data_received, without a stream reader or a task switch.
+        assert conn._writer is not None
         self._writer = conn._writer
+        transport = self._writer.transport
+        self._reader = _Reader(self, transport, asyncio.get_running_loop())
+        transport.set_protocol(self._reader)
         self._write(_command(b"SUBSCRIBE", [names.HUB_CHANNEL.encode()]))
 
     async def _read_forever(self) -> None:
-        assert self._conn is not None
-        stream = self._conn._reader
-        assert stream is not None
-        parser = hiredis.Reader()
+        assert self._reader is not None
+        await self._reader.lost  # raises why the connection ended
+
+    def _dispatch(self, replies: list[object]) -> None:
         subs = self._subs
-        hub_channel = names.HUB_CHANNEL.encode()
-        while True:
-            data = await stream.read(_READ_SIZE)
-            if not data:
-                raise RedisConnectionError("Redis closed the pub/sub connection")
-            parser.feed(data)
-            # Every complete reply in this chunk, in one go: under load one read holds many.
-            while (reply := parser.gets()) is not False:
-                if isinstance(reply, list) and len(reply) == 3:
-                    kind, channel, payload = reply
-                    if kind == _MESSAGE:
-                        sub = subs.get(channel)
-                        if sub is not None:
-                            sub.put(payload)
-                    elif kind == _SUBSCRIBE:
-                        if channel == hub_channel:
-                            self._connected.set()
-                            log.info("pub/sub connected")
-                        waiter = self._confirm.get(channel)
-                        if waiter is not None and not waiter.done():
-                            waiter.set_result(None)
-                    # unsubscribe confirmations need nothing: the channel left _subs already
-                elif isinstance(reply, hiredis.ReplyError):
-                    raise ResponseError(str(reply))
+        for reply in replies:
+            if isinstance(reply, list) and len(reply) == 3:
+                kind, channel, payload = reply
+                if kind == _MESSAGE:
+                    sub = subs.get(channel)
+                    if sub is not None:
+                        sub.put(payload)
+                elif kind == _SUBSCRIBE:
+                    if channel == self._hub_channel:
+                        self._connected.set()
+                        log.info("pub/sub connected")
+                    waiter = self._confirm.get(channel)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                # unsubscribe confirmations need nothing: the channel left _subs already
+            elif isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
 
     def _fail_all(self) -> None:
         err = ServiceUnavailable("The gateway lost its connection to Redis; the answer was interrupted.",
@@ -248,6 +293,9 @@ class PubSubHub:
 
     async def _close_connection(self) -> None:
         self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._leaving.clear()
         if self._conn is not None:
             conn, self._conn = self._conn, None
