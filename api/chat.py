@@ -173,7 +173,8 @@ class ChatService:
         try:
             while True:
                 if event is None:
-                    event = await _next(stream)
+                    event = await stream.next()
+                    assert event is not None  # no wait given: next() returns an event or raises
                 kind, value = event
                 event = None
                 out = shaper.feed(value) if kind == "delta" else shaper.end()

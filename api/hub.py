@@ -67,13 +67,15 @@ class Subscription:
     reader, the request's :class:`api.stream.JobStream`.
     """
 
-    __slots__ = ("job_id", "channel", "_items", "_waiter")
+    __slots__ = ("job_id", "channel", "_items", "_waiter", "_loop")
 
-    def __init__(self, job_id: str, channel: bytes) -> None:
+    def __init__(self, job_id: str, channel: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
         self.channel = channel
         self._items: list[Item] = []
         self._waiter: asyncio.Future[None] | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on each call (Python 3.11).
+        self._loop = loop
 
     def put(self, item: Item) -> None:
         self._items.append(item)
@@ -89,7 +91,7 @@ class Subscription:
         """Return once an item is there, or after ``timeout`` seconds (whichever comes first)."""
         if self._items:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _wake, waiter)
         try:
@@ -190,8 +192,9 @@ class PubSubHub:
         if not self._connected.is_set() or self._writer is None:
             raise redis_unavailable()
         channel = names.job_channel(job_id).encode()
-        sub = Subscription(job_id, channel)
-        confirmed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        sub = Subscription(job_id, channel, loop)
+        confirmed = loop.create_future()
         self._subs[channel] = sub
         self._confirm[channel] = confirmed
         try:

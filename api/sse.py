@@ -22,17 +22,23 @@ go the library's way, unchanged.
 
 Sends without a timeout also skip the no-op cancel scope sse-starlette puts around every send:
 with ``send_timeout`` unset (the gateway never sets it) that scope can never fire, yet creating,
-entering and leaving it was a good part of the per-event cost (30 events per answer).
+entering and leaving it was a good part of the per-event cost (30 events per answer). For the
+same reason the body loop passes ``bytes`` events through as they are, without the library's
+per-event debug log call and conversion helper.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timezone
 
+import anyio
 from sse_starlette import EventSourceResponse as _LibraryEventSourceResponse
 from sse_starlette.event import ServerSentEvent, ensure_bytes
 from starlette.types import Message, Receive, Scope, Send
+
+log = logging.getLogger("sse_starlette.sse")
 
 
 class _Stop:
@@ -95,6 +101,33 @@ class EventSourceResponse(_LibraryEventSourceResponse):
             await send(message)
             return
         await super()._send_with_timeout(send, message)
+
+    async def _stream_response(self, send: Send) -> None:
+        """The library's body loop (same messages, same cleanup on failure), for sends without a timeout."""
+        if self.send_timeout is not None:
+            await super()._stream_response(send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        sep = self.sep
+        async for data in self.body_iterator:
+            try:
+                chunk = data if type(data) is bytes else ensure_bytes(data, sep)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except BaseException:
+                # As the library: close the suspended iterator so its cleanup runs first.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    with anyio.move_on_after(self._cleanup_timeout, shield=True) as cleanup_scope:
+                        try:
+                            await aclose()
+                        except Exception:
+                            log.exception("Error closing body iterator after encoding or send failure")
+                    if cleanup_scope.cancel_called:
+                        log.warning("Body iterator cleanup cancelled after %s seconds", self._cleanup_timeout)
+                raise
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"].upper() == "HEAD" or self.data_sender_callable is not None

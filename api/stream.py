@@ -123,7 +123,9 @@ class JobStream:
             item = sub.take()
             if item is None:
                 await sub.wait(timeout)
-                continue  # loop: an item came, or the caller's wait or a deadline has passed
+                item = sub.take()
+                if item is None:
+                    continue  # loop: the caller's wait or a deadline has passed
             event = self._handle(item)
             if event is not None:
                 return event
