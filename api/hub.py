@@ -54,20 +54,20 @@ def _command(name: bytes, channels: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class Subscription:
     """The receiving end of one job's channel: the items the hub delivered, oldest first.
 
     A plain list and at most one waiting future, rather than an ``asyncio.Queue`` (three deques
     and a loop reference per stream, and several calls per message): there is exactly one
     reader, the request's :class:`api.stream.JobStream`.
+
+    The reader's time limits move later with every message (the idle limit counts from the last
+    one), so :meth:`wait` keeps one timer and moves it only when a wait must end *sooner* than
+    the timer would fire; a timer that fires too early just wakes the reader, which waits again.
+    That spares a timer per message. :meth:`close` cancels it.
     """
 
-    __slots__ = ("job_id", "channel", "_items", "_waiter", "_loop")
+    __slots__ = ("job_id", "channel", "_items", "_waiter", "_loop", "_timer")
 
     def __init__(self, job_id: str, channel: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
@@ -76,6 +76,7 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call on each call (Python 3.11).
         self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
 
     def put(self, item: Item) -> None:
         self._items.append(item)
@@ -88,17 +89,33 @@ class Subscription:
         return self._items.pop(0) if self._items else None
 
     async def wait(self, timeout: float) -> None:
-        """Return once an item is there, or after ``timeout`` seconds (whichever comes first)."""
+        """Return once an item is there, or after ``timeout`` seconds at the latest (possibly sooner)."""
         if self._items:
             return
         loop = self._loop
+        when = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(when, self._ring)
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _wake, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _ring(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Drop the timer (the stream is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _Reader(asyncio.Protocol):
@@ -209,6 +226,7 @@ class PubSubHub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
         if self._subs.pop(sub.channel, None) is None:
             return
         if self._writer is not None and self._connected.is_set():
