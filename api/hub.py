@@ -2,8 +2,8 @@
 
 Each request subscribes to its job's channel through :meth:`PubSubHub.subscribe`, which returns
 only once Redis has *confirmed* the subscription (a job enqueued before the confirmation could
-publish into a channel nobody has joined yet, and its client would wait forever). A single reader
-task dispatches each message to the :class:`Subscription` of the request that owns the channel.
+publish into a channel nobody has joined yet, and its client would wait forever). The connection's
+reader dispatches each message to the :class:`Subscription` of the request that owns the channel.
 
 The reader does not go through redis-py's ``PubSub``: its ``parse_response`` / ``handle_message``
 path costs several coroutine layers, a timeout scope and a dict lookup chain per message, which
