@@ -39,18 +39,29 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, but give up (and cancel it) as soon as the client disconnects."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnect(request.receive))
+    """Await ``work``, but give up (and cancel it) as soon as the client disconnects.
+
+    ``work`` runs in the calling task; one watcher task cancels it if the client leaves.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _until_disconnect(request.receive)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # our own cancel: the client left
+            raise ClientGone() from None
+        raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled() or (not task.done()):
-        raise ClientGone()
-    return task.result()
 
 
 class _JobEventSource(EventSourceResponse):
@@ -96,10 +107,10 @@ class ChatService:
         try:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
-            await self.hub.unsubscribe(sub)
+            self.hub.unsubscribe(sub)
             raise redis_unavailable() from exc
         if not queued:
-            await self.hub.unsubscribe(sub)
+            self.hub.unsubscribe(sub)
             raise ServiceUnavailable(
                 f"The gateway's queue is full ({self.settings.max_queue} requests); try again shortly.",
                 code="queue_full", retry_after=2,
@@ -173,7 +184,8 @@ class ChatService:
         try:
             while True:
                 if event is None:
-                    event = await _next(stream)
+                    event = await stream.next()
+                    assert event is not None  # no wait given: next() returns an event or raises
                 kind, value = event
                 event = None
                 out = shaper.feed(value) if kind == "delta" else shaper.end()

@@ -60,6 +60,7 @@ class ChunkEncoder:
         head = orjson.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": self.created, "model": model})
         self._head = b"data: " + head[:-1] + b',"system_fingerprint":null,"choices":[{"index":0,"delta":{'
         self._tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+        self._content_head = self._head + b'"content":'
         self._role_sent = False
 
     def _delta(self, fields: bytes) -> bytes:
@@ -69,6 +70,8 @@ class ChunkEncoder:
         return self._head + fields + self._tail
 
     def content(self, text: str) -> bytes:
+        if self._role_sent:  # every chunk but the first
+            return self._content_head + orjson.dumps(text) + self._tail
         return self._delta(b'"content":' + orjson.dumps(text))
 
     def reasoning(self, text: str) -> bytes:

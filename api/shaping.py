@@ -81,6 +81,8 @@ class Shaper:
         self._ascii = 0
         self._other = 0
         self.finished = False
+        #: No reasoning split, stop sequence or token limit: every delta goes out as it came.
+        self._plain = not reasoning and not self._stop and max_tokens is None
 
     @property
     def tokens(self) -> int:
@@ -91,6 +93,16 @@ class Shaper:
         """Shape the next delta of the upstream's text."""
         if self.finished:
             return Shaped()
+        if self._plain:  # the common case, once per delta: only count the tokens
+            if not text:
+                return Shaped()
+            if text.isascii():
+                self._ascii += len(text)
+            else:
+                ascii_chars = sum(1 for ch in text if ch < "\x80")
+                self._ascii += ascii_chars
+                self._other += len(text) - ascii_chars
+            return Shaped([("content", text)])
         return self._emit(self._split(text, final=False), final=False)
 
     def end(self) -> Shaped:

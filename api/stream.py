@@ -18,7 +18,6 @@ withdraws the job (from the queue, or aborts it on its worker).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -62,8 +61,9 @@ class JobStream:
     def finished(self) -> bool:
         return self._finished
 
-    def _deadline(self) -> tuple[float, GatewayError]:
-        # Runs once per message: only the limit that comes first gets its error built.
+    def _deadline(self) -> tuple[float, str]:
+        # Runs once per message: only the limit that comes first, and its error is built only
+        # when it is raised.
         s = self._settings
         at, kind = self.created + s.total_timeout, "total"
         if self.started is None:
@@ -74,7 +74,7 @@ class JobStream:
                 at, kind = self._last_seen + s.idle_timeout, "idle"
             if self.first_token is None and self.started + s.first_token_timeout < at:
                 at, kind = self.started + s.first_token_timeout, "first_token"
-        return at, self._limit_error(kind)
+        return at, kind
 
     def _limit_error(self, kind: str) -> GatewayError:
         s = self._settings
@@ -95,7 +95,7 @@ class JobStream:
 
     def abort(self, error: GatewayError) -> None:
         """End the stream from outside (the API is shutting down): :meth:`next` raises ``error``."""
-        self._sub.queue.put_nowait(error)
+        self._sub.put(error)
 
     async def next(self, wait: float | None = None, *, from_start: bool = False) -> Event | None:
         """The next event; None only if ``wait`` seconds passed first (the stream is intact).
@@ -104,13 +104,14 @@ class JobStream:
         job waits in the queue, only the queue time limit ends the wait.
         """
         called = time.monotonic()
+        sub = self._sub
         while True:
             give_up: float | None = None
             if wait is not None and not from_start:
                 give_up = called + wait
             elif wait is not None and self.started is not None:
                 give_up = self.started + wait
-            deadline, error = self._deadline()
+            deadline, kind = self._deadline()
             now = time.monotonic()
             timeout = deadline - now
             if give_up is not None and give_up < deadline:
@@ -118,17 +119,13 @@ class JobStream:
                 if timeout <= 0:
                     return None
             if timeout <= 0:
-                raise error
-            queue = self._sub.queue
-            if queue.empty():
-                # asyncio.timeout, not wait_for: wait_for wraps get() in a new task per message.
-                try:
-                    async with asyncio.timeout(timeout):
-                        item = await queue.get()
-                except TimeoutError:
-                    continue  # loop: either the caller's wait or a deadline has passed
-            else:
-                item = queue.get_nowait()
+                raise self._limit_error(kind)
+            item = sub.take()
+            if item is None:
+                await sub.wait(timeout)
+                item = sub.take()
+                if item is None:
+                    continue  # loop: the caller's wait or a deadline has passed
             event = self._handle(item)
             if event is not None:
                 return event
@@ -177,7 +174,7 @@ class JobStream:
         self._closed = True
         if self._on_close is not None:
             self._on_close(self)
-        await self._hub.unsubscribe(self._sub)
+        self._hub.unsubscribe(self._sub)
         if not self._finished:
             try:
                 await self._queue.cancel(self.job_id)
