@@ -51,6 +51,16 @@ def _arguments_not_shown(args: Any, kwargs: Any) -> str:
 # loop that serves every other stream of this worker. The line keeps its place, without them.
 arq.worker.args_to_string = _arguments_not_shown  # type: ignore[attr-defined]
 
+# The end of both claim scripts: read the abort set if asked (ARGV[6] == '1'), trimmed at ARGV[7].
+_ABORTS = """
+local aborts = {}
+if ARGV[6] == '1' then
+  aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[7], '+inf')
+end
+return {claimed, aborts}
+"""
+
 # KEYS: queue, abort set. ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix,
 # queue entries read at a time, read aborts (0/1), abort-set trim score, most entries to look at.
 # Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
@@ -78,21 +88,13 @@ while want > 0 and #claimed < 2 * want and offset < tonumber(ARGV[8]) do
   if #due < 2 * page then break end
   offset = offset + page
 end
-local aborts = {}
-if ARGV[6] == '1' then
-  aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[7], '+inf')
-end
-return {claimed, aborts}
-"""
+""" + _ABORTS
 
-
-# KEYS: queue, abort set. ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix,
-# read aborts (0/1), abort-set trim score, then the job ids to try. Same claim as _CLAIM's, by id.
+# KEYS and ARGV[1-7]: as _CLAIM's; ARGV[8...]: the job ids to try. Same claim as _CLAIM's, by id.
 _CLAIM_IDS = """
 local claimed = {}
 local want = tonumber(ARGV[2])
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   if #claimed >= 2 * want then break end
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score and tonumber(score) <= tonumber(ARGV[1]) then
@@ -104,13 +106,7 @@ for i = 7, #ARGV do
     end
   end
 end
-local aborts = {}
-if ARGV[5] == '1' then
-  aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[6], '+inf')
-end
-return {claimed, aborts}
-"""
+""" + _ABORTS
 
 #: The most job ids a worker keeps from wake-ups between two polls (more: it reads the queue).
 MAX_WOKEN_IDS = 1000
@@ -164,7 +160,7 @@ class WakeableWorker(Worker):
             claimed, aborts = await self._claim_ids(
                 keys=[self.queue_name, abort_jobs_ss],
                 args=[timestamp_ms(), want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
-                      int(read_aborts), timestamp_ms() + abort_job_max_age, *ids],
+                      self.queue_read_limit, int(read_aborts), timestamp_ms() + abort_job_max_age, *ids],
             )
         else:
             claimed, aborts = [], []
