@@ -18,6 +18,8 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
 * ``think`` (str): prepend ``<think>..</think>`` with both tags split across
   pieces (``<thi`` | ``nk>..`` | ``..</th`` | ``ink>`` + first answer piece).
 * ``interval_ms`` (default 5) between pieces, ``first_ms`` before the first.
+* ``split_ms``: create-job's answer body goes out in three parts that many ms apart
+  (as a network may deliver it); a client must read it whole.
 * ``malformed: true``: junk lines (bad JSON, JSON without ``data``, ``event:``,
   ``id:``, ``retry:``, comments) between the real events.
 * ``create_fail`` / ``stream_fail`` (mode), ``times`` (default: always),
@@ -494,7 +496,16 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     # Cloudflare in front of decopy sets its bot-management cookie on answers; a client is to send
     # it back. (Real ones are also ``Secure``; the simulator is served over plain http.)
     cookie = {"set-cookie": f"__cf_bm={secrets.token_hex(16)}; path=/; HttpOnly; SameSite=None"}
-    await decopy_json(100000, {"job_id": job.job_id}, "success", "成功", headers=cookie)(scope, receive, send)
+    answer = decopy_json(100000, {"job_id": job.job_id}, "success", "成功", headers=cookie)
+    split_ms = job.directive.num("split_ms", 0)
+    if not split_ms:
+        return await answer(scope, receive, send)
+    body, third = answer.body, max(1, len(answer.body) // 3)
+    await send({"type": "http.response.start", "status": 200, "headers": answer.raw_headers})
+    for i in range(0, len(body), third):
+        await send({"type": "http.response.body", "body": body[i:i + third], "more_body": True})
+        await asyncio.sleep(split_ms / 1000)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def get_job(scope: Scope, receive: Receive, send: Send) -> None:

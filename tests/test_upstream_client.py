@@ -118,3 +118,17 @@ def test_cookies_the_upstream_sets_go_back_with_the_next_calls(sim: str, tag: st
     assert len(headers) == 2 and all("cf_clearance=granted" in h.get("cookie", "") for h in headers)
     assert "__cf_bm=" not in headers[0].get("cookie", "")  # create-job's answer set it...
     assert "__cf_bm=" in headers[1]["cookie"]  # ...and get-job sent it back
+
+
+def test_an_answer_that_arrives_in_parts_is_read_whole(sim: str, tag: str) -> None:
+    """create-job's JSON in three parts 30 ms apart (Content-Length known): the job id is read
+    from the whole answer, not from the first part that arrived."""
+    async def run() -> str:
+        upstream = DecopyUpstream(Settings(decopy_base_url=sim))
+        try:
+            return await answer(upstream, f"{tag} " + directive(split_ms=30, reply=["whole"]))
+        finally:
+            await upstream.aclose()
+
+    assert asyncio.run(run()) == "whole"
+    assert [e["outcome"] for e in sim_log(sim, tag)] == ["ok", "ok"]

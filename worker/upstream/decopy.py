@@ -62,7 +62,8 @@ log = logging.getLogger("worker.decopy")
 OK_CODE = 100000
 CREATE_PATH = "/api/decopy/ask-ai/create-job"
 STREAM_PATH = "/api/decopy/ask-ai/get-job/"
-BODY_LIMIT = 4000
+BODY_LIMIT = 4000  # characters of an answer kept for messages and the doctor
+ANSWER_LIMIT = 1 << 20  # bytes of a whole (non-stream) answer read at most
 READ_SIZE = 65536
 
 
@@ -311,12 +312,20 @@ class Transport:
             await client.close()
 
 
-async def read_answer(resp: aiohttp.ClientResponse) -> Answer:
-    body = b""
+async def read_answer(resp: aiohttp.ClientResponse, limit: int = ANSWER_LIMIT) -> Answer:
+    """The whole answer (up to ``limit`` bytes: decopy's are small; more is not read)."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        body = await resp.content.read(BODY_LIMIT * 4)
+        while size < limit:
+            chunk = await resp.content.read(limit - size)  # what has arrived, however it was split
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except TRANSPORT_ERRORS:
-        pass
+        pass  # judged on what did arrive (a cut answer is not JSON, or not the page it started as)
+    body = b"".join(chunks)
     return Answer(resp.status, resp.headers, body.decode("utf-8", "replace")[:BODY_LIMIT], body)
 
 
@@ -421,7 +430,7 @@ class DecopyUpstream:
         def post() -> Answer:
             with interruptible.bind(call):
                 resp = session.post(url, data=body, headers={"Content-Type": content_type}, timeout=self._timeout)
-                content = resp.content[: BODY_LIMIT * 4]
+                content = resp.content[:ANSWER_LIMIT]
                 return Answer(resp.status_code, resp.headers, content.decode("utf-8", "replace")[:BODY_LIMIT],
                               content)
 
