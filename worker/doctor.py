@@ -385,19 +385,20 @@ class Doctor:
         seen: list[tuple[int, bool, str]] = []  # every answer, including cloudscraper's own retries
 
         def record(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
-            body = "" if kwargs.get("stream") else resp.text[:4000]
-            seen.append((resp.status_code, is_cloudflare(Answer(resp.status_code, resp.headers, body)), body))
+            answer = Answer.of(resp.status_code, resp.headers, b"" if kwargs.get("stream") else resp.content)
+            seen.append((resp.status_code, is_cloudflare(answer), answer.text))
 
         broken = True
         try:
             started = time.monotonic()
             try:
-                answer = self._await(upstream.post_create_job(session, job))
+                form = upstream.form(job)
+                answer = self._await(upstream.post_create_job(session, form))
                 seen.append((answer.status, is_cloudflare(answer), answer.text))
                 if upstream.solvable_challenge(session, answer):  # the worker hands it to cloudscraper
                     session.hooks["response"].append(record)
                     try:
-                        answer = self._await(upstream.solve_create_job(session, job))
+                        answer = self._await(upstream.solve_create_job(session, form))
                     finally:
                         session.hooks["response"].remove(record)
             except UpstreamFailure as failure:

@@ -64,7 +64,9 @@ CREATE_PATH = "/api/decopy/ask-ai/create-job"
 STREAM_PATH = "/api/decopy/ask-ai/get-job/"
 BODY_LIMIT = 4000  # characters of an answer kept for messages and the doctor
 ANSWER_LIMIT = 1 << 20  # bytes of a whole (non-stream) answer read at most
-READ_SIZE = 65536
+
+#: create-job's multipart body and its content type.
+Form = tuple[bytes, str]
 
 
 def _trim(text: str, limit: int = 300) -> str:
@@ -80,6 +82,11 @@ class Answer:
     headers: Mapping[str, str]  # case-insensitive
     text: str
     body: bytes = b""
+
+    @classmethod
+    def of(cls, status: int, headers: Mapping[str, str], body: bytes) -> Answer:
+        """An answer read whole (``body``), its text decoded and kept to ``BODY_LIMIT`` characters."""
+        return cls(status, headers, body.decode("utf-8", "replace")[:BODY_LIMIT], body)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -325,8 +332,7 @@ async def read_answer(resp: aiohttp.ClientResponse, limit: int = ANSWER_LIMIT) -
             size += len(chunk)
     except TRANSPORT_ERRORS:
         pass  # judged on what did arrive (a cut answer is not JSON, or not the page it started as)
-    body = b"".join(chunks)
-    return Answer(resp.status, resp.headers, body.decode("utf-8", "replace")[:BODY_LIMIT], body)
+    return Answer.of(resp.status, resp.headers, b"".join(chunks))
 
 
 class DecopyUpstream:
@@ -373,12 +379,13 @@ class DecopyUpstream:
             self.pool.release(session, broken=broken)
 
     async def create_job(self, session: requests.Session, job: ChatJob) -> str:
-        answer = await self.post_create_job(session, job)
+        form = self.form(job)  # encoded once: a challenge hand-off sends the same body again
+        answer = await self.post_create_job(session, form)
         if self.solvable_challenge(session, answer):
-            answer = await self.solve_create_job(session, job)
+            answer = await self.solve_create_job(session, form)
         return self.parse_create_job(answer)
 
-    def _form(self, job: ChatJob) -> tuple[bytes, str]:
+    def form(self, job: ChatJob) -> Form:
         """The multipart body requests would send for these fields (urllib3 encodes it for both)."""
         fields: list[Any] = [
             ("entertext", job["prompt"]),
@@ -392,14 +399,14 @@ class DecopyUpstream:
         body, content_type = urllib3.encode_multipart_formdata(fields)
         return body, content_type
 
-    async def post_create_job(self, session: requests.Session, job: ChatJob) -> Answer:
+    async def post_create_job(self, session: requests.Session, form: Form) -> Answer:
         """Send ``create-job``; any HTTP answer is returned, a transport failure raised.
 
         Split from :meth:`parse_create_job` so the doctor can look at the raw answer
         (was it a Cloudflare page?) before judging it.
         """
         url = self._base + CREATE_PATH
-        body, content_type = self._form(job)
+        body, content_type = form
         client, proxy = self.transport.client(proxy_of(session, url))
         headers = request_headers(session, {"Content-Type": content_type})
         try:
@@ -418,21 +425,19 @@ class DecopyUpstream:
         except cloudscraper.exceptions.CloudflareException:
             return False  # one it recognises and cannot solve (captcha, v2, blocked)
 
-    async def solve_create_job(self, session: requests.Session, job: ChatJob) -> Answer:
+    async def solve_create_job(self, session: requests.Session, form: Form) -> Answer:
         """``create-job`` again through cloudscraper itself, which solves the challenge on the way
         and keeps the clearance cookie in ``session`` for the calls after it."""
         if self._solver is None:
             self._solver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cloudflare")
         call = Call()
         url = self._base + CREATE_PATH
-        body, content_type = self._form(job)
+        body, content_type = form
 
         def post() -> Answer:
             with interruptible.bind(call):
                 resp = session.post(url, data=body, headers={"Content-Type": content_type}, timeout=self._timeout)
-                content = resp.content[:ANSWER_LIMIT]
-                return Answer(resp.status_code, resp.headers, content.decode("utf-8", "replace")[:BODY_LIMIT],
-                              content)
+                return Answer.of(resp.status_code, resp.headers, resp.content[:ANSWER_LIMIT])
 
         log.info("create-job met a Cloudflare challenge cloudscraper can solve; solving it")
         try:
