@@ -148,20 +148,15 @@ class WakeableWorker(Worker):
         read_aborts = self.allow_abort_jobs and bool(self.job_tasks)
         ids, self._woken_ids = self._woken_ids, []
         read_queue, self._read_queue = self._read_queue or not ids, False
+        keys = [self.queue_name, abort_jobs_ss]
+        now = timestamp_ms()
+        args = [now, want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix, self.queue_read_limit,
+                int(read_aborts), now + abort_job_max_age]  # ARGV[1-7] of both scripts
         if read_queue and (want > 0 or read_aborts):
-            claimed, aborts = await self._claim(
-                keys=[self.queue_name, abort_jobs_ss],
-                args=[timestamp_ms(), want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
-                      self.queue_read_limit, int(read_aborts), timestamp_ms() + abort_job_max_age,
-                      self.queue_read_limit * QUEUE_READ_PAGES],
-            )
+            claimed, aborts = await self._claim(keys=keys, args=[*args, self.queue_read_limit * QUEUE_READ_PAGES])
         elif not read_queue and want > 0:
             # Jobs this worker cannot take now stay queued: a slot freed later reads the queue.
-            claimed, aborts = await self._claim_ids(
-                keys=[self.queue_name, abort_jobs_ss],
-                args=[timestamp_ms(), want, int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
-                      self.queue_read_limit, int(read_aborts), timestamp_ms() + abort_job_max_age, *ids],
-            )
+            claimed, aborts = await self._claim_ids(keys=keys, args=[*args, *ids])
         else:
             claimed, aborts = [], []
         if claimed or aborts:
