@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test redis-server chromium bench bench-quick clean
+.PHONY: install run demo test lint redis-server chromium bench bench-quick clean
 
 install: $(STAMP)
 
@@ -45,7 +45,12 @@ run: install redis-server
 demo: install redis-server
 	$(PY) -m devtools.run --demo
 
-test: install redis-server chromium
+# ruff: lint (E, F, I) and the formatter's check, before the tests (configured in pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install redis-server chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).

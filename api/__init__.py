@@ -1,1 +1,1 @@
-"""The gateway's HTTP front end: a thin Starlette app (see :func:`api.app.create_app`)."""
+"""The gateway's HTTP front end: a thin Starlette app (see :func:`api.http.app.create_app`)."""

@@ -1,9 +1,9 @@
 """``python -m api [serve]``: serve the gateway with uvicorn (uvloop, httptools).
 
 ``API_WORKERS`` > 1 runs that many uvicorn processes on one socket (uvicorn's supervisor, from
-the import string ``api.app:app_from_env``). ``python -m api health`` asks the local API's
+the import string ``api.http.app:app_from_env``). ``python -m api health`` asks the local API's
 ``/healthz`` and exits 0 or 1 (the image's HEALTHCHECK). ``python -m api keys
-create|list|revoke`` and ``python -m api usage`` manage team keys (see :mod:`api.cli`).
+create|list|revoke`` and ``python -m api usage`` manage team keys (see :mod:`api.tenancy.cli`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from typing import Any
 
-from api import cli
+from api.tenancy import cli
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
@@ -36,8 +36,10 @@ def open_bind_refusal(settings: Settings) -> str | None:
     """Why serving must not start (an open ``/v1/*`` on a non-loopback address), or None."""
     if settings.api_master_key or settings.api_allow_open or is_loopback(settings.api_host):
         return None
-    return (f"refusing to serve on {settings.api_host} without API_MASTER_KEY: anyone could use the gateway; "
-            "set API_MASTER_KEY, bind a loopback address, or set API_ALLOW_OPEN=true if it is open on purpose")
+    return (
+        f"refusing to serve on {settings.api_host} without API_MASTER_KEY: anyone could use the gateway; "
+        "set API_MASTER_KEY, bind a loopback address, or set API_ALLOW_OPEN=true if it is open on purpose"
+    )
 
 
 def health(settings: Settings) -> int:
@@ -60,8 +62,8 @@ def serve(settings: Settings) -> int:
         return 2
     import uvicorn  # here, not at the top: the CLI commands start faster without the server's imports
 
-    from api.app import INSTANCE_ENV, create_app
-    from api.shutdown import GatewayServer
+    from api.http.app import INSTANCE_ENV, create_app
+    from api.http.shutdown import GatewayServer
 
     setup_logging(settings.log_level)
     # One id for this container's uvicorn processes (they inherit the environment).
@@ -72,16 +74,21 @@ def serve(settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         log_config=None,
-        access_log=False,  # our own access log (api.access) has the fields that matter
+        access_log=False,  # our own access log (api.http.access) has the fields that matter
         lifespan="on",
     )
     if settings.api_workers > 1:
         # uvicorn's supervisor; each process drains through uvicorn's own graceful shutdown.
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.api_workers,
-                    timeout_graceful_shutdown=max(1, round(settings.api_drain_seconds)), **common)
+        uvicorn.run(
+            "api.http.app:app_from_env",
+            factory=True,
+            workers=settings.api_workers,
+            timeout_graceful_shutdown=max(1, round(settings.api_drain_seconds)),
+            **common,
+        )
         return 0
     app = create_app(settings)
-    # The drain (API_DRAIN_SECONDS, api.shutdown) runs before uvicorn's own shutdown; uvicorn's
+    # The drain (API_DRAIN_SECONDS, api.http.shutdown) runs before uvicorn's own shutdown; uvicorn's
     # graceful timeout is only the backstop for what is left after it.
     config = uvicorn.Config(app, timeout_graceful_shutdown=5, **common)
     GatewayServer(config, app, drain_seconds=settings.api_drain_seconds).run()

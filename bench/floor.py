@@ -109,6 +109,7 @@ def _run_relay(mode: str, listen: socket.socket, sink_port: int, streams: int, o
 
 def _drive(port: int, streams: int, interval: float, seconds: float) -> int:
     """Send MESSAGE on each connection every ``interval`` s, staggered; returns messages sent."""
+
     async def run() -> int:
         writers = []
         for _ in range(streams):
@@ -151,8 +152,13 @@ def measure(mode: str, *, streams: int = 15, interval_ms: float = 20.0, seconds:
         relay.kill()
         sink.kill()
         listen.close()
-    return {"mode": mode, "messages": sent, "relayed": relayed, "cpu_us_per_message": round(cpu_s / relayed * 1e6, 1)
-            if relayed else None, "rate_per_s": round(relayed / seconds, 1)}
+    return {
+        "mode": mode,
+        "messages": sent,
+        "relayed": relayed,
+        "cpu_us_per_message": round(cpu_s / relayed * 1e6, 1) if relayed else None,
+        "rate_per_s": round(relayed / seconds, 1),
+    }
 
 
 def run_all(**kwargs: Any) -> dict[str, Any]:
@@ -169,8 +175,10 @@ def main() -> int:
     started = time.monotonic()
     result = run_all(streams=args.streams, interval_ms=args.interval_ms, seconds=args.seconds)
     for hop in result["hops"]:
-        print(f"{hop['mode']:>11}: {hop['cpu_us_per_message']} µs of CPU per relayed message "
-              f"({hop['relayed']} messages, {hop['rate_per_s']}/s)")
+        print(
+            f"{hop['mode']:>11}: {hop['cpu_us_per_message']} µs of CPU per relayed message "
+            f"({hop['relayed']} messages, {hop['rate_per_s']}/s)"
+        )
     print(orjson.dumps(result).decode())
     print(f"({time.monotonic() - started:.1f} s)")
     return 0

@@ -152,8 +152,9 @@ async def direct(session: aiohttp.ClientSession, base: str, s: Stream, prompt: s
 
 
 async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str) -> None:
-    body = orjson.dumps({"model": "decopy-deepseek-v3", "stream": True,
-                         "messages": [{"role": "user", "content": prompt}]})
+    body = orjson.dumps(
+        {"model": "decopy-deepseek-v3", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    )
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
     async with session.post(base + "/v1/chat/completions", data=body, headers=headers) as resp:
         if resp.status != 200:
@@ -184,8 +185,9 @@ async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: 
     s.error = "stream ended without [DONE]"
 
 
-async def one(session: aiohttp.ClientSession, target: str, base: str, s: Stream, args: argparse.Namespace,
-              timeout: float) -> None:
+async def one(
+    session: aiohttp.ClientSession, target: str, base: str, s: Stream, args: argparse.Namespace, timeout: float
+) -> None:
     prompt = directive(s.sid, args.deltas, args.interval_ms, args.first_ms)
     run = direct if target == "direct" else gateway
     s.start = time.monotonic()
@@ -240,11 +242,19 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         d["start_lag"] = s.start - s.scheduled
         records.append(d)
     return {
-        "target": args.target, "rate": args.rate, "duration": args.duration, "deltas": args.deltas,
-        "t0": t0, "ended": ended, "streams": records,
-        "client": {"cpu_s": cpu, "loop_lag_samples": len(lags),
-                   "loop_lag_max_s": max(lags, default=0.0),
-                   "loop_lag_p99_s": sorted(lags)[int(0.99 * (len(lags) - 1))] if lags else 0.0},
+        "target": args.target,
+        "rate": args.rate,
+        "duration": args.duration,
+        "deltas": args.deltas,
+        "t0": t0,
+        "ended": ended,
+        "streams": records,
+        "client": {
+            "cpu_s": cpu,
+            "loop_lag_samples": len(lags),
+            "loop_lag_max_s": max(lags, default=0.0),
+            "loop_lag_p99_s": sorted(lags)[int(0.99 * (len(lags) - 1))] if lags else 0.0,
+        },
     }
 
 

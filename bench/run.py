@@ -99,8 +99,12 @@ class Bench:
 
     def roles(self) -> dict[str, list[int]]:
         assert self.api and self.sim and self.redis_proc
-        return {"api": [self.api.pid], "workers": [w.pid for w in self.workers],
-                "simulator": [self.sim.pid], "redis": [self.redis_proc.pid]}
+        return {
+            "api": [self.api.pid],
+            "workers": [w.pid for w in self.workers],
+            "simulator": [self.sim.pid],
+            "redis": [self.redis_proc.pid],
+        }
 
     def check_alive(self) -> None:
         for proc in [self.api, *self.workers, self.sim, self.redis_proc]:
@@ -109,8 +113,17 @@ class Bench:
 
     # --- one phase: clients at a rate against one path --------------------------------------
 
-    def clients(self, target: str, rate: float, duration: float, *, deltas: int, interval_ms: int,
-                first_ms: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    def clients(
+        self,
+        target: str,
+        rate: float,
+        duration: float,
+        *,
+        deltas: int,
+        interval_ms: int,
+        first_ms: int,
+        timeout: float = 60.0,
+    ) -> list[dict[str, Any]]:
         """Run the client processes for one phase; their JSON documents."""
         self.phase_no += 1
         k = max(1, math.ceil(rate / CLIENT_RATE))
@@ -118,10 +131,33 @@ class Bench:
         procs = []
         for j in range(k):
             out = self.tmp / f"phase{self.phase_no}-{j}.json"
-            argv = [sys.executable, "-m", "bench.load", "--target", target, "--url", url, "--rate", str(rate / k),
-                    "--duration", str(duration), "--offset", str(j / rate), "--deltas", str(deltas),
-                    "--interval-ms", str(interval_ms), "--first-ms", str(first_ms), "--timeout", str(timeout),
-                    "--tag", f"p{self.phase_no}c{j}x", "--out", str(out)]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.load",
+                "--target",
+                target,
+                "--url",
+                url,
+                "--rate",
+                str(rate / k),
+                "--duration",
+                str(duration),
+                "--offset",
+                str(j / rate),
+                "--deltas",
+                str(deltas),
+                "--interval-ms",
+                str(interval_ms),
+                "--first-ms",
+                str(first_ms),
+                "--timeout",
+                str(timeout),
+                "--tag",
+                f"p{self.phase_no}c{j}x",
+                "--out",
+                str(out),
+            ]
             procs.append((subprocess.Popen(argv, cwd=ROOT), out))
         docs = []
         for popen, out in procs:
@@ -165,8 +201,12 @@ class Bench:
                 continue
             if calls:
                 per_cmd[name.removeprefix("cmdstat_")] = round(calls / seconds, 2)
-        return {"seconds": seconds, "commands_per_s": round(sum(per_cmd.values()), 2), "by_command": per_cmd,
-                "worker_poll_delay_s": float(os.environ.get("WORKER_POLL_DELAY", "0.5"))}
+        return {
+            "seconds": seconds,
+            "commands_per_s": round(sum(per_cmd.values()), 2),
+            "by_command": per_cmd,
+            "worker_poll_delay_s": float(os.environ.get("WORKER_POLL_DELAY", "0.5")),
+        }
 
     def memory_test(self, streams: int) -> dict[str, Any]:
         """``streams`` streams open at once through one fresh API process: its memory per stream."""
@@ -231,11 +271,16 @@ class Bench:
         return {
             "streams": len(records),
             "completed": sum(1 for s in records if s["total"] is not None and not s["error"]),
-            "errors": len(errors), "error_examples": errors[:5],
-            "lost": sum(s["lost"] for s in records), "duplicated": sum(s["duplicated"] for s in records),
-            "reordered": sum(s["reordered"] for s in records), "mixed": sum(s["mixed"] for s in records),
-            "max_concurrent": most, "open_at_rss_peak": open_at_peak,
-            "api_rss_baseline_kb": baseline.rss_kb, "api_rss_peak_kb": max(peak_rss, end.hwm_kb),
+            "errors": len(errors),
+            "error_examples": errors[:5],
+            "lost": sum(s["lost"] for s in records),
+            "duplicated": sum(s["duplicated"] for s in records),
+            "reordered": sum(s["reordered"] for s in records),
+            "mixed": sum(s["mixed"] for s in records),
+            "max_concurrent": most,
+            "open_at_rss_peak": open_at_peak,
+            "api_rss_baseline_kb": baseline.rss_kb,
+            "api_rss_peak_kb": max(peak_rss, end.hwm_kb),
             "api_rss_after_kb": end.rss_kb,
             "api_rss_all_open_kb": full[1] if full else None,
             "api_growth_per_stream_kb": round((full[1] - baseline.rss_kb) / most, 2) if full else None,
@@ -248,8 +293,9 @@ class Bench:
         }
 
 
-def summarize(target: str, rate: float, docs: list[dict[str, Any]], before: dict[str, list[Any]],
-              after: dict[str, list[Any]]) -> dict[str, Any]:
+def summarize(
+    target: str, rate: float, docs: list[dict[str, Any]], before: dict[str, list[Any]], after: dict[str, list[Any]]
+) -> dict[str, Any]:
     records = [s for d in docs for s in d["streams"]]
     good = [s for s in records if not s["error"] and s["total"] is not None]
     t0 = min(d["t0"] for d in docs)
@@ -262,16 +308,22 @@ def summarize(target: str, rate: float, docs: list[dict[str, Any]], before: dict
     lags = [s["start_lag"] for s in records]
     errors = [s["error"] for s in records if s["error"]]
     return {
-        "target": target, "rate": rate, "streams": n, "completed": len(good),
+        "target": target,
+        "rate": rate,
+        "streams": n,
+        "completed": len(good),
         "ttft_p50_ms": ms(pct([s["ttft"] for s in good], 0.5)),
         "ttft_p99_ms": ms(pct([s["ttft"] for s in good], 0.99)),
         "total_p50_ms": ms(pct([s["total"] for s in good], 0.5)),
         "total_p99_ms": ms(pct([s["total"] for s in good], 0.99)),
         "pieces_per_s": round(sum(s["pieces"] for s in records) / span, 1),
         "events_per_s": round(sum(s["events"] for s in records) / span, 1),
-        "errors": len(errors), "error_examples": errors[:5],
-        "lost": sum(s["lost"] for s in records), "duplicated": sum(s["duplicated"] for s in records),
-        "reordered": sum(s["reordered"] for s in records), "mixed": sum(s["mixed"] for s in records),
+        "errors": len(errors),
+        "error_examples": errors[:5],
+        "lost": sum(s["lost"] for s in records),
+        "duplicated": sum(s["duplicated"] for s in records),
+        "reordered": sum(s["reordered"] for s in records),
+        "mixed": sum(s["mixed"] for s in records),
         "text_mismatches": sum(1 for s in records if not s["text_ok"]),
         "cpu_s": cpu,
         "peak_rss_mb": peak_mb,
@@ -282,7 +334,8 @@ def summarize(target: str, rate: float, docs: list[dict[str, Any]], before: dict
         "client": {
             "processes": len(docs),
             "cpu_s": round(sum(d["client"]["cpu_s"] for d in docs), 3),
-            "start_lag_p50_ms": ms(pct(lags, 0.5)), "start_lag_p99_ms": ms(pct(lags, 0.99)),
+            "start_lag_p50_ms": ms(pct(lags, 0.5)),
+            "start_lag_p99_ms": ms(pct(lags, 0.99)),
             "start_lag_max_ms": ms(max(lags, default=0.0)),
             "loop_lag_max_ms": ms(max(d["client"]["loop_lag_max_s"] for d in docs)),
         },
@@ -320,16 +373,22 @@ def summary(rounds: list[dict[str, dict[str, Any]]], loads: list[float]) -> list
         for key in ("added_ttft_p50_ms", "added_ttft_p99_ms", "added_total_p50_ms", "added_total_p99_ms"):
             row[key] = median_of(per, ("added", key))
             row[key + "_all"] = [p["added"][key] for p in per]
-        for key in ("pieces_per_s", "events_per_s", "gateway_cpu_ms_per_stream", "api_cpu_ms_per_stream",
-                    "workers_cpu_ms_per_stream"):
+        for key in (
+            "pieces_per_s",
+            "events_per_s",
+            "gateway_cpu_ms_per_stream",
+            "api_cpu_ms_per_stream",
+            "workers_cpu_ms_per_stream",
+        ):
             row[key] = median_of(per, ("gateway", key))
         for role in ("api", "workers"):
             row[f"{role}_cpu_s"] = median_of(per, ("gateway", "cpu_s", role))
             row[f"{role}_peak_rss_mb"] = max(p["gateway"]["peak_rss_mb"][role] for p in per)
         for key in ("errors", "lost", "duplicated", "reordered", "mixed", "text_mismatches"):
             row[key] = sum(p[path][key] for p in per for path in ("direct", "gateway"))
-        row["client_start_lag_p99_ms"] = max(p[path]["client"]["start_lag_p99_ms"] or 0
-                                             for p in per for path in ("direct", "gateway"))
+        row["client_start_lag_p99_ms"] = max(
+            p[path]["client"]["start_lag_p99_ms"] or 0 for p in per for path in ("direct", "gateway")
+        )
         rows.append(row)
     return rows
 
@@ -338,9 +397,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     def f(v: Any) -> str:
         return "–" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
 
-    head = ("| streams/s | TTFT p50 direct / gateway (added) ms | TTFT p99 direct / gateway (added) ms "
-            "| total p50 added ms | total p99 added ms | pieces/s relayed | gateway CPU ms/stream (API + workers) "
-            "| API / workers CPU s | API / workers peak MB | errors | lost / dup / reordered / mixed |")
+    head = (
+        "| streams/s | TTFT p50 direct / gateway (added) ms | TTFT p99 direct / gateway (added) ms "
+        "| total p50 added ms | total p99 added ms | pieces/s relayed | gateway CPU ms/stream (API + workers) "
+        "| API / workers CPU s | API / workers peak MB | errors | lost / dup / reordered / mixed |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
@@ -350,7 +411,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {f(r['pieces_per_s'])} | {f(r['gateway_cpu_ms_per_stream'])} ({f(r['api_cpu_ms_per_stream'])} + "
             f"{f(r['workers_cpu_ms_per_stream'])}) | {f(r['api_cpu_s'])} / {f(r['workers_cpu_s'])} "
             f"| {f(r['api_peak_rss_mb'])} / {f(r['workers_peak_rss_mb'])} | {r['errors']} "
-            f"| {r['lost']} / {r['duplicated']} / {r['reordered']} / {r['mixed']} |")
+            f"| {r['lost']} / {r['duplicated']} / {r['reordered']} / {r['mixed']} |"
+        )
     return "\n".join(lines)
 
 
@@ -379,8 +441,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def plot_title(doc: dict[str, Any]) -> str:
     c, m = doc["config"], doc["machine"]
-    return (f"{c['deltas']} pieces {c['interval_ms']} ms apart, {c['workers']} workers; {m['nproc']} cores, "
-            f"{m['cpu_model']}, Python {m['python']}")
+    return (
+        f"{c['deltas']} pieces {c['interval_ms']} ms apart, {c['workers']} workers; {m['nproc']} cores, "
+        f"{m['cpu_model']}, Python {m['python']}"
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -393,23 +457,34 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "commit": commit}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="two loads, short phases, no memory test (< 1 min)")
-    p.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=None,
-                   help="new streams per second, comma-separated (default 10,25,50,100; quick: 25,100)")
+    p.add_argument(
+        "--loads",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=None,
+        help="new streams per second, comma-separated (default 10,25,50,100; quick: 25,100)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds of arrivals per phase (20; quick 4)")
     p.add_argument("--rounds", type=int, default=None, help="times the sweep is run (2; quick 1)")
-    p.add_argument("--memory-streams", type=int, default=None, help="concurrent streams of the memory test "
-                   "(1000; quick 0 = none)")
+    p.add_argument(
+        "--memory-streams", type=int, default=None, help="concurrent streams of the memory test (1000; quick 0 = none)"
+    )
     p.add_argument("--memory-ramp", type=float, default=5.0, help="seconds over which the memory test opens them")
     p.add_argument("--deltas", type=int, default=30)
     p.add_argument("--interval-ms", type=int, default=20)
@@ -418,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-concurrency", type=int, default=50)
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--name", default=None, help="file name without extension (default: the date)")
-    p.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load before each phase "
-                   "(2; quick 1)")
+    p.add_argument(
+        "--warmup", type=float, default=None, help="seconds of unmeasured load before each phase (2; quick 1)"
+    )
     p.add_argument("--idle-seconds", type=float, default=None, help="idle Redis load measured over (5; quick 2)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-floor", action="store_true", help="skip the per-hop floor (bench/floor.py)")
@@ -455,40 +531,61 @@ def main(argv: list[str] | None = None) -> int:
                 gw = bench.phase("gateway", load, a.duration)
                 results[str(load)] = {"direct": direct, "gateway": gw, "added": compare(direct, gw)}
                 add = results[str(load)]["added"]
-                print(f"round {rnd + 1} load {load:g}/s: TTFT p50 {direct['ttft_p50_ms']} -> {gw['ttft_p50_ms']} ms "
-                      f"(+{add['added_ttft_p50_ms']}), p99 {direct['ttft_p99_ms']} -> {gw['ttft_p99_ms']} ms "
-                      f"(+{add['added_ttft_p99_ms']}); total p50 +{add['added_total_p50_ms']} ms; "
-                      f"gateway CPU {gw['gateway_cpu_ms_per_stream']} ms/stream; errors {direct['errors']}+"
-                      f"{gw['errors']}; lost/dup/reord/mixed {gw['lost']}/{gw['duplicated']}/{gw['reordered']}/"
-                      f"{gw['mixed']}; client start lag p99 {gw['client']['start_lag_p99_ms']} ms", flush=True)
+                print(
+                    f"round {rnd + 1} load {load:g}/s: TTFT p50 {direct['ttft_p50_ms']} -> {gw['ttft_p50_ms']} ms "
+                    f"(+{add['added_ttft_p50_ms']}), p99 {direct['ttft_p99_ms']} -> {gw['ttft_p99_ms']} ms "
+                    f"(+{add['added_ttft_p99_ms']}); total p50 +{add['added_total_p50_ms']} ms; "
+                    f"gateway CPU {gw['gateway_cpu_ms_per_stream']} ms/stream; errors {direct['errors']}+"
+                    f"{gw['errors']}; lost/dup/reord/mixed {gw['lost']}/{gw['duplicated']}/{gw['reordered']}/"
+                    f"{gw['mixed']}; client start lag p99 {gw['client']['start_lag_p99_ms']} ms",
+                    flush=True,
+                )
             rounds.append(results)
         if a.memory_streams:
             memory = bench.memory_test(a.memory_streams)
-            print(f"memory: {memory['completed']}/{memory['streams']} streams completed, at most "
-                  f"{memory['max_concurrent']} at once; API RSS {memory['api_rss_baseline_kb']} -> "
-                  f"{memory['api_rss_all_open_kb']} kB with all open = {memory['api_growth_per_stream_kb']} kB per stream "
-                  f"({memory['api_marginal_kb_per_stream']} kB per added stream; peak {memory['api_rss_peak_kb']} kB = "
-                  f"{memory['api_peak_growth_per_stream_kb']} kB per stream)", flush=True)
+            print(
+                f"memory: {memory['completed']}/{memory['streams']} streams completed, at most "
+                f"{memory['max_concurrent']} at once; API RSS {memory['api_rss_baseline_kb']} -> "
+                f"{memory['api_rss_all_open_kb']} kB with all open = "
+                f"{memory['api_growth_per_stream_kb']} kB per stream "
+                f"({memory['api_marginal_kb_per_stream']} kB per added stream; peak {memory['api_rss_peak_kb']} kB = "
+                f"{memory['api_peak_growth_per_stream_kb']} kB per stream)",
+                flush=True,
+            )
     finally:
         bench.stack.stop()
     hop_floor = None
     if not a.no_floor:
-        hop_floor = floor.run_all(streams=15, interval_ms=float(a.interval_ms), seconds=a.floor_seconds or (2.0 if a.quick else 4.0))
+        hop_floor = floor.run_all(
+            streams=15, interval_ms=float(a.interval_ms), seconds=a.floor_seconds or (2.0 if a.quick else 4.0)
+        )
         cost = {h["mode"]: h["cpu_us_per_message"] for h in hop_floor["hops"]}
         hop_floor["min_gateway_ms_per_stream"] = round(2 * cost["callback"] * a.deltas / 1000, 2)
-        print(f"floor: one relay hop (wake-up, read, write) costs {cost['callback']} µs of CPU per piece from a "
-              f"callback, {cost['task']} µs from a task ({cost['task+reply']} µs awaiting a reply); two hops per "
-              f"piece: at least {hop_floor['min_gateway_ms_per_stream']} ms per {a.deltas}-piece stream", flush=True)
+        print(
+            f"floor: one relay hop (wake-up, read, write) costs {cost['callback']} µs of CPU per piece from a "
+            f"callback, {cost['task']} µs from a task ({cost['task+reply']} µs awaiting a reply); two hops per "
+            f"piece: at least {hop_floor['min_gateway_ms_per_stream']} ms per {a.deltas}-piece stream",
+            flush=True,
+        )
     rows = summary(rounds, a.loads)
     doc = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "seconds": round(time.time() - started, 1),
-        "config": {"loads": a.loads, "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
-                   "deltas": a.deltas,
-                   "interval_ms": a.interval_ms, "first_ms": a.first_ms, "workers": a.workers,
-                   "worker_concurrency": a.worker_concurrency, "api_processes": 1},
+        "config": {
+            "loads": a.loads,
+            "duration_s": a.duration,
+            "rounds": a.rounds,
+            "warmup_s": a.warmup,
+            "deltas": a.deltas,
+            "interval_ms": a.interval_ms,
+            "first_ms": a.first_ms,
+            "workers": a.workers,
+            "worker_concurrency": a.worker_concurrency,
+            "api_processes": 1,
+        },
         "idle_redis": idle,
         "summary": rows,
         "rounds": rounds,

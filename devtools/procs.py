@@ -91,8 +91,9 @@ class Stack:
         log_path = self.workdir / f"{name}-{len(self.procs)}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(log_path, "wb") as log:
-            popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT, start_new_session=True
+            )
         proc = Proc(name, popen, log_path)
         self.procs.append(proc)
         return proc
@@ -102,8 +103,22 @@ class Stack:
         if binary is None:
             raise RuntimeError("redis-server not found: run `make redis-server` (Debian: apt-get install redis-server)")
         port = port or free_port()
-        proc = self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--dir", str(self.workdir)])
+        proc = self.spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+        )
         url = f"redis://127.0.0.1:{port}/0"
         wait_for(lambda: _redis_ping(port), 10, "redis", proc.popen)
         return proc, url

@@ -39,7 +39,8 @@ def main() -> int:
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         wait_for(lambda: http_ok(base + "/healthz"), 20, "api", api.popen)
         key = os.environ.get("API_MASTER_KEY") or "anything"
-        print(f"""
+        print(
+            f"""
 The gateway is up: {base}/v1  ({args.workers} workers; logs in {stack.workdir})
 
   curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -48,7 +49,9 @@ The gateway is up: {base}/v1  ({args.workers} workers; logs in {stack.workdir})
 
   python: OpenAI(base_url="{base}/v1", api_key="{key}")
 
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(p.alive() for p in stack.procs):
             time.sleep(0.5)

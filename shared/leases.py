@@ -28,11 +28,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # KEYS: lease set. ARGV: lease id, ttl ms.
 # Re-adds a lease that was pruned (its holder was too slow to renew it, yet is still running):
 # the slot is really in use, so it must count again.
-_RENEW = NOW_MS + """
+_RENEW = (
+    NOW_MS
+    + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
+)
 
 
 class LeaseKeeper:

@@ -25,27 +25,42 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 API_REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
-    "decopy_requests", "HTTP requests answered, by route template, status and model.",
-    ["route", "status", "model"], registry=API_REGISTRY,
+    "decopy_requests",
+    "HTTP requests answered, by route template, status and model.",
+    ["route", "status", "model"],
+    registry=API_REGISTRY,
 )
 REQUEST_DURATION = Histogram(
-    "decopy_request_duration_seconds", "Time from request to the last byte of the response (whole streams).",
-    ["route"], buckets=DURATION_BUCKETS, registry=API_REGISTRY,
+    "decopy_request_duration_seconds",
+    "Time from request to the last byte of the response (whole streams).",
+    ["route"],
+    buckets=DURATION_BUCKETS,
+    registry=API_REGISTRY,
 )
 TTFT = Histogram(
-    "decopy_time_to_first_token_seconds", "Time from request to the first piece of the answer.",
-    ["model"], buckets=TTFT_BUCKETS, registry=API_REGISTRY,
+    "decopy_time_to_first_token_seconds",
+    "Time from request to the first piece of the answer.",
+    ["model"],
+    buckets=TTFT_BUCKETS,
+    registry=API_REGISTRY,
 )
 QUEUE_WAIT = Histogram(
-    "decopy_queue_wait_seconds", "Time a chat job waited in the queue before a worker took it.",
-    ["model"], buckets=TTFT_BUCKETS, registry=API_REGISTRY,
+    "decopy_queue_wait_seconds",
+    "Time a chat job waited in the queue before a worker took it.",
+    ["model"],
+    buckets=TTFT_BUCKETS,
+    registry=API_REGISTRY,
 )
 STREAMS_IN_FLIGHT = Gauge(
-    "decopy_streams_in_flight", "Server-sent event responses open now.", registry=API_REGISTRY,
+    "decopy_streams_in_flight",
+    "Server-sent event responses open now.",
+    registry=API_REGISTRY,
 )
 RATE_LIMIT_REJECTIONS = Counter(
-    "decopy_rate_limit_rejections", "Requests refused by a rate limit, by key name.",
-    ["key"], registry=API_REGISTRY,
+    "decopy_rate_limit_rejections",
+    "Requests refused by a rate limit, by key name.",
+    ["key"],
+    registry=API_REGISTRY,
 )
 
 # --- worker processes -----------------------------------------------------------------------
@@ -53,15 +68,21 @@ RATE_LIMIT_REJECTIONS = Counter(
 WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
-    "decopy_jobs", "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused).",
-    ["outcome"], registry=WORKER_REGISTRY,
+    "decopy_jobs",
+    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused).",
+    ["outcome"],
+    registry=WORKER_REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(
-    "decopy_upstream_errors", "Failed upstream calls (each attempt), by kind.",
-    ["kind"], registry=WORKER_REGISTRY,
+    "decopy_upstream_errors",
+    "Failed upstream calls (each attempt), by kind.",
+    ["kind"],
+    registry=WORKER_REGISTRY,
 )
 JOBS_RUNNING = Gauge(
-    "decopy_jobs_running", "Chat jobs this worker process is running now.", registry=WORKER_REGISTRY,
+    "decopy_jobs_running",
+    "Chat jobs this worker process is running now.",
+    registry=WORKER_REGISTRY,
 )
 for _kind in UPSTREAM_ERROR_KINDS:  # export zeros too, so a dashboard shows every kind from the start
     UPSTREAM_ERRORS.labels(kind=_kind)
@@ -80,8 +101,9 @@ def job_outcome(outcome: str, kind: str | None) -> None:
         JOBS.labels(outcome=outcome).inc()
 
 
-def observe_request(*, route: str, status: int, model: str | None, duration: float,
-                    ttft: float | None, queue_wait: float | None) -> None:
+def observe_request(
+    *, route: str, status: int, model: str | None, duration: float, ttft: float | None, queue_wait: float | None
+) -> None:
     """Count one answered request (called once per request by the access-log middleware)."""
     label = model or "none"
     REQUESTS.labels(route=route, status=str(status), model=label).inc()

@@ -47,6 +47,7 @@ def dashboard_session_key(session_hash: str) -> str:
 
 # --- [ops] metrics and cluster stats ---
 
+
 #: Sorted set per role ("api", "worker") of the processes that report metrics: member = process
 #: id, score = unix time of its last snapshot. Readers find the snapshots through it (no SCAN).
 def metrics_index(role: str) -> str:
@@ -68,6 +69,8 @@ STATS_HISTORY = PREFIX + "stats:history"
 def stats_slot_key(slot: int) -> str:
     """Taken with SET NX by the one process that writes the history point of 10-s slot ``slot``."""
     return f"{PREFIX}stats:slot:{slot}"
+
+
 # --- [limits] names below this line ---
 
 #: Set of the ids of every team key.

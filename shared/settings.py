@@ -28,8 +28,7 @@ DEFAULT_MODELS: dict[str, str] = {
 }
 
 DEFAULT_USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 
 
@@ -38,8 +37,10 @@ def _models(raw: str) -> dict[str, str]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"DECOPY_MODELS is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not value or not all(
-        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items())
     ):
         raise ConfigError('DECOPY_MODELS must be a JSON object {"openai-id": "UpstreamName", ...}')
     return dict(value)
@@ -55,6 +56,8 @@ def _aliases(raw: str) -> dict[str, str]:
     ):
         raise ConfigError('MODEL_ALIASES must be a JSON object {"alias": "model-id", ...}')
     return dict(value)
+
+
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
 
 
@@ -82,8 +85,10 @@ def proxy_urls(raw: str) -> list[str]:
                 problem = "a proxy URL has no path, query or fragment"
         if problem:
             shown = _redact(url) if "://" in url else "<not a URL>"
-            raise ConfigError(f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
-                              "expected e.g. http://host:3128 or socks5://user:pass@host:1080")
+            raise ConfigError(
+                f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
+                "expected e.g. http://host:3128 or socks5://user:pass@host:1080"
+            )
     return urls
 
 
@@ -206,11 +211,23 @@ class Settings:
     def validate(self) -> None:
         """Refuse values that would make the gateway misbehave rather than fail at start."""
         positive = (
-            "api_port", "worker_concurrency", "max_body_bytes", "image_max_bytes", "image_fetch_timeout", "max_queue",
-            "queue_timeout", "first_token_timeout", "idle_timeout", "total_timeout",
-            "ping_interval", "worker_poll_delay", "worker_heartbeat",
-            "upstream_connect_timeout", "upstream_read_timeout",
-            "api_workers", "metrics_interval",
+            "api_port",
+            "worker_concurrency",
+            "max_body_bytes",
+            "image_max_bytes",
+            "image_fetch_timeout",
+            "max_queue",
+            "queue_timeout",
+            "first_token_timeout",
+            "idle_timeout",
+            "total_timeout",
+            "ping_interval",
+            "worker_poll_delay",
+            "worker_heartbeat",
+            "upstream_connect_timeout",
+            "upstream_read_timeout",
+            "api_workers",
+            "metrics_interval",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -241,8 +258,10 @@ class Settings:
         lowered = {m.lower() for m in self.decopy_models}
         for alias, target in self.model_aliases.items():
             if target not in self.decopy_models:
-                raise ConfigError(f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
-                                  f"of DECOPY_MODELS ({', '.join(self.decopy_models)})")
+                raise ConfigError(
+                    f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
+                    f"of DECOPY_MODELS ({', '.join(self.decopy_models)})"
+                )
             if alias.lower() in lowered:
                 raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
         # REASONING_MODELS is not checked against DECOPY_MODELS: its default must not break a

@@ -22,8 +22,8 @@ import asyncio
 import bisect
 import logging
 import math
-import socket
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -110,10 +110,18 @@ class Reporter:
     (the uvicorn processes of one API replica); ``clock`` is injectable for tests.
     """
 
-    def __init__(self, redis: Redis, *, role: str, registry: CollectorRegistry, interval: float,
-                 process: str | None = None, instance: str | None = None,
-                 queue_depth: Callable[[], Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        role: str,
+        registry: CollectorRegistry,
+        interval: float,
+        process: str | None = None,
+        instance: str | None = None,
+        queue_depth: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.role = role
         self.registry = registry
@@ -183,9 +191,16 @@ class Reporter:
             i = max(0, bisect.bisect_right(times, now - width) - 1)
             windows[str(width)] = _minus(sums, self._ring[i][1])
         return {
-            "id": self.process, "role": self.role, "instance": self.instance, "t": now,
+            "id": self.process,
+            "role": self.role,
+            "instance": self.instance,
+            "t": now,
             "ttl": snapshot_ttl(self.interval),
-            "started": self.started, "families": fams, "sums": sums, "gauges": gauges, "windows": windows,
+            "started": self.started,
+            "families": fams,
+            "sums": sums,
+            "gauges": gauges,
+            "windows": windows,
         }
 
     async def tick(self, now: float | None = None) -> Snapshot:
@@ -195,8 +210,11 @@ class Reporter:
 
     async def _tick(self, now: float) -> Snapshot:
         snap = self.snapshot(now)
-        increments = {k: int(v - self._flushed.get(k, 0)) for k, v in snap["sums"].items()
-                      if not k.startswith("ttft:") and int(v - self._flushed.get(k, 0))}
+        increments = {
+            k: int(v - self._flushed.get(k, 0))
+            for k, v in snap["sums"].items()
+            if not k.startswith("ttft:") and int(v - self._flushed.get(k, 0))
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(names.metrics_snapshot_key(self.process), orjson.dumps(snap), ex=snapshot_ttl(self.interval))
             pipe.zadd(names.metrics_index(self.role), {self.process: now})
@@ -285,7 +303,8 @@ async def history_point(redis: Redis, t: float, *, now: float | None = None) -> 
         "ttft_p99_ms": ms(quantile(0.99, buckets)),
         "streams_in_flight": int(sum(s["gauges"].get("streams_in_flight", 0) for s in api)),
         "queue_depth": int(await redis.zcard(names.QUEUE)),
-        "upstream_errors": int(sum(window_sum(workers, HISTORY_STEP, "upstream_errors:" + k)
-                                   for k in UPSTREAM_ERROR_KINDS)),
+        "upstream_errors": int(
+            sum(window_sum(workers, HISTORY_STEP, "upstream_errors:" + k) for k in UPSTREAM_ERROR_KINDS)
+        ),
         "rate_limit_rejections": int(window_sum(api, HISTORY_STEP, "rate_limit_rejections")),
     }

@@ -13,7 +13,7 @@ import math
 def tokens_for(ascii_chars: int, other_chars: int) -> int:
     """The estimate for a text of ``ascii_chars`` ASCII and ``other_chars`` other characters.
 
-    Split out so that :mod:`api.shaping` can count a stream as it grows and cut it exactly at a
+    Split out so that :mod:`api.engine.shaping` can count a stream as it grows and cut it exactly at a
     token limit, with the same figure :func:`estimate_tokens` gives for the whole text.
     """
     if ascii_chars + other_chars == 0:

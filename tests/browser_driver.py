@@ -42,8 +42,13 @@ def npm_ci() -> None:
     installed = BROWSER_DIR / "node_modules" / ".package-lock.json"
     if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
         return
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=BROWSER_DIR, check=True,
-                   timeout=300, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=BROWSER_DIR,
+        check=True,
+        timeout=300,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 class Browser:
@@ -51,8 +56,13 @@ class Browser:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            ["node", "bridge.mjs"], cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "CHROMIUM": CHROMIUM},
+            ["node", "bridge.mjs"],
+            cwd=BROWSER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CHROMIUM": CHROMIUM},
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._ids = itertools.count(1)

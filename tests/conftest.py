@@ -180,16 +180,21 @@ def compat_gateway() -> Iterator[Gateway]:
     """A stack with a master key, model aliases, and image fetching allowed from 127.0.0.2 only."""
     import json
 
-    gw = start_gateway({
-        "API_MASTER_KEY": COMPAT_KEY,
-        "MODEL_ALIASES": json.dumps(COMPAT_ALIASES),
-        "IMAGE_FETCH_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
-        "IMAGE_FETCH_TIMEOUT": "2",
-        "IMAGE_MAX_BYTES": "100000",
-    }, workers=1)
+    gw = start_gateway(
+        {
+            "API_MASTER_KEY": COMPAT_KEY,
+            "MODEL_ALIASES": json.dumps(COMPAT_ALIASES),
+            "IMAGE_FETCH_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
+            "IMAGE_FETCH_TIMEOUT": "2",
+            "IMAGE_MAX_BYTES": "100000",
+        },
+        workers=1,
+    )
     gw.api_key = COMPAT_KEY
     yield gw
     gw.stop()
+
+
 # --- [limits] several API replicas and workers on one Redis ---
 
 

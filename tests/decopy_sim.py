@@ -78,12 +78,20 @@ from starlette.types import Receive, Scope, Send
 MARKER = "@@sim@@ "
 MODELS = frozenset({"DeepSeek-V3", "DeepSeek-R1", "Gemini-2.0-Flash", "GPT-4o-mini"})
 END_FRAME = b"data: Data transfer completed.\n\n"
-JUNK = (b"data: {not json\n\n", b'data: {"status": "running", "note": "no data"}\n\n', b"event: ping\n\n",
-        b"id: 7\n\n", b": comment\n\n", b"retry: 1000\n\n")  # cycled, one before each real event
+JUNK = (
+    b"data: {not json\n\n",
+    b'data: {"status": "running", "note": "no data"}\n\n',
+    b"event: ping\n\n",
+    b"id: 7\n\n",
+    b": comment\n\n",
+    b"retry: 1000\n\n",
+)  # cycled, one before each real event
 UUID4_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.I)
 IMAGE_NAME_RE = re.compile(r"image\.(png|jpe?g|gif|webp)")
-CF_HTML = (b'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head><body>'
-           b"<noscript>Enable JavaScript and cookies to continue</noscript></body></html>")
+CF_HTML = (
+    b'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head><body>'
+    b"<noscript>Enable JavaScript and cookies to continue</noscript></body></html>"
+)
 HTML = "text/html; charset=UTF-8"
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 STREAM_MODES = (None, "hang", "truncate", "hang_after", "cut")  # handled while streaming
@@ -327,8 +335,11 @@ def _image(part: Part) -> ImageInfo:
     ext, data = match.group(1), part.data
     if part.content_type != f"image/{ext}":
         raise Invalid(f"upload_images content type must be image/{ext}")
-    magic = {"png": data[:8] == b"\x89PNG\r\n\x1a\n", "gif": data[:4] == b"GIF8",
-             "webp": data[:4] == b"RIFF" and data[8:12] == b"WEBP"}
+    magic = {
+        "png": data[:8] == b"\x89PNG\r\n\x1a\n",
+        "gif": data[:4] == b"GIF8",
+        "webp": data[:4] == b"RIFF" and data[8:12] == b"WEBP",
+    }
     if not magic.get(ext, data[:3] == b"\xff\xd8\xff"):  # catches e.g. bytes still in base64
         raise Invalid(f"upload_images is not a {ext} image")
     return ImageInfo(match.group(0), part.content_type, len(data), hashlib.sha256(data).hexdigest())
@@ -363,8 +374,9 @@ def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, defau
     return Job(secrets.token_hex(16), entertext, model, chat_id, headers, image, image_bytes, directive, frames, end)
 
 
-def decopy_json(code: int, result: Any, en: str, zh: str, status: int = 200,
-                headers: dict[str, str] | None = None) -> Response:
+def decopy_json(
+    code: int, result: Any, en: str, zh: str, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """decopy's JSON envelope: ``code`` 100000 is success, anything else a failure."""
     body = {"code": code, "result": result, "message": {"zh": zh, "en": en}}
     return Response(orjson.dumps(body), status, headers, "application/json")
@@ -503,7 +515,7 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     body, third = answer.body, max(1, len(answer.body) // 3)
     await send({"type": "http.response.start", "status": 200, "headers": answer.raw_headers})
     for i in range(0, len(body), third):
-        await send({"type": "http.response.body", "body": body[i:i + third], "more_body": True})
+        await send({"type": "http.response.body", "body": body[i : i + third], "more_body": True})
         await asyncio.sleep(split_ms / 1000)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -589,14 +601,16 @@ async def sim_health(request: Request) -> Response:
 
 def create_app(state: SimState | None = None) -> Starlette:
     """The simulator as an ASGI app; its state lives in ``app.state.sim``."""
-    app = Starlette(routes=[
-        Route("/api/decopy/ask-ai/create-job", RawEndpoint(create_job), methods=["POST"]),
-        Route("/api/decopy/ask-ai/get-job/{job_id}", RawEndpoint(get_job), methods=["GET"]),
-        Route("/_sim/log", sim_log),
-        Route("/_sim/reset", sim_reset, methods=["POST"]),
-        Route("/_sim/default", sim_default, methods=["POST"]),
-        Route("/_sim/health", sim_health),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/api/decopy/ask-ai/create-job", RawEndpoint(create_job), methods=["POST"]),
+            Route("/api/decopy/ask-ai/get-job/{job_id}", RawEndpoint(get_job), methods=["GET"]),
+            Route("/_sim/log", sim_log),
+            Route("/_sim/reset", sim_reset, methods=["POST"]),
+            Route("/_sim/default", sim_default, methods=["POST"]),
+            Route("/_sim/health", sim_health),
+        ]
+    )
     app.state.sim = state or SimState()
     return app
 
@@ -647,10 +661,18 @@ def main(argv: list[str] | None = None) -> None:
     host, port = sock.getsockname()[:2]
     app = create_app()
     config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="off",
-        proxy_headers=False, server_header=False, headers=[("server", "cloudflare")],
+        app,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        headers=[("server", "cloudflare")],
         timeout_graceful_shutdown=1,  # hanging streams must not hold up the shutdown
-        ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
     )
     scheme = "https" if args.certfile else "http"
     server = SimServer(config, f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")

@@ -87,8 +87,9 @@ class Proxy:
                     await w.wait_closed()
             self._tasks.discard(task)
 
-    async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      opened: list[asyncio.StreamWriter]) -> None:
+    async def _socks5(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: list[asyncio.StreamWriter]
+    ) -> None:
         (n_methods,) = await reader.readexactly(1)
         await reader.readexactly(n_methods)
         writer.write(b"\x05\x00")  # no authentication
@@ -112,8 +113,13 @@ class Proxy:
         await writer.drain()
         await _pipe_both(reader, writer, up_reader, up_writer)
 
-    async def _http(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    opened: list[asyncio.StreamWriter]) -> None:
+    async def _http(
+        self,
+        first: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        opened: list[asyncio.StreamWriter],
+    ) -> None:
         up_writer: asyncio.StreamWriter | None = None
         back: asyncio.Task[None] | None = None
         head = first + await reader.readuntil(b"\r\n\r\n")
@@ -132,8 +138,9 @@ class Proxy:
                     return
                 url = urlsplit(target)
                 if up_writer is None:
-                    up_reader, up_writer = await asyncio.open_connection(self._resolve(url.hostname or ""),
-                                                                         url.port or 80)
+                    up_reader, up_writer = await asyncio.open_connection(
+                        self._resolve(url.hostname or ""), url.port or 80
+                    )
                     opened.append(up_writer)
                     back = asyncio.create_task(_pipe(up_reader, writer))
                 self.http_requests += 1
@@ -172,6 +179,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def _pipe_both(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+async def _pipe_both(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+) -> None:
     await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

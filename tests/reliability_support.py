@@ -63,9 +63,11 @@ def streams(gw: Gateway, needle: str) -> list[dict[str, Any]]:
 
 def ended_stream(gw: Gateway, needle: str, timeout: float = 15) -> dict[str, Any]:
     """The simulator's entry of the (single) get-job call for ``needle``, once it ended."""
+
     def done() -> dict[str, Any] | None:
         found = [e for e in streams(gw, needle) if e["ended"] is not None]
         return found[0] if found else None
+
     return wait_until(done, timeout, f"upstream stream of {needle} ended")  # type: ignore[no-any-return]
 
 
@@ -74,25 +76,26 @@ def sse_data(lines: list[str]) -> list[Any]:
     out: list[Any] = []
     for line in lines:
         if line.startswith("data: "):
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
 
 
 def text_of(events: list[Any]) -> str:
     return "".join(
-        (e["choices"][0]["delta"].get("content") or "")
-        for e in events if isinstance(e, dict) and e.get("choices")
+        (e["choices"][0]["delta"].get("content") or "") for e in events if isinstance(e, dict) and e.get("choices")
     )
 
 
 def worker_running(gw: Gateway, job_id: str, timeout: float = 10) -> Proc:
     """The worker process whose log says it took ``job_id``."""
+
     def find() -> Proc | None:
         for w in gw.workers:
             if f"job {job_id} request=" in w.log():
                 return w
         return None
+
     return wait_until(find, timeout, f"a worker took {job_id}")  # type: ignore[no-any-return]
 
 

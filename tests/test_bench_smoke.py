@@ -18,17 +18,57 @@ from devtools.procs import ROOT
 
 pytest.importorskip("aiohttp", reason="the load client needs the test extra's aiohttp")
 
-FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms", "pieces_per_s", "errors", "lost",
-           "duplicated", "reordered", "mixed", "text_mismatches", "cpu_s", "peak_rss_mb",
-           "gateway_cpu_ms_per_stream")
+FIGURES = (
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "total_p50_ms",
+    "total_p99_ms",
+    "pieces_per_s",
+    "errors",
+    "lost",
+    "duplicated",
+    "reordered",
+    "mixed",
+    "text_mismatches",
+    "cpu_s",
+    "peak_rss_mb",
+    "gateway_cpu_ms_per_stream",
+)
 
 
 def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--loads", "5", "--duration", "2", "--rounds", "1", "--memory-streams", "0",
-         "--deltas", "5", "--idle-seconds", "0.5", "--warmup", "0.5", "--floor-seconds", "0.5", "--no-plot", "--out-dir", str(tmp_path),
-         "--name", "smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--loads",
+            "5",
+            "--duration",
+            "2",
+            "--rounds",
+            "1",
+            "--memory-streams",
+            "0",
+            "--deltas",
+            "5",
+            "--idle-seconds",
+            "0.5",
+            "--warmup",
+            "0.5",
+            "--floor-seconds",
+            "0.5",
+            "--no-plot",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "smoke",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "smoke.json").read_text())
@@ -38,14 +78,19 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
         for key in FIGURES:
             assert key in phase, f"{path} lacks {key}"
         assert phase["streams"] == 10 and phase["completed"] == 10, phase["error_examples"]
-        assert (phase["errors"], phase["lost"], phase["duplicated"], phase["reordered"], phase["mixed"],
-                phase["text_mismatches"]) == (0, 0, 0, 0, 0, 0)
+        assert (
+            phase["errors"],
+            phase["lost"],
+            phase["duplicated"],
+            phase["reordered"],
+            phase["mixed"],
+            phase["text_mismatches"],
+        ) == (0, 0, 0, 0, 0, 0)
         assert phase["ttft_p50_ms"] > 0 and phase["total_p99_ms"] >= phase["ttft_p99_ms"]
         assert phase["pieces_per_s"] > 0
     gw = load["gateway"]
     assert gw["cpu_s"]["api"] > 0 and gw["cpu_s"]["workers"] > 0  # the gateway did the work
-    assert set(load["added"]) == {"added_ttft_p50_ms", "added_ttft_p99_ms", "added_total_p50_ms",
-                                  "added_total_p99_ms"}
+    assert set(load["added"]) == {"added_ttft_p50_ms", "added_ttft_p99_ms", "added_total_p50_ms", "added_total_p99_ms"}
     row = doc["summary"][0]
     assert row["rate"] == 5.0 and row["lost"] == 0 and row["errors"] == 0
     assert doc["machine"]["nproc"] and doc["idle_redis"]["commands_per_s"] >= 0

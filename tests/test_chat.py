@@ -10,17 +10,28 @@ import pytest
 
 from tests.conftest import Gateway, directive
 
-TRICKY = ["中文回答，", "emoji 🎉🧪 ", "line\u2028sep ", 'quotes "x" \'y\' ', "back\\slash\\n ",
-          "data: not an event\n\n", "[DONE]", " tail\r\nend"]
+TRICKY = [
+    "中文回答，",
+    "emoji 🎉🧪 ",
+    "line\u2028sep ",
+    "quotes \"x\" 'y' ",
+    "back\\slash\\n ",
+    "data: not an event\n\n",
+    "[DONE]",
+    " tail\r\nend",
+]
 
 
 def _sse_events(raw: str) -> list[str]:
-    return [line[len("data: "):] for line in raw.split("\n") if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in raw.split("\n") if line.startswith("data: ")]
 
 
 def test_stream_shape_over_raw_http(gateway: Gateway, tag: str) -> None:
-    body = {"model": "decopy-deepseek-v3", "stream": True,
-            "messages": [{"role": "user", "content": f"{tag}\n" + directive(reply=["Hel", "lo", " world"])}]}
+    body = {
+        "model": "decopy-deepseek-v3",
+        "stream": True,
+        "messages": [{"role": "user", "content": f"{tag}\n" + directive(reply=["Hel", "lo", " world"])}],
+    }
     with gateway.http() as http:
         resp = http.post("/v1/chat/completions", json=body)
     assert resp.status_code == 200
@@ -41,7 +52,8 @@ def test_stream_shape_over_raw_http(gateway: Gateway, tag: str) -> None:
 
 def test_stream_text_exact_with_sdk(gateway: Gateway, tag: str) -> None:
     stream = gateway.client().chat.completions.create(
-        model="decopy-gpt-4o-mini", stream=True,
+        model="decopy-gpt-4o-mini",
+        stream=True,
         messages=[{"role": "user", "content": f"{tag}\n" + directive(reply=TRICKY)}],
     )
     pieces, finish = [], None
@@ -68,8 +80,10 @@ def test_whole_answer(gateway: Gateway, tag: str) -> None:
 
 def test_stream_false_is_json_not_sse(gateway: Gateway, tag: str) -> None:
     with gateway.http() as http:
-        resp = http.post("/v1/chat/completions", json={
-            "model": "decopy-deepseek-v3", "stream": False, "messages": [{"role": "user", "content": tag}]})
+        resp = http.post(
+            "/v1/chat/completions",
+            json={"model": "decopy-deepseek-v3", "stream": False, "messages": [{"role": "user", "content": tag}]},
+        )
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("application/json")
     assert resp.json()["choices"][0]["message"]["content"].startswith("Hello! You said:")
@@ -79,10 +93,13 @@ def test_async_sdk_stream_and_whole(gateway: Gateway, tag: str) -> None:
     async def run() -> tuple[str, str]:
         client = gateway.aclient()
         whole = await client.chat.completions.create(
-            model="decopy-deepseek-v3", messages=[{"role": "user", "content": f"{tag} " + directive(reply=["a", "b"])}])
+            model="decopy-deepseek-v3", messages=[{"role": "user", "content": f"{tag} " + directive(reply=["a", "b"])}]
+        )
         stream = await client.chat.completions.create(
-            model="decopy-deepseek-v3", stream=True,
-            messages=[{"role": "user", "content": f"{tag} " + directive(reply=["c", "d"])}])
+            model="decopy-deepseek-v3",
+            stream=True,
+            messages=[{"role": "user", "content": f"{tag} " + directive(reply=["c", "d"])}],
+        )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         await client.close()
         return whole.choices[0].message.content or "", text
@@ -95,12 +112,17 @@ def test_whole_conversation_reaches_upstream(gateway: Gateway, tag: str) -> None
         {"role": "system", "content": "You answer in French."},
         {"role": "user", "content": f"My name is Ada. {tag}"},
         {"role": "assistant", "content": "Enchanté, Ada."},
-        {"role": "user", "name": "ada", "content": [{"type": "text", "text": "What is my name?"},
-                                                     {"type": "text", "text": directive(echo=True)}]},
+        {
+            "role": "user",
+            "name": "ada",
+            "content": [{"type": "text", "text": "What is my name?"}, {"type": "text", "text": directive(echo=True)}],
+        },
     ]
     resp = gateway.client().chat.completions.create(model="decopy-deepseek-r1", messages=messages)  # type: ignore[arg-type]
-    expected = (f"System: You answer in French.\n\nUser: My name is Ada. {tag}\n\nAssistant: Enchanté, Ada.\n\n"
-                f"User (ada): What is my name?\n{directive(echo=True)}")
+    expected = (
+        f"System: You answer in French.\n\nUser: My name is Ada. {tag}\n\nAssistant: Enchanté, Ada.\n\n"
+        f"User (ada): What is my name?\n{directive(echo=True)}"
+    )
     assert resp.choices[0].message.content == expected
     (create,) = [e for e in gateway.sim_entries(tag) if e["kind"] == "create"]
     assert create["entertext"] == expected
@@ -129,8 +151,16 @@ def test_models(gateway: Gateway) -> None:
     client = gateway.client()
     ids = [m.id for m in client.models.list()]
     # [compat] /v1/models lists every accepted name: the ids, then the upstream's own names.
-    assert ids == ["decopy-deepseek-v3", "decopy-deepseek-r1", "decopy-gemini-2.0-flash", "decopy-gpt-4o-mini",
-                   "DeepSeek-V3", "DeepSeek-R1", "Gemini-2.0-Flash", "GPT-4o-mini"]
+    assert ids == [
+        "decopy-deepseek-v3",
+        "decopy-deepseek-r1",
+        "decopy-gemini-2.0-flash",
+        "decopy-gpt-4o-mini",
+        "DeepSeek-V3",
+        "DeepSeek-R1",
+        "Gemini-2.0-Flash",
+        "GPT-4o-mini",
+    ]
     model = client.models.retrieve("decopy-deepseek-r1")
     assert model.id == "decopy-deepseek-r1" and model.object == "model" and model.owned_by == "decopy"
     with pytest.raises(openai.NotFoundError) as exc:
@@ -142,8 +172,12 @@ def test_unknown_model_is_404_model_not_found(gateway: Gateway) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         gateway.client().chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
     assert exc.value.status_code == 404
-    assert exc.value.body == {"message": exc.value.body["message"], "type": "invalid_request_error",  # type: ignore[index]
-                              "param": "model", "code": "model_not_found"}
+    assert exc.value.body == {
+        "message": exc.value.body["message"],
+        "type": "invalid_request_error",  # type: ignore[index]
+        "param": "model",
+        "code": "model_not_found",
+    }
 
 
 def test_concurrent_streams_never_mix(gateway: Gateway, tag: str) -> None:
@@ -152,8 +186,10 @@ def test_concurrent_streams_never_mix(gateway: Gateway, tag: str) -> None:
     async def one(client: openai.AsyncOpenAI, i: int) -> tuple[int, str]:
         reply = [f"<{i}:{k}>" for k in range(10)]
         stream = await client.chat.completions.create(
-            model="decopy-deepseek-v3", stream=True,
-            messages=[{"role": "user", "content": f"{tag}-{i} " + directive(reply=reply, interval_ms=10)}])
+            model="decopy-deepseek-v3",
+            stream=True,
+            messages=[{"role": "user", "content": f"{tag}-{i} " + directive(reply=reply, interval_ms=10)}],
+        )
         return i, "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     async def run() -> list[tuple[int, str]]:

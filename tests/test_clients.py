@@ -31,10 +31,15 @@ def _msg(text: str) -> list[ChatCompletionMessageParam]:
 
 # --- openai for Python ------------------------------------------------------------------------
 
+
 def test_python_sync_stream_and_whole(compat_gateway: Gateway, tag: str) -> None:
     client = compat_gateway.client()
-    stream = client.chat.completions.create(model=V3, stream=True, stream_options={"include_usage": True},
-                                            messages=_msg(f"{tag} " + directive(reply=["sync ", "stream"])))
+    stream = client.chat.completions.create(
+        model=V3,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=_msg(f"{tag} " + directive(reply=["sync ", "stream"])),
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "sync stream"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -48,14 +53,19 @@ def test_python_async_stream_and_whole(compat_gateway: Gateway, tag: str) -> Non
     async def run() -> tuple[str, str | None, str, str | None]:
         async with compat_gateway.aclient() as client:
             stream = await client.chat.completions.create(
-                model=V3, stream=True, stop=["!"], messages=_msg(f"{tag} " + directive(reply=["async ", "stre", "am! no"])))
+                model=V3,
+                stream=True,
+                stop=["!"],
+                messages=_msg(f"{tag} " + directive(reply=["async ", "stre", "am! no"])),
+            )
             text, finish = "", None
             async for chunk in stream:
                 if chunk.choices:
                     text += chunk.choices[0].delta.content or ""
                     finish = chunk.choices[0].finish_reason or finish
             whole = await client.chat.completions.create(
-                model=V3, max_completion_tokens=2, messages=_msg(f"{tag} " + directive(reply=["async whole answer"])))
+                model=V3, max_completion_tokens=2, messages=_msg(f"{tag} " + directive(reply=["async whole answer"]))
+            )
             return text, finish, whole.choices[0].message.content or "", whole.choices[0].finish_reason
 
     assert asyncio.run(run()) == ("async stream", "stop", "async wh", "length")
@@ -78,8 +88,11 @@ def test_python_async_error_classes(compat_gateway: Gateway, tag: str) -> None:
     async def run() -> list[type[Exception]]:
         raised: list[type[Exception]] = []
         async with compat_gateway.aclient(api_key="sk-wrong") as wrong, compat_gateway.aclient() as client:
-            for call in (wrong.models.list(), client.models.retrieve("gpt-7"),
-                         client.chat.completions.create(model=V3, logprobs=True, messages=_msg(tag))):
+            for call in (
+                wrong.models.list(),
+                client.models.retrieve("gpt-7"),
+                client.chat.completions.create(model=V3, logprobs=True, messages=_msg(tag)),
+            ):
                 try:
                     await call
                 except openai.APIStatusError as exc:
@@ -102,8 +115,10 @@ def test_python_api_error_mid_stream(compat_gateway: Gateway, tag: str) -> None:
     async def run_async() -> str:
         async with compat_gateway.aclient() as client:
             stream = await client.chat.completions.create(
-                model=V3, stream=True, messages=_msg(f"{tag}a " + directive(reply=["x", "y", "z"], stream_fail="truncate",
-                                                                            truncate_after=1)))
+                model=V3,
+                stream=True,
+                messages=_msg(f"{tag}a " + directive(reply=["x", "y", "z"], stream_fail="truncate", truncate_after=1)),
+            )
             try:
                 async for _ in stream:
                     pass
@@ -121,8 +136,9 @@ def test_python_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
     key through the admin keys API fixed in CONTRACTS.md, and skips while that API is absent."""
     admin = {"Authorization": f"Bearer {compat_gateway.api_key}"}
     with httpx.Client(base_url=compat_gateway.base_url, timeout=30, headers=admin) as http:
-        created = http.post("/admin/keys", json={"name": f"rl-{tag}", "rpm": 1, "max_concurrent": None,
-                                                 "daily_tokens": None})
+        created = http.post(
+            "/admin/keys", json={"name": f"rl-{tag}", "rpm": 1, "max_concurrent": None, "daily_tokens": None}
+        )
         if created.status_code == 404:
             pytest.skip("no 429 source yet: POST /admin/keys (rate limits) arrives with the [limits] branch")
         assert created.status_code == 201, created.text
@@ -140,11 +156,14 @@ def test_python_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
 def test_upstream_429_is_503_not_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
     # decopy throttling us is the gateway's trouble, not the client's quota: a 503 to retry later.
     with pytest.raises(openai.InternalServerError) as exc:
-        compat_gateway.client().chat.completions.create(model=V3, messages=_msg(f"{tag} " + directive(create_fail="429")))
+        compat_gateway.client().chat.completions.create(
+            model=V3, messages=_msg(f"{tag} " + directive(create_fail="429"))
+        )
     assert exc.value.status_code == 503 and exc.value.code == "upstream_rate_limited"
 
 
 # --- openai for Node ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def node_client() -> Path:
@@ -152,15 +171,24 @@ def node_client() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed for the openai npm package test (Debian: apt-get install nodejs npm)")
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return NODE_DIR / "client.mjs"
 
 
 def test_node_openai_package(compat_gateway: Gateway, node_client: Path, tag: str) -> None:
-    result = subprocess.run(["node", str(node_client), compat_gateway.v1, compat_gateway.api_key, tag],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["node", str(node_client), compat_gateway.v1, compat_gateway.api_key, tag],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     stream = out["stream"]
@@ -172,13 +200,19 @@ def test_node_openai_package(compat_gateway: Gateway, node_client: Path, tag: st
     assert whole["content"] == "abcdefghij" and whole["reasoning"] == "hm" and whole["finish"] == "length"
     assert whole["usage"]["completion_tokens"] == 3 and whole["model"] == "decopy-deepseek-r1"
     assert whole["requestId"].startswith("req_") and int(whole["processingMs"]) >= 0
-    assert out["error"] == {"name": "NotFoundError", "status": 404, "code": "model_not_found", "param": "model",
-                            "isNotFound": True}
+    assert out["error"] == {
+        "name": "NotFoundError",
+        "status": 404,
+        "code": "model_not_found",
+        "param": "model",
+        "isNotFound": True,
+    }
     creates = [e for e in compat_gateway.sim_entries(tag) if e["kind"] == "create"]
     assert sorted(e["model"] for e in creates) == ["DeepSeek-R1", "DeepSeek-V3"]
 
 
 # --- LangChain ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
@@ -195,8 +229,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[l
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: a tokenizer would need a download
-    for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY",
-                "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+    for var in (
+        "LANGSMITH_TRACING",
+        "LANGCHAIN_TRACING_V2",
+        "LANGSMITH_API_KEY",
+        "LANGCHAIN_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+    ):
         monkeypatch.delenv(var, raising=False)
     yield asked
     assert asked == [], f"something tried to reach {asked}"
@@ -205,12 +245,20 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[l
 def test_langchain_chat_openai_invoke_and_stream(compat_gateway: Gateway, tag: str, loopback_only: list[str]) -> None:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model=V3, base_url=compat_gateway.v1, api_key=compat_gateway.api_key,  # type: ignore[arg-type]  # as users pass it
-                     max_retries=0, timeout=30, stream_usage=True)
+    llm = ChatOpenAI(
+        model=V3,
+        base_url=compat_gateway.v1,
+        api_key=compat_gateway.api_key,  # type: ignore[arg-type]  # as users pass it
+        max_retries=0,
+        timeout=30,
+        stream_usage=True,
+    )
     answer = llm.invoke([("system", "Be brief."), ("user", f"{tag} " + directive(reply=["Lang", "Chain ", "ok"]))])
     assert answer.content == "LangChain ok"
     assert answer.response_metadata["finish_reason"] == "stop"
-    assert answer.usage_metadata is not None and answer.usage_metadata["output_tokens"] == estimate_tokens("LangChain ok")
+    assert answer.usage_metadata is not None and answer.usage_metadata["output_tokens"] == estimate_tokens(
+        "LangChain ok"
+    )
 
     chunks = list(llm.stream(f"{tag} " + directive(reply=["str", "eam", "ing!", " cut here"]), stop=["!"]))
     assert "".join(str(c.content) for c in chunks) == "streaming"
@@ -226,13 +274,26 @@ def test_langchain_chat_openai_invoke_and_stream(compat_gateway: Gateway, tag: s
 
 # --- curl -N --------------------------------------------------------------------------------------
 
-def _curl(gw: Gateway, body: dict[str, Any] | None, *extra: str, path: str = "/v1/chat/completions",
-          key: str | None = None) -> tuple[str, str]:
+
+def _curl(
+    gw: Gateway, body: dict[str, Any] | None, *extra: str, path: str = "/v1/chat/completions", key: str | None = None
+) -> tuple[str, str]:
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
-    args = [curl, "-sS", "-N", "--max-time", "60", "-D", "-", "-H", f"Authorization: Bearer {key or gw.api_key}",
-            *extra, gw.base_url + path]
+    args = [
+        curl,
+        "-sS",
+        "-N",
+        "--max-time",
+        "60",
+        "-D",
+        "-",
+        "-H",
+        f"Authorization: Bearer {key or gw.api_key}",
+        *extra,
+        gw.base_url + path,
+    ]
     if body is not None:
         args[1:1] = ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
     raw = subprocess.run(args, capture_output=True, text=True, timeout=90, check=True).stdout
@@ -241,9 +302,17 @@ def _curl(gw: Gateway, body: dict[str, Any] | None, *extra: str, path: str = "/v
 
 
 def test_curl_stream_raw_sse(compat_gateway: Gateway, tag: str) -> None:
-    head, payload = _curl(compat_gateway, {
-        "model": V3, "stream": True, "stream_options": {"include_usage": True},
-        "messages": _msg(f"{tag} " + directive(reply=["cu", "rl\n", "ok"]))}, "-H", f"X-Request-ID: curl-{tag}")
+    head, payload = _curl(
+        compat_gateway,
+        {
+            "model": V3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": _msg(f"{tag} " + directive(reply=["cu", "rl\n", "ok"])),
+        },
+        "-H",
+        f"X-Request-ID: curl-{tag}",
+    )
     assert head.startswith("http/1.1 200")
     assert "content-type: text/event-stream" in head and f"x-request-id: curl-{tag}" in head
     assert payload.endswith("data: [DONE]\n\n")

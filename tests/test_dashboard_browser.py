@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from shared.settings import Settings
 from tests.browser_driver import Browser, missing_tools, npm_ci
 from tests.conftest import Gateway, directive, start_gateway, wait_until
@@ -30,10 +30,12 @@ def _paths() -> set[str]:
 
 # The dashboard reads endpoints that other branches build; without them those panels show a notice
 # and these tests cannot check them (the rest of the dashboard is tested either way).
-needs_stats = pytest.mark.skipif("/admin/stats" not in _paths(),
-                                 reason="GET /admin/stats is not in this build (branch ops, issue 6, not merged)")
-needs_keys = pytest.mark.skipif("/admin/keys" not in _paths(),
-                                reason="/admin/keys is not in this build (branch limits, issue 5, not merged)")
+needs_stats = pytest.mark.skipif(
+    "/admin/stats" not in _paths(), reason="GET /admin/stats is not in this build (branch ops, issue 6, not merged)"
+)
+needs_keys = pytest.mark.skipif(
+    "/admin/keys" not in _paths(), reason="/admin/keys is not in this build (branch limits, issue 5, not merged)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,12 @@ def test_login_form_keeps_the_key_out_of_url_and_cookie(page: Browser, dash: Gat
     assert len(cookies) == 1
     cookie = cookies[0]
     assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"], cookie["secure"], cookie["path"]) == (
-        "decopy_dashboard", True, "Strict", False, "/")  # Secure only over https (tested over HTTP elsewhere)
+        "decopy_dashboard",
+        True,
+        "Strict",
+        False,
+        "/",
+    )  # Secure only over https (tested over HTTP elsewhere)
     assert MASTER not in cookie["value"] and len(cookie["value"]) >= 40
     assert all(MASTER not in r["url"] for r in page("requests"))
     # The script cannot read the cookie (HttpOnly).
@@ -124,8 +131,12 @@ def test_live_figures_change_after_requests(page: Browser, dash: Gateway) -> Non
     # A rate-limit rejection (a key allowed one request a minute, asked twice) reaches the panel.
     rejections = int(page.text("#v-rejections").replace(",", ""))
     admin = {"Authorization": f"Bearer {MASTER}"}
-    key = httpx.post(dash.base_url + "/admin/keys", json={"name": "one-a-minute", "rpm": 1, "max_concurrent": None,
-                                                          "daily_tokens": None}, headers=admin, timeout=10).json()
+    key = httpx.post(
+        dash.base_url + "/admin/keys",
+        json={"name": "one-a-minute", "rpm": 1, "max_concurrent": None, "daily_tokens": None},
+        headers=admin,
+        timeout=10,
+    ).json()
     limited = dash.client(key["key"])
     limited.chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": "one"}])
     with pytest.raises(openai.RateLimitError):
@@ -153,10 +164,14 @@ def test_create_and_revoke_a_key(page: Browser, dash: Gateway) -> None:
 
     # The secret works on /v1 and shows up in today's usage.
     answer = dash.client(secret).chat.completions.create(
-        model="decopy-deepseek-v3", messages=[{"role": "user", "content": "hello from a team key"}])
+        model="decopy-deepseek-v3", messages=[{"role": "user", "content": "hello from a team key"}]
+    )
     assert answer.choices[0].message.content
-    key_id = page("eval", expr=f"[...document.querySelectorAll('#keys-table tbody tr')]"
-                                f".find(r => r.cells[0].innerText === {json.dumps(name)}).dataset.keyId")
+    key_id = page(
+        "eval",
+        expr=f"[...document.querySelectorAll('#keys-table tbody tr')]"
+        f".find(r => r.cells[0].innerText === {json.dumps(name)}).dataset.keyId",
+    )
     sel = f'#keys-table tr[data-key-id="{key_id}"]'
     wait_until(lambda: page.text(f"{sel} td:nth-child(6)") == "1", 20, "today's requests of the new key")
 
@@ -165,8 +180,9 @@ def test_create_and_revoke_a_key(page: Browser, dash: Gateway) -> None:
     page("click", sel=f"{sel} button.revoke")
     page.wait_js(f"document.querySelector('{sel}') === null")
     with pytest.raises(openai.AuthenticationError):
-        dash.client(secret).chat.completions.create(model="decopy-deepseek-v3",
-                                                    messages=[{"role": "user", "content": "still there?"}])
+        dash.client(secret).chat.completions.create(
+            model="decopy-deepseek-v3", messages=[{"role": "user", "content": "still there?"}]
+        )
     listed = httpx.get(dash.base_url + "/admin/keys", headers={"Authorization": f"Bearer {MASTER}"}).json()
     assert key_id not in [k["id"] for k in listed["data"]]
 

@@ -49,8 +49,9 @@ def session_cookie(resp: httpx.Response) -> str:
     return match.group(1)
 
 
-def call(dash: Gateway, method: str, path: str, *, cookie: str | None = None, dashboard_header: bool = True,
-         **headers: str) -> httpx.Response:
+def call(
+    dash: Gateway, method: str, path: str, *, cookie: str | None = None, dashboard_header: bool = True, **headers: str
+) -> httpx.Response:
     if cookie is not None:
         headers["Cookie"] = f"decopy_dashboard={cookie}"
     if dashboard_header:
@@ -105,8 +106,12 @@ def test_login_through_a_tls_proxy_on_another_port(dash: Gateway) -> None:
 
 @pytest.mark.parametrize(("method", "path"), DATA_ENDPOINTS)
 def test_no_data_without_the_master_key_or_a_session(dash: Gateway, method: str, path: str) -> None:
-    for headers, cookie in [({}, None), ({"Authorization": "Bearer sk-wrong"}, None), ({}, "forged-session-id"),
-                            ({"Authorization": "Bearer sk-wrong"}, session_cookie(login(dash)))]:
+    for headers, cookie in [
+        ({}, None),
+        ({"Authorization": "Bearer sk-wrong"}, None),
+        ({}, "forged-session-id"),
+        ({"Authorization": "Bearer sk-wrong"}, session_cookie(login(dash))),
+    ]:
         resp = call(dash, method, path, cookie=cookie, **headers)
         assert resp.status_code == 401, (headers, cookie, resp.text)
         assert resp.json()["error"]["type"] == "authentication_error"
@@ -126,8 +131,12 @@ def test_cross_origin_changes_are_refused(dash: Gateway) -> None:
 
 def test_v1_does_not_take_the_cookie(dash: Gateway) -> None:
     session = session_cookie(login(dash))
-    resp = httpx.post(dash.v1 + "/chat/completions", json=CHAT, timeout=10,
-                      headers={"Cookie": f"decopy_dashboard={session}", "X-Dashboard": "1"})
+    resp = httpx.post(
+        dash.v1 + "/chat/completions",
+        json=CHAT,
+        timeout=10,
+        headers={"Cookie": f"decopy_dashboard={session}", "X-Dashboard": "1"},
+    )
     assert resp.status_code == 401
 
 

@@ -52,8 +52,9 @@ def set_default(sim_url: str, **fields: Any) -> None:
 
 
 def doctor(base_url: str, **env: str) -> dict[str, Any]:
-    settings = Settings.from_env({"DECOPY_BASE_URL": base_url, "UPSTREAM_READ_TIMEOUT": "1",
-                                  "UPSTREAM_CONNECT_TIMEOUT": "2", **env})
+    settings = Settings.from_env(
+        {"DECOPY_BASE_URL": base_url, "UPSTREAM_READ_TIMEOUT": "1", "UPSTREAM_CONNECT_TIMEOUT": "2", **env}
+    )
     return run_doctor(settings, source="test").to_json()
 
 
@@ -111,10 +112,12 @@ KNOBS = [
 ]
 
 
-@pytest.mark.parametrize(("knob", "step", "kind", "status", "words"), KNOBS,
-                         ids=[json.dumps(k[0], separators=(",", ":")) for k in KNOBS])
-def test_each_failure_is_named_at_its_step(sim: str, knob: dict[str, Any], step: str, kind: str,
-                                           status: int | None, words: str) -> None:
+@pytest.mark.parametrize(
+    ("knob", "step", "kind", "status", "words"), KNOBS, ids=[json.dumps(k[0], separators=(",", ":")) for k in KNOBS]
+)
+def test_each_failure_is_named_at_its_step(
+    sim: str, knob: dict[str, Any], step: str, kind: str, status: int | None, words: str
+) -> None:
     set_default(sim, **knob)
     report = doctor(sim)
     assert report["ok"] is False
@@ -125,7 +128,7 @@ def test_each_failure_is_named_at_its_step(sim: str, knob: dict[str, Any], step:
     assert report["summary"].startswith(f"FAILED at {step}: ")
     # Every step before the failed one passed (tls: skipped for http), every step after it did not run.
     order = [s["step"] for s in report["steps"]]
-    before, after = order[: order.index(step)], order[order.index(step) + 1:]
+    before, after = order[: order.index(step)], order[order.index(step) + 1 :]
     assert all(steps(report)[n]["status"] in ("ok", "skip") for n in before)
     assert [steps(report)[n]["status"] for n in after] == ["skip"] * len(after)
     assert all(steps(report)[n]["verdict"] == f"not run: {step} failed" for n in after)
@@ -192,13 +195,35 @@ def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     """The simulator over https with a self-signed certificate for 127.0.0.1: (URL, certificate file)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     stack = Stack()
     try:
-        proc = stack.spawn("sim-tls", [sys.executable, "-m", "tests.decopy_sim", "--port", "0",
-                                       "--certfile", str(cert), "--keyfile", str(key)])
+        proc = stack.spawn(
+            "sim-tls",
+            [sys.executable, "-m", "tests.decopy_sim", "--port", "0", "--certfile", str(cert), "--keyfile", str(key)],
+        )
         url: list[str] = []
 
         def ready() -> bool:
@@ -211,8 +236,9 @@ def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         stack.stop()
 
 
-def test_tls_checked_against_the_trusted_certificates(tls_sim: tuple[str, str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tls_checked_against_the_trusted_certificates(
+    tls_sim: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, cert = tls_sim
     assert url.startswith("https://127.0.0.1:")
     report = doctor(url)  # requests' trust store (certifi) does not know this self-signed certificate
@@ -221,8 +247,10 @@ def test_tls_checked_against_the_trusted_certificates(tls_sim: tuple[str, str],
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)  # what requests itself honours, so the doctor does too
     report = doctor(url)
     assert report["ok"] is True, report["summary"]
-    assert re.match(r"TLSv1\.[23], certificate for 127\.0\.0\.1 by 127\.0\.0\.1, valid until .+ \(direct\)$",
-                    steps(report)["tls"]["verdict"])
+    assert re.match(
+        r"TLSv1\.[23], certificate for 127\.0\.0\.1 by 127\.0\.0\.1, valid until .+ \(direct\)$",
+        steps(report)["tls"]["verdict"],
+    )
 
 
 @pytest.fixture
@@ -251,8 +279,9 @@ def test_through_a_proxy_only_the_proxy_resolves_the_upstream(sim: str, proxy: P
         assert proxy.socks_connects >= 1
 
 
-def test_https_upstream_through_a_connect_tunnel(tls_sim: tuple[str, str], proxy: Proxy,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_https_upstream_through_a_connect_tunnel(
+    tls_sim: tuple[str, str], proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, cert = tls_sim
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
     report = doctor(url, DECOPY_PROXY=proxy.url())
@@ -264,8 +293,14 @@ def test_https_upstream_through_a_connect_tunnel(tls_sim: tuple[str, str], proxy
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", "doctor", *args], cwd=ROOT, env={
-        "PATH": "/usr/bin:/bin", "UPSTREAM_READ_TIMEOUT": "2", **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "doctor", *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "UPSTREAM_READ_TIMEOUT": "2", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_prints_one_line_per_step_and_exits_0(stack: tuple[str, str], sim: str) -> None:

@@ -47,10 +47,17 @@ def proxied_gateway(make_gateway: Callable[..., Gateway], proxy_setting: str) ->
     return gw
 
 
-@pytest.mark.parametrize("value", [
-    "ftp://127.0.0.1:21", "127.0.0.1:3128", "http://", "socks5://proxy:notaport", "http://proxy:3128/path",
-    "http://ok:1,socks9://bad:2",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ftp://127.0.0.1:21",
+        "127.0.0.1:3128",
+        "http://",
+        "socks5://proxy:notaport",
+        "http://proxy:3128/path",
+        "http://ok:1,socks9://bad:2",
+    ],
+)
 def test_malformed_proxy_urls_are_refused_at_start(value: str) -> None:
     with pytest.raises(ConfigError, match="DECOPY_PROXY"):
         Settings.from_env({"DECOPY_PROXY": value})
@@ -60,8 +67,9 @@ def test_worker_refuses_to_start_with_a_bad_proxy_and_hides_its_password() -> No
     import os
 
     env = {**os.environ, "DECOPY_PROXY": "socks5://user:hunter2@proxy:99999"}
-    result = subprocess.run([sys.executable, "-m", "worker"], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "DECOPY_PROXY" in result.stderr and "hunter2" not in result.stderr
 
@@ -71,8 +79,9 @@ def test_valid_proxy_lists_are_accepted() -> None:
     assert settings.decopy_proxy.count(",") == 3
 
 
-def test_upstream_traffic_spreads_over_two_http_proxies(make_gateway: Callable[..., Gateway],
-                                                        make_proxy: Callable[[str], Proxy], tag: str) -> None:
+def test_upstream_traffic_spreads_over_two_http_proxies(
+    make_gateway: Callable[..., Gateway], make_proxy: Callable[[str], Proxy], tag: str
+) -> None:
     one, two = make_proxy("one"), make_proxy("two")
     gw = proxied_gateway(make_gateway, f"{one.url()},{two.url()}")
     client = gw.client()
@@ -80,8 +89,9 @@ def test_upstream_traffic_spreads_over_two_http_proxies(make_gateway: Callable[.
     def ask(i: int) -> str:
         # first_ms keeps the four calls in flight together, so the worker opens four sessions
         resp = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": f"{tag}-{i} " + directive(reply=[f"r{i}"],
-                                                                                          first_ms=1000)}])
+            model=MODEL,
+            messages=[{"role": "user", "content": f"{tag}-{i} " + directive(reply=[f"r{i}"], first_ms=1000)}],
+        )
         return resp.choices[0].message.content or ""
 
     with ThreadPoolExecutor(4) as pool:
@@ -96,12 +106,14 @@ def test_upstream_traffic_spreads_over_two_http_proxies(make_gateway: Callable[.
     assert one.http_requests >= 2 and two.http_requests >= 2
 
 
-def test_upstream_traffic_through_a_socks5_proxy(make_gateway: Callable[..., Gateway],
-                                                 make_proxy: Callable[[str], Proxy], tag: str) -> None:
+def test_upstream_traffic_through_a_socks5_proxy(
+    make_gateway: Callable[..., Gateway], make_proxy: Callable[[str], Proxy], tag: str
+) -> None:
     socks = make_proxy("socks")
     gw = proxied_gateway(make_gateway, socks.url("socks5h"))  # socks5h: the proxy resolves the host name
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=[{"role": "user", "content": f"{tag} " + directive(reply=["via ", "socks"])}])
+        model=MODEL, stream=True, messages=[{"role": "user", "content": f"{tag} " + directive(reply=["via ", "socks"])}]
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "via socks"
     assert socks.socks_connects >= 1 and socks.http_requests == 0
     kinds = sorted(e["kind"] for e in gw.sim_entries(tag) if e["kind"] == "create")

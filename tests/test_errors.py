@@ -18,14 +18,17 @@ def test_malformed_json_is_400(gateway: Gateway) -> None:
     assert err["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": "decopy-deepseek-v3"}, "messages"),
-    ({"model": "decopy-deepseek-v3", "messages": []}, "messages"),
-    ({"model": "decopy-deepseek-v3", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-    ({"model": "decopy-deepseek-v3", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-    ({"model": "decopy-deepseek-v3", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}, "stream"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "decopy-deepseek-v3"}, "messages"),
+        ({"model": "decopy-deepseek-v3", "messages": []}, "messages"),
+        ({"model": "decopy-deepseek-v3", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": "decopy-deepseek-v3", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"model": "decopy-deepseek-v3", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}, "stream"),
+    ],
+)
 def test_bad_fields_are_400_naming_the_param(gateway: Gateway, body: dict[str, object], param: str) -> None:
     with gateway.http() as http:
         resp = http.post("/v1/chat/completions", json=body)
@@ -67,7 +70,8 @@ def test_upstream_failure_before_text_is_an_http_error(gateway: Gateway, tag: st
     content = f"{tag} " + directive(create_fail="500")
     with pytest.raises(openai.InternalServerError) as exc:
         gateway.client().chat.completions.create(
-            model="decopy-deepseek-v3", stream=True, messages=[{"role": "user", "content": content}])
+            model="decopy-deepseek-v3", stream=True, messages=[{"role": "user", "content": content}]
+        )
     assert exc.value.status_code == 502
     assert "HTTP 500" in exc.value.message
     # retried: 1 + UPSTREAM_RETRIES (3) attempts
@@ -77,7 +81,8 @@ def test_upstream_failure_before_text_is_an_http_error(gateway: Gateway, tag: st
 def test_truncated_upstream_stream_raises_in_sdk(gateway: Gateway, tag: str) -> None:
     content = f"{tag} " + directive(reply=["one ", "two ", "three ", "four"], stream_fail="truncate", truncate_after=2)
     stream = gateway.client().chat.completions.create(
-        model="decopy-deepseek-v3", stream=True, messages=[{"role": "user", "content": content}])
+        model="decopy-deepseek-v3", stream=True, messages=[{"role": "user", "content": content}]
+    )
     seen = []
     with pytest.raises(openai.APIError) as exc:
         for chunk in stream:
@@ -92,7 +97,9 @@ def test_truncated_upstream_stream_raises_in_sdk(gateway: Gateway, tag: str) -> 
 def test_truncated_upstream_whole_answer_is_error(gateway: Gateway, tag: str) -> None:
     content = f"{tag} " + directive(reply=["one ", "two ", "three"], stream_fail="truncate", truncate_after=1)
     with pytest.raises(openai.APIStatusError) as exc:
-        gateway.client().chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": content}])
+        gateway.client().chat.completions.create(
+            model="decopy-deepseek-v3", messages=[{"role": "user", "content": content}]
+        )
     assert exc.value.status_code == 502
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from api.__main__ import is_loopback
-from api.limits import duration
+from api.tenancy.limits import duration
 from devtools.procs import ROOT, free_port, http_ok, wait_for
 from shared.tokens import estimate_tokens
 from tests.conftest import Cluster, Gateway, assert_openai_error, directive, start_cluster, wait_until
@@ -46,8 +46,9 @@ def new_key(cluster: Cluster, **fields: Any) -> tuple[str, str]:
 
 
 def chat(http: httpx.Client, content: str, **extra: Any) -> httpx.Response:
-    return http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": content}],
-                                                   **extra})
+    return http.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
+    )
 
 
 def usage_of(cluster: Cluster, key_id: str, replica: int = 0) -> dict[str, dict[str, int]]:
@@ -73,7 +74,11 @@ def test_admin_keys_api_shapes(cluster: Cluster) -> None:
         assert set(created) == {"id", "key", "name", "rpm", "max_concurrent", "daily_tokens", "created"}
         assert created["key"].startswith("sk-") and len(created["key"]) == 51
         assert (created["name"], created["rpm"], created["max_concurrent"], created["daily_tokens"]) == (
-            "research", 60, None, None)
+            "research",
+            60,
+            None,
+            None,
+        )
         assert abs(created["created"] - time.time()) < 120
 
     with cluster.admin(1) as admin:  # the other replica sees it at once
@@ -82,8 +87,15 @@ def test_admin_keys_api_shapes(cluster: Cluster) -> None:
     body = listing.json()
     assert body["object"] == "list"
     (row,) = [k for k in body["data"] if k["id"] == created["id"]]
-    assert row == {"id": created["id"], "name": "research", "rpm": 60, "max_concurrent": None, "daily_tokens": None,
-                   "created": created["created"], "usage_today": counters()}
+    assert row == {
+        "id": created["id"],
+        "name": "research",
+        "rpm": 60,
+        "max_concurrent": None,
+        "daily_tokens": None,
+        "created": created["created"],
+        "usage_today": counters(),
+    }
     assert created["key"] not in listing.text
 
     with cluster.admin(1) as admin:
@@ -93,20 +105,23 @@ def test_admin_keys_api_shapes(cluster: Cluster) -> None:
         assert created["id"] not in admin.get("/admin/keys").text
 
 
-@pytest.mark.parametrize("body, param", [
-    ({}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "   "}, "name"),
-    ({"name": 5}, "name"),
-    ({"name": "x", "rpm": 0}, "rpm"),
-    ({"name": "x", "rpm": -3}, "rpm"),
-    ({"name": "x", "rpm": "10"}, "rpm"),
-    ({"name": "x", "rpm": 1.5}, "rpm"),
-    ({"name": "x", "max_concurrent": True}, "max_concurrent"),
-    ({"name": "x", "daily_tokens": 0}, "daily_tokens"),
-    ({"name": "x", "tpm": 10}, "tpm"),
-    ([{"name": "x"}], None),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": 5}, "name"),
+        ({"name": "x", "rpm": 0}, "rpm"),
+        ({"name": "x", "rpm": -3}, "rpm"),
+        ({"name": "x", "rpm": "10"}, "rpm"),
+        ({"name": "x", "rpm": 1.5}, "rpm"),
+        ({"name": "x", "max_concurrent": True}, "max_concurrent"),
+        ({"name": "x", "daily_tokens": 0}, "daily_tokens"),
+        ({"name": "x", "tpm": 10}, "tpm"),
+        ([{"name": "x"}], None),
+    ],
+)
 def test_admin_bad_bodies_are_400_and_create_nothing(cluster: Cluster, body: Any, param: str | None) -> None:
     with cluster.admin() as admin:
         before = admin.get("/admin/keys").json()["data"]
@@ -125,10 +140,15 @@ def test_admin_errors_are_openai_shaped(cluster: Cluster) -> None:
         assert_openai_error(team.get("/admin/keys"), 401)
         assert_openai_error(team.delete(f"/admin/keys/{key_id}"), 401)
     with cluster.admin(1) as admin:
-        assert_openai_error(admin.post("/admin/keys", content=b'{"name": ', headers={"content-type": "application/json"}),
-                            400, "invalid_json")
-        assert_openai_error(admin.post("/admin/keys", content=b"name=x",
-                                       headers={"content-type": "application/x-www-form-urlencoded"}), 415)
+        assert_openai_error(
+            admin.post("/admin/keys", content=b'{"name": ', headers={"content-type": "application/json"}),
+            400,
+            "invalid_json",
+        )
+        assert_openai_error(
+            admin.post("/admin/keys", content=b"name=x", headers={"content-type": "application/x-www-form-urlencoded"}),
+            415,
+        )
         assert_openai_error(admin.delete("/admin/keys/key_doesnotexist"), 404, "key_not_found")
         assert_openai_error(admin.put("/admin/keys"), 405)
         assert_openai_error(admin.get("/admin/nothing"), 404)
@@ -155,7 +175,7 @@ def test_rpm_holds_across_replicas(cluster: Cluster, tag: str) -> None:
                 resp = chat((a, b)[i % 2], f"{tag} {i}", stream=True, stream_options={"include_usage": True})
                 assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
                 last = [ln for ln in resp.text.splitlines() if ln.startswith("data: {")][-1]
-                completion_tokens += json.loads(last[len("data: "):])["usage"]["completion_tokens"]
+                completion_tokens += json.loads(last[len("data: ") :])["usage"]["completion_tokens"]
             else:
                 resp = chat((a, b)[i % 2], f"{tag} {i}")
                 assert resp.status_code == 200, resp.text
@@ -177,13 +197,19 @@ def test_rpm_holds_across_replicas(cluster: Cluster, tag: str) -> None:
     sent = [e for e in cluster.sim_log() if tag in (e.get("entertext") or "") and e["kind"] == "create"]
     assert len(sent) == 10  # the refused ones never reached the upstream
     assert usage_of(cluster, key_id)["today"] == counters(
-        requests=10, rejections=5, prompt_tokens=sum(estimate_tokens(f"{tag} {i}") for i in range(10)),
-        completion_tokens=completion_tokens)
+        requests=10,
+        rejections=5,
+        prompt_tokens=sum(estimate_tokens(f"{tag} {i}") for i in range(10)),
+        completion_tokens=completion_tokens,
+    )
     # the same rejections in the metrics: per replica on /metrics, cluster-wide in /admin/stats
     for replica, expected in ((0, 3), (1, 2)):
         page = httpx.get(cluster.bases[replica] + "/metrics", timeout=10).text
-        lines = [ln for ln in page.splitlines()
-                 if ln.startswith("decopy_rate_limit_rejections_total{") and f'key="{tag}"' in ln]
+        lines = [
+            ln
+            for ln in page.splitlines()
+            if ln.startswith("decopy_rate_limit_rejections_total{") and f'key="{tag}"' in ln
+        ]
         assert sum(float(ln.rsplit(" ", 1)[1]) for ln in lines) == expected, lines
     wait_until(lambda: rejections_in_stats(cluster) >= rejections_before + 5, 15, "rejections in /admin/stats")
 
@@ -262,7 +288,9 @@ def test_daily_tokens_across_replicas(cluster: Cluster, tag: str) -> None:
         assert first.status_code == 200
         assert first.json()["usage"] == {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
         assert (first.headers["x-ratelimit-limit-tokens"], first.headers["x-ratelimit-remaining-tokens"]) == (
-            str(budget), str(budget))
+            str(budget),
+            str(budget),
+        )
         second = chat(b, prompt)
         assert second.status_code == 200
         assert second.headers["x-ratelimit-remaining-tokens"] == str(budget - p - c)
@@ -274,8 +302,9 @@ def test_daily_tokens_across_replicas(cluster: Cluster, tag: str) -> None:
             assert resp.headers["x-ratelimit-reset-tokens"].endswith("s")
             assert 1 <= int(resp.headers["retry-after"]) <= 86400
             assert "x-ratelimit-limit-requests" not in resp.headers  # no rpm on this key
-    assert usage_of(cluster, key_id)["today"] == counters(requests=2, rejections=2, prompt_tokens=2 * p,
-                                                          completion_tokens=2 * c)
+    assert usage_of(cluster, key_id)["today"] == counters(
+        requests=2, rejections=2, prompt_tokens=2 * p, completion_tokens=2 * c
+    )
 
 
 def test_prompt_larger_than_the_days_budget_is_refused(cluster: Cluster, tag: str) -> None:
@@ -290,8 +319,11 @@ def test_prompt_larger_than_the_days_budget_is_refused(cluster: Cluster, tag: st
         assert ok.headers["x-ratelimit-remaining-requests"] == "4"  # ...and given back: the refusal cost nothing
     assert not [e for e in cluster.sim_log() if tag in (e.get("entertext") or "")]
     assert usage_of(cluster, key_id)["today"] == counters(
-        requests=1, rejections=1, prompt_tokens=estimate_tokens("hi " + directive(reply=["fine"])),
-        completion_tokens=estimate_tokens("fine"))
+        requests=1,
+        rejections=1,
+        prompt_tokens=estimate_tokens("hi " + directive(reply=["fine"])),
+        completion_tokens=estimate_tokens("fine"),
+    )
 
 
 def test_revocation_takes_effect_on_every_replica(cluster: Cluster) -> None:
@@ -313,14 +345,18 @@ def test_usage_figures_match_what_was_sent(cluster: Cluster, tag: str) -> None:
 
     for client, reply in ((a, ["Hello", " there"]), (b, ["中文", "回答"])):  # two whole answers
         resp = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": f"{tag} " + directive(reply=reply)}])
+            model=MODEL, messages=[{"role": "user", "content": f"{tag} " + directive(reply=reply)}]
+        )
         assert resp.usage is not None
         prompt_tokens += resp.usage.prompt_tokens
         completion_tokens += resp.usage.completion_tokens
 
     stream = b.chat.completions.create(  # a streamed answer, its usage reported by the stream itself
-        model=MODEL, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": f"{tag} " + directive(reply=["one ", "two ", "three"])}])
+        model=MODEL,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": f"{tag} " + directive(reply=["one ", "two ", "three"])}],
+    )
     final = [c.usage for c in stream if c.usage is not None]
     prompt_tokens += final[0].prompt_tokens
     completion_tokens += final[0].completion_tokens
@@ -346,8 +382,9 @@ def test_usage_figures_match_what_was_sent(cluster: Cluster, tag: str) -> None:
     with pytest.raises(openai.RateLimitError):  # the 7th request in the minute
         b.models.list()
 
-    expected = counters(requests=6, errors=3, rejections=1, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens)
+    expected = counters(
+        requests=6, errors=3, rejections=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
     for replica in (0, 1):
         assert usage_of(cluster, key_id, replica) == {"today": expected, "total": expected}
     with cluster.admin(1) as admin:
@@ -479,7 +516,17 @@ def test_redis_down_during_auth_is_503(make_gateway: Callable[..., Gateway]) -> 
 
 def test_reset_durations_are_written_like_openai() -> None:
     assert [duration(s) for s in (0, 0.02, 0.9994, 1, 6, 42.5, 60, 90.25, 3600, 7322)] == [
-        "0ms", "20ms", "999ms", "1s", "6s", "42.5s", "1m0s", "1m30.25s", "1h0m0s", "2h2m2s"]
+        "0ms",
+        "20ms",
+        "999ms",
+        "1s",
+        "6s",
+        "42.5s",
+        "1m0s",
+        "1m30.25s",
+        "1h0m0s",
+        "2h2m2s",
+    ]
 
 
 def test_is_loopback() -> None:
@@ -498,14 +545,26 @@ def _api_env(**env: str) -> dict[str, str]:
 
 def test_open_gateway_refused_on_a_public_address() -> None:
     port = str(free_port())
-    refused = subprocess.run([sys.executable, "-m", "api"], env=_api_env(API_HOST="0.0.0.0", API_PORT=port),
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "api"],
+        env=_api_env(API_HOST="0.0.0.0", API_PORT=port),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "API_MASTER_KEY" in lines[0] and "API_ALLOW_OPEN" in lines[0]
     assert not port_listening(int(port))
-    refused = subprocess.run([sys.executable, "-m", "api", "serve"], cwd=ROOT, capture_output=True, text=True,
-                             env=_api_env(API_HOST="0.0.0.0", API_PORT=port, API_ALLOW_OPEN="false"), timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "api", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_api_env(API_HOST="0.0.0.0", API_PORT=port, API_ALLOW_OPEN="false"),
+        timeout=60,
+    )
     assert refused.returncode == 2
 
 
@@ -515,10 +574,13 @@ def port_listening(port: int) -> bool:
 
 def test_open_gateway_allowed_on_purpose(cluster: Cluster) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env=_api_env(API_HOST="0.0.0.0", API_PORT=str(port), API_ALLOW_OPEN="true",
-                                         REDIS_URL=cluster.redis_url))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_api_env(API_HOST="0.0.0.0", API_PORT=str(port), API_ALLOW_OPEN="true", REDIS_URL=cluster.redis_url),
+    )
     try:
         wait_for(lambda: port_listening(port), 30, "open api", proc)
     finally:
@@ -527,8 +589,14 @@ def test_open_gateway_allowed_on_purpose(cluster: Cluster) -> None:
 
 
 def run_cli(cluster: Cluster, *args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env=_api_env(REDIS_URL=redis_url or cluster.redis_url))
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_api_env(REDIS_URL=redis_url or cluster.redis_url),
+    )
 
 
 def test_cli_manages_the_same_keys(cluster: Cluster) -> None:
@@ -536,7 +604,11 @@ def test_cli_manages_the_same_keys(cluster: Cluster) -> None:
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert (created["name"], created["rpm"], created["max_concurrent"], created["daily_tokens"]) == (
-        "from-cli", 3, None, 5000)
+        "from-cli",
+        3,
+        None,
+        5000,
+    )
     secret = created["key"]
     with cluster.http(1, secret) as b:  # the API honours it, with its limits
         resp = b.get("/v1/models")
@@ -568,8 +640,13 @@ def test_cli_manages_the_same_keys(cluster: Cluster) -> None:
 
 def test_cli_bad_arguments_exit_2_and_change_nothing(cluster: Cluster) -> None:
     before = run_cli(cluster, "keys", "list", "--json").stdout
-    for args in (("keys", "create", "--name", "x", "--rpm", "0"), ("keys", "create", "--name", ""),
-                 ("keys", "create", "--name", "x", "--rpm", "many"), ("keys", "create"), ("keys", "frobnicate")):
+    for args in (
+        ("keys", "create", "--name", "x", "--rpm", "0"),
+        ("keys", "create", "--name", ""),
+        ("keys", "create", "--name", "x", "--rpm", "many"),
+        ("keys", "create"),
+        ("keys", "frobnicate"),
+    ):
         result = run_cli(cluster, *args)
         assert result.returncode == 2 and result.stderr.strip(), args
     assert run_cli(cluster, "keys", "list", "--json").stdout == before

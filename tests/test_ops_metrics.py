@@ -60,7 +60,8 @@ def _stats(base_url: str) -> dict[str, Any]:
 
 
 def test_pod_metrics_count_each_request_once_whichever_uvicorn_process_answers(
-        cluster: tuple[Gateway, Proc, str]) -> None:
+    cluster: tuple[Gateway, Proc, str],
+) -> None:
     gw, _, replica_url = cluster
     before = _stats(gw.base_url)["requests_total"]
     n = 12
@@ -88,7 +89,8 @@ def test_pod_metrics_count_each_request_once_whichever_uvicorn_process_answers(
 
 
 def test_cluster_metrics_and_stats_show_workers_jobs_and_upstream_errors(
-        cluster: tuple[Gateway, Proc, str], tag: str) -> None:
+    cluster: tuple[Gateway, Proc, str], tag: str
+) -> None:
     gw, _, replica_url = cluster
     errors_before = _stats(gw.base_url)["upstream_errors"]
     page = fresh_get(replica_url, "/metrics/cluster").text
@@ -106,8 +108,11 @@ def test_cluster_metrics_and_stats_show_workers_jobs_and_upstream_errors(
     def cluster_page() -> str:
         return fresh_get(replica_url, "/metrics/cluster").text
 
-    wait_until(lambda: total(cluster_page(), "decopy_jobs_total", outcome="failed") == failed_before + 1, 20,
-               "the failed job on /metrics/cluster")
+    wait_until(
+        lambda: total(cluster_page(), "decopy_jobs_total", outcome="failed") == failed_before + 1,
+        20,
+        "the failed job on /metrics/cluster",
+    )
     page = cluster_page()
     assert total(page, "decopy_jobs_total", outcome="completed") == completed_before + 2
     assert len(label_values(page, "decopy_jobs_running", "process")) == 2  # both workers
@@ -119,13 +124,11 @@ def test_cluster_metrics_and_stats_show_workers_jobs_and_upstream_errors(
         return {k: now[k] - errors_before[k] for k in now}
 
     wait_until(lambda: grew()["http"] == tries, 20, "upstream errors in the stats")
-    assert grew() == {"cloudflare": 1, "rate_limited": 1, "http": tries, "protocol": 0, "timeout": 0,
-                      "connection": 0}
+    assert grew() == {"cloudflare": 1, "rate_limited": 1, "http": tries, "protocol": 0, "timeout": 0, "connection": 0}
     assert total(page, "decopy_upstream_errors_total", kind="cloudflare") >= 1
 
 
-def test_rate_limit_rejections_counted_in_another_process_reach_the_stats(
-        cluster: tuple[Gateway, Proc, str]) -> None:
+def test_rate_limit_rejections_counted_in_another_process_reach_the_stats(cluster: tuple[Gateway, Proc, str]) -> None:
     gw, _, replica_url = cluster
 
     async def as_an_api_process() -> tuple[int, int]:
@@ -151,16 +154,25 @@ def test_admin_stats_shape_and_a_killed_worker(cluster: tuple[Gateway, Proc, str
     gw, _, _ = cluster
     assert _chat(gw.base_url, "for the figures").status_code == 200
     stats = wait_until(lambda: (s := _stats(gw.base_url))["ttft_p50_ms"] is not None and s, 10, "a TTFT")
-    assert set(stats) == {"time", "requests_per_second", "requests_total", "ttft_p50_ms", "ttft_p99_ms",
-                          "streams_in_flight", "queue_depth", "workers", "upstream_errors",
-                          "rate_limit_rejections", "history"}
+    assert set(stats) == {
+        "time",
+        "requests_per_second",
+        "requests_total",
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "streams_in_flight",
+        "queue_depth",
+        "workers",
+        "upstream_errors",
+        "rate_limit_rejections",
+        "history",
+    }
     assert abs(stats["time"] - time.time()) < 60
     assert stats["requests_per_second"] > 0  # the earlier tests' requests, within the last 60 s
     assert isinstance(stats["ttft_p50_ms"], float) and isinstance(stats["ttft_p99_ms"], float)
     assert 0 < stats["ttft_p50_ms"] <= stats["ttft_p99_ms"]
     assert isinstance(stats["streams_in_flight"], int) and isinstance(stats["queue_depth"], int)
-    assert set(stats["upstream_errors"]) == {"cloudflare", "rate_limited", "http", "protocol", "timeout",
-                                             "connection"}
+    assert set(stats["upstream_errors"]) == {"cloudflare", "rate_limited", "http", "protocol", "timeout", "connection"}
     alive_ids = {f"{os.uname().nodename}-{w.pid}" for w in gw.workers}
     assert {w["id"] for w in stats["workers"]} == alive_ids
     for w in stats["workers"]:
@@ -169,8 +181,16 @@ def test_admin_stats_shape_and_a_killed_worker(cluster: tuple[Gateway, Proc, str
     # history: one point per 10-s slot, oldest first, with the contract's fields
     stats = wait_until(lambda: (s := _stats(gw.base_url))["history"] and s, 25, "a history point")
     point = stats["history"][-1]
-    assert set(point) == {"t", "rps", "ttft_p50_ms", "ttft_p99_ms", "streams_in_flight", "queue_depth",
-                          "upstream_errors", "rate_limit_rejections"}
+    assert set(point) == {
+        "t",
+        "rps",
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "streams_in_flight",
+        "queue_depth",
+        "upstream_errors",
+        "rate_limit_rejections",
+    }
     assert point["t"] % 10 == 0
     assert [p["t"] for p in stats["history"]] == sorted(p["t"] for p in stats["history"])
 
@@ -190,8 +210,12 @@ def test_streams_in_flight_counts_open_streams(make_gateway: Callable[..., Gatew
     gw.api_key = MASTER
     slow = f"{tag}\n" + directive(n=20, interval_ms=100)
     client = gw.client()
-    streams = [client.chat.completions.create(model="decopy-deepseek-v3", stream=True,
-                                              messages=[{"role": "user", "content": slow}]) for _ in range(3)]
+    streams = [
+        client.chat.completions.create(
+            model="decopy-deepseek-v3", stream=True, messages=[{"role": "user", "content": slow}]
+        )
+        for _ in range(3)
+    ]
     try:
         for s in streams:  # each has started
             next(iter(s))

@@ -35,8 +35,9 @@ class FakeApi:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("decopy_requests", "r", ["route", "status", "model"], registry=self.registry)
-        self.ttft = Histogram("decopy_time_to_first_token_seconds", "t", ["model"], buckets=TTFT_BUCKETS,
-                              registry=self.registry)
+        self.ttft = Histogram(
+            "decopy_time_to_first_token_seconds", "t", ["model"], buckets=TTFT_BUCKETS, registry=self.registry
+        )
         self.streams = Gauge("decopy_streams_in_flight", "s", registry=self.registry)
         self.rejections = Counter("decopy_rate_limit_rejections", "x", ["key"], registry=self.registry)
 

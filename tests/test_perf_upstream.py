@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from worker.upstream.decopy import freeze_environment
+from worker.upstream.decopy.client import freeze_environment
 
 URL = "https://api.decopy.ai"
 
@@ -22,15 +22,26 @@ ENVIRONMENTS = [
 def _effective(session: requests.Session) -> dict[str, object]:
     """What one request of ``session`` to URL would use (requests' own merge)."""
     settings = session.merge_environment_settings(URL + "/api/x", dict(session.proxies), None, session.verify, None)
-    proxies = requests.utils.resolve_proxies(requests.Request("GET", URL).prepare(), settings["proxies"],
-                                             session.trust_env)
+    proxies = requests.utils.resolve_proxies(
+        requests.Request("GET", URL).prepare(), settings["proxies"], session.trust_env
+    )
     return {"proxy": requests.utils.select_proxy(URL + "/api/x", proxies), "verify": settings["verify"]}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_frozen_session_uses_what_requests_would(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                 "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -55,7 +66,7 @@ def test_sessions_share_one_tls_context_set_up_as_cloudscraper_does() -> None:
     import cloudscraper
 
     from shared.settings import Settings
-    from worker.upstream.decopy import SessionPool
+    from worker.upstream.decopy.client import SessionPool
 
     pool = SessionPool(Settings())
     first, second = pool.acquire(), pool.acquire()  # two at once: two sessions
@@ -66,6 +77,9 @@ def test_sessions_share_one_tls_context_set_up_as_cloudscraper_does() -> None:
     reference = own.adapters["https://"].ssl_context
     assert [c["name"] for c in ctx.get_ciphers()] == [c["name"] for c in reference.get_ciphers()]
     assert (ctx.minimum_version, ctx.maximum_version, ctx.verify_mode) == (
-        reference.minimum_version, reference.maximum_version, reference.verify_mode)
+        reference.minimum_version,
+        reference.maximum_version,
+        reference.verify_mode,
+    )
     for session in (first, second, own):
         session.close()

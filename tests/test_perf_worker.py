@@ -1,6 +1,6 @@
 """[perf] The workers' one-round-trip poll claims exactly what arq's own poll would.
 
-``worker/arq_worker.py`` replaces arq's poll (a WATCH/EXISTS/ZSCORE round trip per queued or
+``worker/jobs/arq_worker.py`` replaces arq's poll (a WATCH/EXISTS/ZSCORE round trip per queued or
 running job) with one script that claims due jobs and reads the abort set. These prove that it
 still runs each job once, starts a job that waited for a free slot as soon as one frees (not at
 the next fallback poll) and aborts a job whose client went away.
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from redis.asyncio import Redis
-
 from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from arq.utils import timestamp_ms
+from redis.asyncio import Redis
+
 from shared import names
 from tests.conftest import Gateway, directive
 
@@ -26,10 +26,13 @@ def test_each_job_runs_once_across_workers(gateway: Gateway, tag: str) -> None:
     async def go() -> list[str]:
         client = gateway.aclient()
         try:
+
             async def one(i: int) -> str:
                 stream = await client.chat.completions.create(
-                    model="decopy-deepseek-v3", stream=True,
-                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=5, interval_ms=10)}])
+                    model="decopy-deepseek-v3",
+                    stream=True,
+                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=5, interval_ms=10)}],
+                )
                 return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
             return await asyncio.gather(*(one(i) for i in range(30)))
@@ -52,10 +55,12 @@ def test_queued_job_starts_when_a_slot_frees(make_gateway: Callable[..., Gateway
         client = gw.aclient()
         started = time.monotonic()
         try:
+
             async def one(i: int) -> float:
                 resp = await client.chat.completions.create(
                     model="decopy-deepseek-v3",
-                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=3, interval_ms=200)}])
+                    messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=3, interval_ms=200)}],
+                )
                 assert resp.choices[0].message.content == "tok0 tok1 tok2 "
                 return time.monotonic() - started
 
@@ -78,8 +83,10 @@ def test_withdrawn_job_is_aborted_by_its_worker(make_gateway: Callable[..., Gate
         redis = Redis.from_url(gw.redis_url)
         try:
             stream = await client.chat.completions.create(
-                model="decopy-deepseek-v3", stream=True,
-                messages=[{"role": "user", "content": f"{tag}\n" + directive(n=300, interval_ms=100)}])
+                model="decopy-deepseek-v3",
+                stream=True,
+                messages=[{"role": "user", "content": f"{tag}\n" + directive(n=300, interval_ms=100)}],
+            )
             got = ""
             with pytest.raises(openai.APIError) as raised:
                 async for chunk in stream:
@@ -104,7 +111,7 @@ def test_withdrawn_job_is_aborted_by_its_worker(make_gateway: Callable[..., Gate
 def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
     import arq.worker
 
-    import worker.arq_worker  # noqa: F401  (installs the replacement)
+    import worker.jobs.arq_worker  # noqa: F401  (installs the replacement)
 
     class Loud:
         def __repr__(self) -> str:
@@ -113,8 +120,9 @@ def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
     assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"
 
 
-def test_a_new_job_is_found_by_its_id_however_many_run_before_it(make_gateway: Callable[..., Gateway],
-                                                                 tag: str) -> None:
+def test_a_new_job_is_found_by_its_id_however_many_run_before_it(
+    make_gateway: Callable[..., Gateway], tag: str
+) -> None:
     """arq keeps running jobs in the queue, and arq's read of the queue looks at its oldest
     ``queue_read_limit`` entries only (here max(1 × 5, 100) = 100). With more jobs than that
     running across the pool, a new job was beyond what the read saw, and free slots stayed idle
@@ -134,9 +142,12 @@ def test_a_new_job_is_found_by_its_id_however_many_run_before_it(make_gateway: C
                 await pipe.execute()
             client = gw.aclient()
             try:
+
                 async def one(i: int) -> str:  # the second waits for the one slot: found by a read
-                    resp = await client.chat.completions.create(model="decopy-deepseek-v3", messages=[
-                        {"role": "user", "content": f"{tag}-{i}\n" + directive(n=2, interval_ms=100)}])
+                    resp = await client.chat.completions.create(
+                        model="decopy-deepseek-v3",
+                        messages=[{"role": "user", "content": f"{tag}-{i}\n" + directive(n=2, interval_ms=100)}],
+                    )
                     return resp.choices[0].message.content or ""
 
                 return await asyncio.wait_for(asyncio.gather(one(0), one(1)), 20)

@@ -19,14 +19,25 @@ import pytest
 from shared import messages, names
 from tests.conftest import Gateway, wait_until
 from tests.reliability_support import (
-    IN_PROGRESS, MODEL, body, creates, ended_stream, private_gateway, prompt, queued_ids, redis_of, streams,
-    user, worker_running,
+    IN_PROGRESS,
+    MODEL,
+    body,
+    creates,
+    ended_stream,
+    private_gateway,
+    prompt,
+    queued_ids,
+    redis_of,
+    streams,
+    user,
+    worker_running,
 )
 
 pytestmark = pytest.mark.slow
 
 
 # --- 1. The client goes away ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def one_slot() -> Iterator[Gateway]:
@@ -38,7 +49,8 @@ def one_slot() -> Iterator[Gateway]:
 def test_client_leaves_mid_stream(one_slot: Gateway, tag: str) -> None:
     gw = one_slot
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50)))  # ~20 s answer
+        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
+    )  # ~20 s answer
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break
@@ -64,7 +76,8 @@ def test_client_leaves_mid_stream(one_slot: Gateway, tag: str) -> None:
 def test_client_leaves_while_queued(one_slot: Gateway, tag: str, stream: bool) -> None:
     gw = one_slot
     busy = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(f"{tag}-busy", n=40, interval_ms=100)))  # holds the slot ~4 s
+        model=MODEL, stream=True, messages=user(prompt(f"{tag}-busy", n=40, interval_ms=100))
+    )  # holds the slot ~4 s
     pieces = iter(busy)
     next(pieces)
     with redis_of(gw) as r:
@@ -96,7 +109,8 @@ def test_api_killed_mid_stream_stops_the_upstream(make_gateway: object, tag: str
     """Nobody left to withdraw the job: the worker sees its messages reach no one and stops."""
     gw = make_gateway({}, workers=1)  # type: ignore[operator]
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50)))
+        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
+    )
     next(iter(stream))
     os.kill(gw.api_proc.pid, signal.SIGKILL)
     t_kill = time.time()
@@ -110,6 +124,7 @@ def test_api_killed_mid_stream_stops_the_upstream(make_gateway: object, tag: str
 
 # --- 2. A worker is killed ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def short_idle() -> Iterator[Gateway]:
     env = {"IDLE_TIMEOUT": "3", "WORKER_HEARTBEAT": "1"}
@@ -120,7 +135,8 @@ def short_idle() -> Iterator[Gateway]:
 def test_worker_killed_mid_stream(short_idle: Gateway, tag: str) -> None:
     gw = short_idle
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50)))
+        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
+    )
     text = ""
     for chunk in stream:
         text += chunk.choices[0].delta.content or "" if chunk.choices else ""
@@ -159,7 +175,8 @@ def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object,
     takes the job again: it must refuse it, without calling the upstream or publishing anything."""
     gw = make_gateway({"QUEUE_TIMEOUT": "120"}, workers=1)  # type: ignore[operator]
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50)))
+        model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
+    )
     next(iter(stream))
     with redis_of(gw) as r:
         (job_id,) = queued_ids(r)
@@ -245,9 +262,13 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
     with redis_of(gw) as r:
         (job_id,) = wait_until(lambda: queued_ids(r), 10, "job queued")
         channel = names.job_channel(job_id)
-        for msg in ({"seq": 0, "kind": "start", "worker": "w1"}, {"seq": 1, "kind": "delta", "text": "first "},
-                    {"seq": 0, "kind": "start", "worker": "w2"}, {"seq": 1, "kind": "delta", "text": "second "},
-                    {"seq": 2, "kind": "done", "finish_reason": "stop"}):
+        for msg in (
+            {"seq": 0, "kind": "start", "worker": "w1"},
+            {"seq": 1, "kind": "delta", "text": "first "},
+            {"seq": 0, "kind": "start", "worker": "w2"},
+            {"seq": 1, "kind": "delta", "text": "second "},
+            {"seq": 2, "kind": "done", "finish_reason": "stop"},
+        ):
             assert r.publish(channel, messages.encode(msg)) == 1  # type: ignore[arg-type]
         thread.join(15)
         assert result["text"] == "first "
@@ -257,6 +278,7 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
 
 
 # --- Regression: one job's cancel must not touch a connection another job uses ---
+
 
 def test_cancelled_job_spares_the_jobs_sharing_its_client() -> None:
     """Upstream calls share one client and its kept-alive connections. A job cancelled mid-answer
@@ -270,7 +292,7 @@ def test_cancelled_job_spares_the_jobs_sharing_its_client() -> None:
     from shared.messages import ChatJob
     from shared.settings import Settings
     from tests.conftest import directive
-    from worker.upstream.decopy import DecopyUpstream
+    from worker.upstream.decopy.client import DecopyUpstream
 
     def job(text: str) -> ChatJob:
         return {"request_id": "r", "model": MODEL, "upstream_model": "DeepSeek-V3", "prompt": text, "image": None}

@@ -20,16 +20,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
 from schemathesis.core.errors import LoaderError
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, negative_data_rejection, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
 )
 from starlette.routing import Route
 
-from api.openapi import ENDPOINTS, UI_PREFIX, build_document
-from api.app import create_app
+from api.http.app import create_app
+from api.http.openapi import ENDPOINTS, UI_PREFIX, build_document
 from shared.settings import DEFAULT_MODELS, Settings
-from schemathesis.checks import not_a_server_error
 from tests.conftest import Gateway, assert_openai_error
 from tests.reliability_support import MODEL, creates, private_gateway
 
@@ -47,11 +50,15 @@ def gw() -> Iterator[Gateway]:
         yield gw
 
 
-def _post(gw: Gateway, content: bytes, content_type: str = "application/json",
-          headers: dict[str, str] | None = None) -> httpx.Response:
+def _post(
+    gw: Gateway, content: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> httpx.Response:
     with httpx.Client(base_url=gw.base_url, timeout=30) as http:
-        return http.post(CHAT, content=content, headers={"Authorization": f"Bearer {KEY}",
-                                                         "Content-Type": content_type, **(headers or {})})
+        return http.post(
+            CHAT,
+            content=content,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": content_type, **(headers or {})},
+        )
 
 
 def _with(**changes: Any) -> bytes:
@@ -65,11 +72,23 @@ BAD_BODIES: list[tuple[str, bytes, str, int, str | None, str]] = [
     ("not-an-object", b"[1, 2, 3]", "application/json", 400, None, "JSON object"),
     ("json-null", b"null", "application/json", 400, None, "JSON object"),
     ("invalid-utf8", b'{"model": "\xff\xfe", "messages": []}', "application/json", 400, None, "UTF-8"),
-    ("lone-surrogate", _with(messages=[{"role": "user", "content": "x"}]).replace(b'"x"', b'"\\ud800"'),
-     "application/json", 400, None, "surrogate"),
+    (
+        "lone-surrogate",
+        _with(messages=[{"role": "user", "content": "x"}]).replace(b'"x"', b'"\\ud800"'),
+        "application/json",
+        400,
+        None,
+        "surrogate",
+    ),
     ("deeply-nested", b"[" * 5000 + b"]" * 5000, "application/json", 400, None, "not valid JSON"),
-    ("nested-in-a-field", _with(metadata=json.loads('{"a":' * 500 + "1" + "}" * 500)), "application/json", 200,
-     None, ""),
+    (
+        "nested-in-a-field",
+        _with(metadata=json.loads('{"a":' * 500 + "1" + "}" * 500)),
+        "application/json",
+        200,
+        None,
+        "",
+    ),
     ("xml", b"<chat/>", "application/xml", 415, None, "application/json"),
     ("form", b"model=x", "application/x-www-form-urlencoded", 415, None, "application/json"),
     ("model-not-a-string", _with(model=5), "application/json", 400, "model", "string"),
@@ -77,34 +96,78 @@ BAD_BODIES: list[tuple[str, bytes, str, int, str | None, str]] = [
     ("missing-messages", json.dumps({"model": MODEL}).encode(), "application/json", 400, "messages", "required"),
     ("empty-messages", _with(messages=[]), "application/json", 400, "messages", "at least 1"),
     ("message-not-an-object", _with(messages=["hi"]), "application/json", 400, "messages[0]", ""),
-    ("unknown-role", _with(messages=[{"role": "wizard", "content": "x"}]), "application/json", 400,
-     "messages[0].role", "'user'"),
-    ("no-user-message", _with(messages=[{"role": "system", "content": "x"}]), "application/json", 400,
-     "messages", "role 'user'"),
-    ("unknown-part-type", _with(messages=[{"role": "user", "content": [{"type": "audio", "data": "x"}]}]),
-     "application/json", 400, "messages[0].content[0]", "Unknown content part type"),
-    ("part-without-type", _with(messages=[{"role": "user", "content": [{"text": "x"}]}]), "application/json",
-     400, "messages[0].content[0]", ""),
-    ("bad-image-url", _with(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]), "application/json", 400,
-     "messages[0].content[0].image_url.url", "data: URL or an http(s) URL"),
-    ("bad-base64", _with(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}]}]), "application/json", 400,
-     "messages[0].content[0].image_url.url", "base64"),
+    (
+        "unknown-role",
+        _with(messages=[{"role": "wizard", "content": "x"}]),
+        "application/json",
+        400,
+        "messages[0].role",
+        "'user'",
+    ),
+    (
+        "no-user-message",
+        _with(messages=[{"role": "system", "content": "x"}]),
+        "application/json",
+        400,
+        "messages",
+        "role 'user'",
+    ),
+    (
+        "unknown-part-type",
+        _with(messages=[{"role": "user", "content": [{"type": "audio", "data": "x"}]}]),
+        "application/json",
+        400,
+        "messages[0].content[0]",
+        "Unknown content part type",
+    ),
+    (
+        "part-without-type",
+        _with(messages=[{"role": "user", "content": [{"text": "x"}]}]),
+        "application/json",
+        400,
+        "messages[0].content[0]",
+        "",
+    ),
+    (
+        "bad-image-url",
+        _with(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]),
+        "application/json",
+        400,
+        "messages[0].content[0].image_url.url",
+        "data: URL or an http(s) URL",
+    ),
+    (
+        "bad-base64",
+        _with(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}]}
+            ]
+        ),
+        "application/json",
+        400,
+        "messages[0].content[0].image_url.url",
+        "base64",
+    ),
     ("stream-not-bool", _with(stream="yes"), "application/json", 400, "stream", "boolean"),
     ("max-tokens-zero", _with(max_tokens=0), "application/json", 400, "max_tokens", "greater than or equal to 1"),
     ("temperature-a-string", _with(temperature="hot"), "application/json", 400, "temperature", "number"),
-    ("huge-number", b'{"model": "decopy-deepseek-v3", "max_tokens": 1e999, "messages": []}', "application/json",
-     400, None, ""),
-    ("over-the-size-cap", _with(metadata={"pad": "x" * (MAX_BODY + 10)}), "application/json", 413, None,
-     str(MAX_BODY)),
+    (
+        "huge-number",
+        b'{"model": "decopy-deepseek-v3", "max_tokens": 1e999, "messages": []}',
+        "application/json",
+        400,
+        None,
+        "",
+    ),
+    ("over-the-size-cap", _with(metadata={"pad": "x" * (MAX_BODY + 10)}), "application/json", 413, None, str(MAX_BODY)),
     ("unknown-model", _with(model="gpt-9"), "application/json", 404, "model", "does not exist"),
 ]
 
 
 @pytest.mark.parametrize("name, content, ctype, status, param, says", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-def test_bad_body(gw: Gateway, name: str, content: bytes, ctype: str, status: int, param: str | None,
-                  says: str) -> None:
+def test_bad_body(
+    gw: Gateway, name: str, content: bytes, ctype: str, status: int, param: str | None, says: str
+) -> None:
     resp = _post(gw, content, ctype)
     if status == 200:
         assert resp.status_code == 200, resp.text
@@ -124,8 +187,9 @@ def test_body_over_the_cap_without_content_length(gw: Gateway) -> None:
         yield b'"}, "messages": [{"role": "user", "content": "hi"}]}'
 
     with httpx.Client(base_url=gw.base_url, timeout=30) as http:
-        resp = http.post(CHAT, content=chunks(), headers={"Authorization": f"Bearer {KEY}",
-                                                          "Content-Type": "application/json"})
+        resp = http.post(
+            CHAT, content=chunks(), headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        )
     assert "content-length" not in resp.request.headers
     assert_openai_error(resp, 413)
 
@@ -147,13 +211,31 @@ def _raw_post(gw: Gateway, authorization: bytes | None) -> tuple[int, dict[str, 
     return status, json.loads(raw.split(b"\r\n\r\n", 1)[1])
 
 
-@pytest.mark.parametrize("header, code", [
-    (None, "missing_api_key"), (b"Bearer", "invalid_api_key"), (b"Bearer ", "invalid_api_key"),
-    (b"Bearer \t ", "invalid_api_key"), (b"Basic dXNlcjpwYXNz", "invalid_api_key"),
-    (b"Bearer wrong-key", "invalid_api_key"), (b"bearer   " + b"x" * 5000, "invalid_api_key"),
-    (b"Bearer \xff\xfe\x80", "invalid_api_key"), (b"\xc3\xa9t\xc3\xa9", "invalid_api_key"),
-], ids=["missing", "scheme-only", "trailing-space", "blank-token", "basic", "wrong-key", "huge", "not-ascii",
-        "garbage"])
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (None, "missing_api_key"),
+        (b"Bearer", "invalid_api_key"),
+        (b"Bearer ", "invalid_api_key"),
+        (b"Bearer \t ", "invalid_api_key"),
+        (b"Basic dXNlcjpwYXNz", "invalid_api_key"),
+        (b"Bearer wrong-key", "invalid_api_key"),
+        (b"bearer   " + b"x" * 5000, "invalid_api_key"),
+        (b"Bearer \xff\xfe\x80", "invalid_api_key"),
+        (b"\xc3\xa9t\xc3\xa9", "invalid_api_key"),
+    ],
+    ids=[
+        "missing",
+        "scheme-only",
+        "trailing-space",
+        "blank-token",
+        "basic",
+        "wrong-key",
+        "huge",
+        "not-ascii",
+        "garbage",
+    ],
+)
 def test_missing_or_malformed_authorization(gw: Gateway, header: bytes | None, code: str) -> None:
     status, body = _raw_post(gw, header)
     assert status == 401, body
@@ -171,6 +253,7 @@ def test_odd_but_valid_text_reaches_the_upstream_and_the_worker_survives(gw: Gat
 
 
 # --- The OpenAPI document -----------------------------------------------------------------------
+
 
 def _doc(gw: Gateway) -> dict[str, Any]:
     resp = httpx.get(gw.base_url + "/openapi.json", timeout=10)  # public: no key needed
@@ -195,8 +278,13 @@ def test_openapi_document_names_every_route() -> None:
         return re.sub(r"{(\w+)(:\w+)?}", r"{\1}", path)
 
     app_routes = create_app(Settings()).routes  # every route the app serves, admin ones included
-    served = {(m, normalize(r.path)) for r in app_routes if isinstance(r, Route) for m in (r.methods or ())
-              if m != "HEAD" and not r.path.startswith(UI_PREFIX)}
+    served = {
+        (m, normalize(r.path))
+        for r in app_routes
+        if isinstance(r, Route)
+        for m in (r.methods or ())
+        if m != "HEAD" and not r.path.startswith(UI_PREFIX)
+    }
     documented = {(ep.method, ep.path) for ep in ENDPOINTS}
     assert served == documented
 
@@ -229,6 +317,7 @@ def test_openapi_documents_what_the_gateway_answers(gw: Gateway) -> None:
 
 # --- Fuzzing with schemathesis -------------------------------------------------------------------
 
+
 def openai_error_shape(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
     """Every error answer is OpenAI's envelope with a message that says something."""
     if response.status_code < 400:
@@ -257,8 +346,13 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
     """Half of the bodies that look well-formed get a known model and a user turn, so the fuzz
     reaches the worker and the upstream too (random model names alone only ever get a 404).
     Bodies whose flaw is the model or the messages list are left as they are."""
-    if not (isinstance(body, dict) and isinstance(body.get("model"), str) and body["model"]
-            and isinstance(body.get("messages"), list) and body["messages"]):
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("model"), str)
+        and body["model"]
+        and isinstance(body.get("messages"), list)
+        and body["messages"]
+    ):
         return st.just(body)
     routed = {**body, "model": MODEL, "messages": [*body["messages"], {"role": "user", "content": "fuzz"}]}
     return st.sampled_from([body, routed])
@@ -273,13 +367,27 @@ SEEN: Counter[tuple[str, int]] = Counter()  # (operation, status) of every fuzze
 
 @pytest.mark.slow
 @fuzzed.parametrize()
-@settings(max_examples=300, derandomize=True, database=None, deadline=None,  # derandomize: a fixed seed
-          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,  # derandomize: a fixed seed
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 def test_fuzz_every_endpoint(case: schemathesis.Case, gw: Gateway) -> None:
     response = case.call_and_validate(
-        base_url=gw.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-                negative_data_rejection, openai_error_shape],
+        base_url=gw.base_url,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            negative_data_rejection,
+            openai_error_shape,
+        ],
     )
     SEEN[(case.operation.label, response.status_code)] += 1
 

@@ -18,14 +18,24 @@ import pytest
 from devtools.procs import Proc
 from tests.conftest import Gateway, assert_openai_error, wait_until
 from tests.reliability_support import (
-    MODEL, body, creates, ended_stream, private_gateway, prompt, queued_ids, redis_of, sse_data,
-    text_of, user,
+    MODEL,
+    body,
+    creates,
+    ended_stream,
+    private_gateway,
+    prompt,
+    queued_ids,
+    redis_of,
+    sse_data,
+    text_of,
+    user,
 )
 
 pytestmark = pytest.mark.slow
 
 
 # --- Waiting in the queue, and a full queue ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def no_workers() -> Iterator[Gateway]:
@@ -37,6 +47,7 @@ def _post_in_thread(gw: Gateway, payload: dict[str, object], out: list[httpx.Res
     def run() -> None:
         with httpx.Client(base_url=gw.base_url, timeout=30) as http:
             out.append(http.post("/v1/chat/completions", json=payload))
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -77,18 +88,26 @@ def test_full_queue_is_refused_at_once_with_retry_after(no_workers: Gateway, tag
 
 # --- Time limits with a worker, pings and headers ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def limits() -> Iterator[Gateway]:
-    env = {"FIRST_TOKEN_TIMEOUT": "5", "TOTAL_TIMEOUT": "6", "PING_INTERVAL": "1", "IDLE_TIMEOUT": "3",
-           "WORKER_HEARTBEAT": "1"}
+    env = {
+        "FIRST_TOKEN_TIMEOUT": "5",
+        "TOTAL_TIMEOUT": "6",
+        "PING_INTERVAL": "1",
+        "IDLE_TIMEOUT": "3",
+        "WORKER_HEARTBEAT": "1",
+    }
     with private_gateway(env, workers=1) as gw:
         yield gw
 
 
 def test_pings_while_waiting_and_proxy_headers(limits: Gateway, tag: str) -> None:
     lines: list[str] = []
-    with httpx.Client(base_url=limits.base_url, timeout=30) as http, \
-            http.stream("POST", "/v1/chat/completions", json=body(prompt(tag, reply=["late"], first_ms=4000))) as resp:
+    with (
+        httpx.Client(base_url=limits.base_url, timeout=30) as http,
+        http.stream("POST", "/v1/chat/completions", json=body(prompt(tag, reply=["late"], first_ms=4000))) as resp,
+    ):
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         assert resp.headers["x-accel-buffering"] == "no"
@@ -105,7 +124,8 @@ def test_first_token_timeout(limits: Gateway, tag: str) -> None:
     got: list[httpx.Response] = []
     whole = _post_in_thread(limits, body(prompt(f"{tag}-whole", first_ms=20_000), stream=False), got)
     stream = limits.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(f"{tag}-stream", first_ms=20_000)))
+        model=MODEL, stream=True, messages=user(prompt(f"{tag}-stream", first_ms=20_000))
+    )
     with pytest.raises(openai.APIError) as exc:  # the stream had started (pings): an error event
         for _ in stream:
             pass
@@ -118,7 +138,8 @@ def test_first_token_timeout(limits: Gateway, tag: str) -> None:
 
 def test_total_timeout(limits: Gateway, tag: str) -> None:
     stream = limits.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=200, interval_ms=50)))  # ~10 s > 6 s
+        model=MODEL, stream=True, messages=user(prompt(tag, n=200, interval_ms=50))
+    )  # ~10 s > 6 s
     text = ""
     with pytest.raises(openai.APIError) as exc:
         for chunk in stream:
@@ -129,6 +150,7 @@ def test_total_timeout(limits: Gateway, tag: str) -> None:
 
 
 # --- Redis goes away ----------------------------------------------------------------------------
+
 
 def _redis_proc(gw: Gateway) -> Proc:
     return [p for p in gw.stack.procs if p.name == "redis" and p.alive()][-1]
@@ -152,6 +174,7 @@ def _recovered(gw: Gateway, tag: str) -> None:
         except openai.APIStatusError:
             return False
         return resp.choices[0].message.content == "back"
+
     wait_until(ok, 30, "a request succeeds again")
     stream = gw.client().chat.completions.create(model=MODEL, stream=True, messages=user(prompt(tag, reply=["a", "b"])))
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ab"
@@ -161,7 +184,8 @@ def test_redis_killed_then_restarted(make_gateway: Callable[..., Gateway], tag: 
     gw = make_gateway({"REDIS_TIMEOUT": "1"}, workers=2)
     pids = [gw.api_proc.pid, *(w.pid for w in gw.workers)]
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(f"{tag}-inflight", n=400, interval_ms=50)))
+        model=MODEL, stream=True, messages=user(prompt(f"{tag}-inflight", n=400, interval_ms=50))
+    )
     chunks = iter(stream)
     next(chunks)
     port = urlparse(gw.redis_url).port
@@ -190,7 +214,8 @@ def test_redis_hung_then_resumed(make_gateway: Callable[..., Gateway], tag: str)
     """A Redis that accepts connections but answers nothing (SIGSTOP): the socket timeouts."""
     gw = make_gateway({"REDIS_TIMEOUT": "1", "IDLE_TIMEOUT": "3", "WORKER_HEARTBEAT": "1"}, workers=1)
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(f"{tag}-inflight", n=400, interval_ms=50)))
+        model=MODEL, stream=True, messages=user(prompt(f"{tag}-inflight", n=400, interval_ms=50))
+    )
     chunks = iter(stream)
     next(chunks)
     redis_proc = _redis_proc(gw)

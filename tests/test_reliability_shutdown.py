@@ -16,7 +16,15 @@ import pytest
 
 from tests.conftest import Gateway, assert_openai_error, wait_until
 from tests.reliability_support import (
-    IN_PROGRESS, MODEL, body, creates, ended_stream, prompt, queued_ids, redis_of, user,
+    IN_PROGRESS,
+    MODEL,
+    body,
+    creates,
+    ended_stream,
+    prompt,
+    queued_ids,
+    redis_of,
+    user,
 )
 
 pytestmark = pytest.mark.slow
@@ -33,7 +41,8 @@ def _text(chunks: object) -> str:
 def test_api_drains_then_exits_0(make_gateway: Callable[..., Gateway], tag: str, sig: int) -> None:
     gw = make_gateway({"API_DRAIN_SECONDS": "30"}, workers=1)
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=30, interval_ms=100)))  # ~3 s
+        model=MODEL, stream=True, messages=user(prompt(tag, n=30, interval_ms=100))
+    )  # ~3 s
     chunks = iter(stream)
     head = [next(chunks)]
     gw.api_proc.signal(sig)
@@ -57,7 +66,8 @@ def test_api_drains_then_exits_0(make_gateway: Callable[..., Gateway], tag: str,
 def test_api_interrupts_what_outlives_the_grace_period(make_gateway: Callable[..., Gateway], tag: str) -> None:
     gw = make_gateway({"API_DRAIN_SECONDS": "1"}, workers=1)
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(f"{tag}-long", n=400, interval_ms=50)))  # ~20 s
+        model=MODEL, stream=True, messages=user(prompt(f"{tag}-long", n=400, interval_ms=50))
+    )  # ~20 s
     chunks = iter(stream)
     next(chunks)
     held: dict[str, httpx.Response] = {}
@@ -85,11 +95,13 @@ def test_api_interrupts_what_outlives_the_grace_period(make_gateway: Callable[..
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_worker_finishes_its_jobs_takes_no_new_ones_exits_0(
-        make_gateway: Callable[..., Gateway], tag: str, sig: int) -> None:
+    make_gateway: Callable[..., Gateway], tag: str, sig: int
+) -> None:
     gw = make_gateway({"WORKER_DRAIN_SECONDS": "30"}, workers=1)
     worker = gw.workers[0]
     stream = gw.client().chat.completions.create(
-        model=MODEL, stream=True, messages=user(prompt(tag, n=30, interval_ms=100)))  # ~3 s
+        model=MODEL, stream=True, messages=user(prompt(tag, n=30, interval_ms=100))
+    )  # ~3 s
     chunks = iter(stream)
     head = [next(chunks)]
     worker.signal(sig)

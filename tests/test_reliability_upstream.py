@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Gateway, wait_until
 from tests.reliability_support import MODEL, creates, private_gateway, prompt, streams, user
-from worker.runner import backoff_delay
+from worker.jobs.runner import backoff_delay
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,12 @@ CASES = [("create", m) for m in CREATE_MODES] + [("stream", m) for m in STREAM_M
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[Gateway]:
-    env = {"UPSTREAM_RETRIES": str(RETRIES), "UPSTREAM_READ_TIMEOUT": "1",
-           "UPSTREAM_BACKOFF_BASE": str(BASE), "UPSTREAM_BACKOFF_MAX": str(CEILING)}
+    env = {
+        "UPSTREAM_RETRIES": str(RETRIES),
+        "UPSTREAM_READ_TIMEOUT": "1",
+        "UPSTREAM_BACKOFF_BASE": str(BASE),
+        "UPSTREAM_BACKOFF_MAX": str(CEILING),
+    }
     with private_gateway(env, workers=1) as gw:  # one worker: its log counts the sessions
         gw.client().chat.completions.create(model=MODEL, messages=user("warm up: one idle session"))
         yield gw
@@ -63,8 +67,11 @@ def _expected(where: str, mode: str) -> tuple[int, str, bool]:
 @pytest.mark.parametrize("where, mode", CASES)
 def test_failure_before_text_is_retried_then_succeeds(gw: Gateway, tag: str, where: str, mode: str) -> None:
     before = _sessions(gw)
-    stream = gw.client().chat.completions.create(model=MODEL, stream=True, messages=user(
-        prompt(tag, reply=["all ", "good"], key=tag, times=RETRIES, **{f"{where}_fail": mode})))
+    stream = gw.client().chat.completions.create(
+        model=MODEL,
+        stream=True,
+        messages=user(prompt(tag, reply=["all ", "good"], key=tag, times=RETRIES, **{f"{where}_fail": mode})),
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "all good"
     calls = creates(gw, tag) if where == "create" else streams(gw, tag)
     assert len(calls) == RETRIES + 1
@@ -77,8 +84,9 @@ def test_failure_before_text_is_retried_then_succeeds(gw: Gateway, tag: str, whe
 def test_failure_before_text_that_persists_is_an_http_error(gw: Gateway, tag: str, where: str, mode: str) -> None:
     status, says, _ = _expected(where, mode)
     with pytest.raises(openai.APIStatusError) as exc:
-        gw.client().chat.completions.create(model=MODEL, stream=True, messages=user(
-            prompt(tag, **{f"{where}_fail": mode})))
+        gw.client().chat.completions.create(
+            model=MODEL, stream=True, messages=user(prompt(tag, **{f"{where}_fail": mode}))
+        )
     assert exc.value.status_code == status
     assert says in exc.value.message and f"after {RETRIES + 1} attempts" in exc.value.message, exc.value.message
     body = exc.value.body
@@ -112,11 +120,17 @@ def test_backoff_delay_is_exponential_capped_and_jittered() -> None:
     assert backoff_delay(3, 0.5, 8.0, lambda a, b: a) == 1.0
 
 
-@pytest.mark.parametrize("mode, says", [("cut", "Connection broken"), ("hang_after", "ReadTimeout"),
-                                        ("truncate", "without its end marker")])
+@pytest.mark.parametrize(
+    "mode, says", [("cut", "Connection broken"), ("hang_after", "ReadTimeout"), ("truncate", "without its end marker")]
+)
 def test_failure_after_text_is_an_error_event_without_retry(gw: Gateway, tag: str, mode: str, says: str) -> None:
-    stream = gw.client().chat.completions.create(model=MODEL, stream=True, messages=user(
-        prompt(tag, reply=["one ", "two ", "three ", "four"], stream_fail=mode, after=2, truncate_after=2)))
+    stream = gw.client().chat.completions.create(
+        model=MODEL,
+        stream=True,
+        messages=user(
+            prompt(tag, reply=["one ", "two ", "three ", "four"], stream_fail=mode, after=2, truncate_after=2)
+        ),
+    )
     seen = ""
     with pytest.raises(openai.APIError) as exc:
         for chunk in stream:
@@ -152,8 +166,14 @@ def test_connect_timeout_is_retried_then_504(make_gateway: Callable[..., Gateway
                     filler.close()
                     break
                 fillers.append(filler)
-            gw = make_gateway({"DECOPY_BASE_URL": f"http://127.0.0.1:{port}", "UPSTREAM_CONNECT_TIMEOUT": "0.5",
-                               "UPSTREAM_RETRIES": "1"}, workers=1)
+            gw = make_gateway(
+                {
+                    "DECOPY_BASE_URL": f"http://127.0.0.1:{port}",
+                    "UPSTREAM_CONNECT_TIMEOUT": "0.5",
+                    "UPSTREAM_RETRIES": "1",
+                },
+                workers=1,
+            )
             with pytest.raises(openai.APIStatusError) as exc:
                 gw.client().chat.completions.create(model=MODEL, stream=True, messages=user("hello"))
         finally:

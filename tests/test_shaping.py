@@ -1,4 +1,4 @@
-"""[compat] api.shaping.Shaper on its own: stop sequences, token limit, <think> split, across any split.
+"""[compat] api.engine.shaping.Shaper on its own: stop sequences, token limit, <think> split, across any split.
 
 The end-to-end tests (test_compat.py) show the same through the running gateway; here every way
 of cutting an answer into deltas is tried, which only a unit test can afford.
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from api.shaping import Shaper
+from api.engine.shaping import Shaper
 from shared.tokens import estimate_tokens
 
 
@@ -67,9 +67,9 @@ def test_earliest_of_several_stop_sequences_wins() -> None:
 def test_held_back_text_is_only_what_could_start_a_stop() -> None:
     shaper = Shaper(stop=["END"])
     assert shaper.feed("abc E").pieces == [("content", "abc ")]  # "E" might begin "END"
-    assert shaper.feed("x").pieces == [("content", "Ex")]        # it did not
+    assert shaper.feed("x").pieces == [("content", "Ex")]  # it did not
     assert shaper.feed("EN").pieces == []
-    assert shaper.end().pieces == [("content", "EN")]             # flushed at the end
+    assert shaper.end().pieces == [("content", "EN")]  # flushed at the end
 
 
 def test_token_limit_cuts_at_the_estimate() -> None:
@@ -91,7 +91,7 @@ def test_think_split_the_same_however_split() -> None:
 def test_think_only_at_the_start() -> None:
     assert run(["Sure: <think>x</think> y"], reasoning=True)[:2] == ("", "Sure: <think>x</think> y")
     assert run(["  <thi", "nk>a</think>b"], reasoning=True)[:2] == ("a", "b")
-    assert run(["<thin"], reasoning=True)[:2] == ("", "<thin")           # never became a tag
+    assert run(["<thin"], reasoning=True)[:2] == ("", "<thin")  # never became a tag
     assert run(["<think>cut short"], reasoning=True)[:2] == ("cut short", "")  # no closing tag
 
 
@@ -109,8 +109,11 @@ def test_random_splits_match_one_piece() -> None:
     words = ["<think>", "</think>", "STOP", "ST", "OP", "中", "a", " ", "\n", "<", ">", "think"]
     for _ in range(300):
         text = "".join(rng.choice(words) for _ in range(rng.randint(0, 12)))
-        kw = {"reasoning": rng.random() < 0.5, "stop": rng.choice([[], ["STOP"], ["OP", "</"]]),
-              "max_tokens": rng.choice([None, 1, 3, 8])}
+        kw = {
+            "reasoning": rng.random() < 0.5,
+            "stop": rng.choice([[], ["STOP"], ["OP", "</"]]),
+            "max_tokens": rng.choice([None, 1, 3, 8]),
+        }
         whole = run([text], **kw)
         cut = sorted(rng.randint(0, len(text)) for _ in range(rng.randint(1, 4)))
         pieces = [text[a:b] for a, b in zip([0, *cut], [*cut, len(text)])]

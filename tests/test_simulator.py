@@ -35,7 +35,9 @@ def sim() -> Iterator[str]:
     """A simulator process on a free port; asserts it stops cleanly on SIGTERM."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.decopy_sim", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     try:
@@ -56,12 +58,20 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def form(text: str, *, model: str = "DeepSeek-V3", chat_id: str | None = None,
-         image: tuple[str, bytes, str] | None = None, drop: str = "") -> dict[str, Any]:
+def form(
+    text: str,
+    *,
+    model: str = "DeepSeek-V3",
+    chat_id: str | None = None,
+    image: tuple[str, bytes, str] | None = None,
+    drop: str = "",
+) -> dict[str, Any]:
     """The multipart parts the gateway sends (``drop`` leaves one out)."""
     parts: dict[str, Any] = {
-        "entertext": (None, text), "chat_id": (None, chat_id or str(uuid.uuid4())),
-        "model": (None, model), "chat_group": (None, ""),
+        "entertext": (None, text),
+        "chat_id": (None, chat_id or str(uuid.uuid4())),
+        "model": (None, model),
+        "chat_group": (None, ""),
     }
     if image is not None:
         parts["upload_images"] = image
@@ -69,8 +79,9 @@ def form(text: str, *, model: str = "DeepSeek-V3", chat_id: str | None = None,
     return parts
 
 
-def create(http: requests.Session, url: str, text: str, headers: dict[str, str] = HEADERS,
-           timeout: float = 10, **kw: Any) -> requests.Response:
+def create(
+    http: requests.Session, url: str, text: str, headers: dict[str, str] = HEADERS, timeout: float = 10, **kw: Any
+) -> requests.Response:
     resp = http.post(f"{url}/api/decopy/ask-ai/create-job", files=form(text, **kw), headers=headers, timeout=timeout)
     resp.close()
     return resp
@@ -89,7 +100,7 @@ def parse_sse(lines: Iterator[bytes]) -> tuple[list[str], bool]:
         line = raw.decode("utf-8")
         if not line.startswith("data: "):
             continue
-        payload = line[len("data: "):]
+        payload = line[len("data: ") :]
         if payload == END:
             return pieces, True
         try:
@@ -152,8 +163,18 @@ def test_cloudscraper_client_and_health(sim: str) -> None:
 
 
 def test_pieces_round_trip_any_text(sim: str, http: requests.Session) -> None:
-    reply = ["你好，世界", "😀👍🏽", "a\u2028b\u2029c\x85", 'quote " \\ back\\slash', "two\nlines\r\n",
-             "data: [DONE]", "[DONE]", END, "\ud800 lone", ""]
+    reply = [
+        "你好，世界",
+        "😀👍🏽",
+        "a\u2028b\u2029c\x85",
+        'quote " \\ back\\slash',
+        "two\nlines\r\n",
+        "data: [DONE]",
+        "[DONE]",
+        END,
+        "\ud800 lone",
+        "",
+    ]
     pieces, done = ask(http, sim, directive(reply=reply))
     assert pieces == reply and done
 
@@ -174,26 +195,33 @@ def test_image_upload(sim: str, http: requests.Session) -> None:
     text = directive(reply=["seen"])
     ask(http, sim, text, model="GPT-4o-mini", image=("image.png", PNG, "image/png"))
     image = log_for(sim, text)[0]["image"]
-    assert image == {"filename": "image.png", "content_type": "image/png", "size": len(PNG),
-                     "sha256": hashlib.sha256(PNG).hexdigest()}
+    assert image == {
+        "filename": "image.png",
+        "content_type": "image/png",
+        "size": len(PNG),
+        "sha256": hashlib.sha256(PNG).hexdigest(),
+    }
 
 
 BAD_HEADERS = {k: v for k, v in HEADERS.items() if k != "product-serial"}
 
 
-@pytest.mark.parametrize(("kwargs", "reason"), [
-    ({"drop": "entertext"}, "entertext"),
-    ({"drop": "chat_group"}, "chat_group"),
-    ({"drop": "chat_id"}, "chat_id"),
-    ({"chat_id": str(uuid.uuid1())}, "UUID4"),
-    ({"model": "gpt-4o"}, "model"),
-    ({"headers": BAD_HEADERS}, "product-serial"),
-    ({"headers": {**HEADERS, "product-serial": "xyz"}}, "product-serial"),
-    ({"headers": {**HEADERS, "Origin": "https://evil.example"}}, "Origin"),
-    ({"image": ("image.png", PNG, "image/jpeg")}, "image/png"),
-    ({"image": ("photo.png", PNG, "image/png")}, "filename"),
-    ({"image": ("image.png", b"iVBORw0KGgo=", "image/png")}, "not a png"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"drop": "entertext"}, "entertext"),
+        ({"drop": "chat_group"}, "chat_group"),
+        ({"drop": "chat_id"}, "chat_id"),
+        ({"chat_id": str(uuid.uuid1())}, "UUID4"),
+        ({"model": "gpt-4o"}, "model"),
+        ({"headers": BAD_HEADERS}, "product-serial"),
+        ({"headers": {**HEADERS, "product-serial": "xyz"}}, "product-serial"),
+        ({"headers": {**HEADERS, "Origin": "https://evil.example"}}, "Origin"),
+        ({"image": ("image.png", PNG, "image/jpeg")}, "image/png"),
+        ({"image": ("photo.png", PNG, "image/png")}, "filename"),
+        ({"image": ("image.png", b"iVBORw0KGgo=", "image/png")}, "not a png"),
+    ],
+)
 def test_create_validation(sim: str, http: requests.Session, kwargs: dict[str, Any], reason: str) -> None:
     text = f"validation {uuid.uuid4()}"
     resp = create(http, sim, text, **kwargs)
@@ -212,18 +240,22 @@ def test_create_rejects_urlencoded_body(sim: str, http: requests.Session) -> Non
 def _expect(status: int, check: Callable[[requests.Response], bool]) -> Callable[[requests.Response], None]:
     def verify(resp: requests.Response) -> None:
         assert resp.status_code == status and check(resp), (resp.status_code, resp.headers, resp.text)
+
     return verify
 
 
 HTTP_FAILURES = {
-    "cloudflare": _expect(403, lambda r: r.headers.get("cf-mitigated") == "challenge"
-                          and "<title>Just a moment...</title>" in r.text),
+    "cloudflare": _expect(
+        403, lambda r: r.headers.get("cf-mitigated") == "challenge" and "<title>Just a moment...</title>" in r.text
+    ),
     "cloudflare503": _expect(503, lambda r: "cf-mitigated" not in r.headers and "Just a moment" in r.text),
     "429": _expect(429, lambda r: r.headers["retry-after"] == "1"),
     "500": _expect(500, lambda r: True),
     "502": _expect(502, lambda r: True),
-    "code": _expect(200, lambda r: r.json()["code"] == 100500
-                    and r.json()["message"]["en"] == "Service busy, please try again later"),
+    "code": _expect(
+        200,
+        lambda r: r.json()["code"] == 100500 and r.json()["message"]["en"] == "Service busy, please try again later",
+    ),
     "html200": _expect(200, lambda r: r.headers["content-type"].startswith("text/html")),
 }
 
@@ -326,7 +358,7 @@ def test_malformed_stream_keeps_real_pieces(sim: str, http: requests.Session) ->
     assert parse_sse(iter(lines)) == (reply, True)
     for junk in (b"data: {not json", b"event: ping", b"id: 7", b": comment", b"retry: 1000"):
         assert junk in lines
-    assert any(b'"data"' not in line and line.startswith(b"data: {\"") for line in lines)
+    assert any(b'"data"' not in line and line.startswith(b'data: {"') for line in lines)
 
 
 def test_echo_returns_entertext(sim: str, http: requests.Session) -> None:

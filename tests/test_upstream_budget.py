@@ -39,8 +39,9 @@ def test_upstream_concurrency_is_shared_by_the_pool(make_cluster: Callable[..., 
     client = cluster.client(0, "anything")
     pieces = [f"<{k}>" for k in range(5)]
     with ThreadPoolExecutor(3) as pool:
-        texts = list(pool.map(lambda i: _stream(client, f"{tag}-{i} " + directive(reply=pieces, interval_ms=150)),
-                              range(3)))
+        texts = list(
+            pool.map(lambda i: _stream(client, f"{tag}-{i} " + directive(reply=pieces, interval_ms=150)), range(3))
+        )
     assert texts == ["".join(pieces)] * 3  # all answered: over the budget means waiting, not failing
     calls = sorted(_calls(cluster, tag), key=lambda c: c["start"])
     assert len(calls) == 3
@@ -58,15 +59,20 @@ def test_upstream_concurrency_is_shared_by_the_pool(make_cluster: Callable[..., 
 def test_upstream_rpm_waits_then_gives_up_with_503(make_cluster: Callable[..., Cluster], tag: str) -> None:
     # IDLE_TIMEOUT (2 s) is shorter than the wait (QUEUE_TIMEOUT, 4 s): only the worker's keep-alives
     # keep the waiting request from failing as idle.
-    cluster = make_cluster({**ONE_JOB_EACH, "UPSTREAM_RPM": "2", "QUEUE_TIMEOUT": "4", "IDLE_TIMEOUT": "2",
-                            "WORKER_HEARTBEAT": "0.5"}, apis=2, workers=3)
+    cluster = make_cluster(
+        {**ONE_JOB_EACH, "UPSTREAM_RPM": "2", "QUEUE_TIMEOUT": "4", "IDLE_TIMEOUT": "2", "WORKER_HEARTBEAT": "0.5"},
+        apis=2,
+        workers=3,
+    )
     client = cluster.client(0, "anything")
     assert _stream(client, f"{tag}-0 " + directive(reply=["a"])) == "a"
     assert _stream(cluster.client(1, "anything"), f"{tag}-1 " + directive(reply=["b"])) == "b"
     started = time.monotonic()
     with cluster.http(1) as http:
-        resp = http.post("/v1/chat/completions", json={
-            "model": MODEL, "stream": True, "messages": [{"role": "user", "content": f"{tag}-2 over budget"}]})
+        resp = http.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": f"{tag}-2 over budget"}]},
+        )
     waited = time.monotonic() - started
     assert resp.status_code == 503, resp.text
     err = resp.json()["error"]
@@ -76,16 +82,20 @@ def test_upstream_rpm_waits_then_gives_up_with_503(make_cluster: Callable[..., C
     assert len(_calls(cluster, tag)) == 2  # the third never reached the upstream
 
 
-def test_killed_worker_frees_its_upstream_slot_within_the_lease(make_cluster: Callable[..., Cluster],
-                                                                tag: str) -> None:
-    cluster = make_cluster({**ONE_JOB_EACH, "UPSTREAM_MAX_CONCURRENT": "1", "IDLE_TIMEOUT": "3",
-                            "WORKER_HEARTBEAT": "1"}, apis=1, workers=1)
+def test_killed_worker_frees_its_upstream_slot_within_the_lease(make_cluster: Callable[..., Cluster], tag: str) -> None:
+    cluster = make_cluster(
+        {**ONE_JOB_EACH, "UPSTREAM_MAX_CONCURRENT": "1", "IDLE_TIMEOUT": "3", "WORKER_HEARTBEAT": "1"},
+        apis=1,
+        workers=1,
+    )
     first_text = threading.Event()
 
     def long_stream() -> None:
         stream = cluster.client(0, "anything").chat.completions.create(
-            model=MODEL, stream=True,
-            messages=[{"role": "user", "content": f"{tag}-long " + directive(n=80, interval_ms=250)}])
+            model=MODEL,
+            stream=True,
+            messages=[{"role": "user", "content": f"{tag}-long " + directive(n=80, interval_ms=250)}],
+        )
         try:
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:

@@ -19,7 +19,7 @@ from shared.messages import ChatJob
 from shared.settings import Settings
 from tests.conftest import directive
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy import DecopyUpstream
+from worker.upstream.decopy.client import DecopyUpstream
 
 MODEL = "decopy-deepseek-v3"
 
@@ -63,8 +63,9 @@ def test_a_challenge_cloudscraper_cannot_solve_fails_the_attempt_with_one_call(s
     assert [e["outcome"] for e in sim_log(sim, tag)] == ["failed:cloudflare"]  # nothing sent again
 
 
-def test_a_challenge_cloudscraper_can_solve_is_handed_to_it(sim: str, tag: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_challenge_cloudscraper_can_solve_is_handed_to_it(
+    sim: str, tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """cloudscraper recognises (and solves) only its v1 challenges, which the simulator does not
     serve; its check is made to say "solvable" for the simulator's challenge page, so the hand-off
     itself runs for real: the call is sent again by cloudscraper's own session, in a thread."""
@@ -81,8 +82,10 @@ def test_a_challenge_cloudscraper_can_solve_is_handed_to_it(sim: str, tag: str,
     async def run() -> str:
         upstream = DecopyUpstream(Settings(decopy_base_url=sim))
         try:
-            return await answer(upstream, f"{tag} " + directive(create_fail="cloudflare", times=1, key=tag,
-                                                                reply=["solved ", "then streamed"]))
+            return await answer(
+                upstream,
+                f"{tag} " + directive(create_fail="cloudflare", times=1, key=tag, reply=["solved ", "then streamed"]),
+            )
         finally:
             await upstream.aclose()
 
@@ -123,6 +126,7 @@ def test_cookies_the_upstream_sets_go_back_with_the_next_calls(sim: str, tag: st
 def test_an_answer_that_arrives_in_parts_is_read_whole(sim: str, tag: str) -> None:
     """create-job's JSON in three parts 30 ms apart (Content-Length known): the job id is read
     from the whole answer, not from the first part that arrived."""
+
     async def run() -> str:
         upstream = DecopyUpstream(Settings(decopy_base_url=sim))
         try:

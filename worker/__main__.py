@@ -20,10 +20,10 @@ from shared.messages import ChatJob
 from shared.settings import Settings
 from shared.telemetry import Reporter, process_id
 from worker import doctor
-from worker.arq_worker import WakeableWorker
 from worker.health import health_main
-from worker.runner import ChatRunner, chat
-from worker.upstream.decopy import DecopyUpstream
+from worker.jobs.arq_worker import WakeableWorker
+from worker.jobs.runner import ChatRunner, chat
+from worker.upstream.decopy.client import DecopyUpstream
 
 
 async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
@@ -41,10 +41,20 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     upstream = DecopyUpstream(settings)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["runner"] = ChatRunner(settings=settings, redis=ctx["redis"], upstream=upstream, worker_id=worker_id,
-                                   on_outcome=metrics.job_outcome)
-        ctx["reporter"] = Reporter(ctx["redis"], role="worker", registry=metrics.WORKER_REGISTRY,
-                                   interval=settings.metrics_interval, process=worker_id)
+        ctx["runner"] = ChatRunner(
+            settings=settings,
+            redis=ctx["redis"],
+            upstream=upstream,
+            worker_id=worker_id,
+            on_outcome=metrics.job_outcome,
+        )
+        ctx["reporter"] = Reporter(
+            ctx["redis"],
+            role="worker",
+            registry=metrics.WORKER_REGISTRY,
+            interval=settings.metrics_interval,
+            process=worker_id,
+        )
         await ctx["reporter"].start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:

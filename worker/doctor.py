@@ -1,7 +1,7 @@
 """The upstream doctor: check the configured upstream step by step and say what broke.
 
 ``python -m worker doctor [--json]`` runs it where the worker runs (same settings, same proxy,
-same cloudscraper sessions and client through :class:`worker.upstream.decopy.DecopyUpstream`), prints one
+same cloudscraper sessions and client through :class:`worker.upstream.decopy.client.DecopyUpstream`), prints one
 line per step with its timing and verdict, and exits 0 only when an answer streamed end to end.
 The dashboard's "run again" button enqueues the same run as a worker job (:func:`doctor_job`),
 so it too goes out the way real traffic does. Either way the last report is kept in Redis
@@ -49,9 +49,9 @@ from shared import names
 from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
-from worker.sse_parser import StreamParser
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy import Answer, DecopyUpstream, classify_status, is_cloudflare
+from worker.upstream.decopy.client import Answer, DecopyUpstream, classify_status, is_cloudflare
+from worker.upstream.decopy.parser import StreamParser
 
 log = logging.getLogger("worker.doctor")
 
@@ -149,10 +149,12 @@ def _reason(failure: UpstreamFailure, settings: Settings | None = None) -> str:
     message = failure.message
     for what in ("create-job: ", "get-job: "):
         if message.startswith(what):
-            message = message[len(what):]
+            message = message[len(what) :]
     if failure.kind == "timeout" and settings is not None:
-        message += (f" (no answer within UPSTREAM_CONNECT_TIMEOUT={settings.upstream_connect_timeout:g}s / "
-                    f"UPSTREAM_READ_TIMEOUT={settings.upstream_read_timeout:g}s)")
+        message += (
+            f" (no answer within UPSTREAM_CONNECT_TIMEOUT={settings.upstream_connect_timeout:g}s / "
+            f"UPSTREAM_READ_TIMEOUT={settings.upstream_read_timeout:g}s)"
+        )
     return message
 
 
@@ -198,15 +200,24 @@ class _Route:
 class Doctor:
     """One doctor run against the upstream ``settings`` describe."""
 
-    def __init__(self, settings: Settings, *, source: str = "cli", host: str | None = None,
-                 on_step: Callable[[Step], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: str = "cli",
+        host: str | None = None,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.target = _Endpoint.parse(settings.decopy_base_url, "DECOPY_BASE_URL")
         proxies = proxy_urls(settings.decopy_proxy)
         self.routes = [_Route(p, _Endpoint.parse(p, "DECOPY_PROXY")) for p in proxies] or [_Route(None, None)]
         self.report = Report(
-            base_url=settings.decopy_base_url, proxies=[mask_url(p) for p in proxies],
-            models=dict(settings.decopy_models), source=source, host=host or socket.gethostname(),
+            base_url=settings.decopy_base_url,
+            proxies=[mask_url(p) for p in proxies],
+            models=dict(settings.decopy_models),
+            source=source,
+            host=host or socket.gethostname(),
             started=time.time(),
         )
         self._on_step = on_step or (lambda step: None)
@@ -270,11 +281,19 @@ class Doctor:
             try:
                 addresses = self._getaddrinfo(endpoint)
             except concurrent.futures.TimeoutError:
-                self._fail(Step("resolve", "fail", f"cannot resolve {endpoint.host!r}: no answer within "
-                                f"{self._timeout:g}s", _ms(started), kind="connection"))
+                self._fail(
+                    Step(
+                        "resolve",
+                        "fail",
+                        f"cannot resolve {endpoint.host!r}: no answer within {self._timeout:g}s",
+                        _ms(started),
+                        kind="connection",
+                    )
+                )
             except OSError as exc:
-                self._fail(Step("resolve", "fail", f"cannot resolve {endpoint.host!r}: {exc}", _ms(started),
-                                kind="connection"))
+                self._fail(
+                    Step("resolve", "fail", f"cannot resolve {endpoint.host!r}: {exc}", _ms(started), kind="connection")
+                )
             shown = ", ".join(addresses[:3]) + (f" (+{len(addresses) - 3})" if len(addresses) > 3 else "")
             found.append(f"{endpoint.host} → {shown}")
         note = "; the proxy resolves the upstream's name" if self.routes[0].proxy else ""
@@ -289,14 +308,22 @@ class Doctor:
                 sock = socket.create_connection((first_hop.host, first_hop.port), timeout=self._timeout)
             except OSError as exc:
                 what = f"proxy {mask_url(route.proxy_url)}" if route.proxy_url else f"{self.target}"
-                self._fail(Step("reach", "fail", f"cannot connect to {what}: {exc}", _ms(started),
-                                kind="timeout" if isinstance(exc, TimeoutError) else "connection"))
+                self._fail(
+                    Step(
+                        "reach",
+                        "fail",
+                        f"cannot connect to {what}: {exc}",
+                        _ms(started),
+                        kind="timeout" if isinstance(exc, TimeoutError) else "connection",
+                    )
+                )
             route.sock = sock
             if route.proxy is None:
                 verdicts.append(f"TCP connection to {self.target} (direct)")
             elif route.proxy.scheme.startswith("socks"):
-                verdicts.append(f"TCP connection to SOCKS proxy {route.proxy} (the tunnel itself is tried by "
-                                "the create-job call)")
+                verdicts.append(
+                    f"TCP connection to SOCKS proxy {route.proxy} (the tunnel itself is tried by the create-job call)"
+                )
             elif self.target.scheme == "https":
                 self._connect_tunnel(route, started)
                 verdicts.append(f"CONNECT tunnel to {self.target} through proxy {route.proxy}")
@@ -320,15 +347,31 @@ class Doctor:
                     break
                 head += chunk
         except OSError as exc:
-            self._fail(Step("reach", "fail", f"proxy {mask_url(route.proxy_url)} broke the CONNECT: {exc}",
-                            _ms(started), kind="connection"))
+            self._fail(
+                Step(
+                    "reach",
+                    "fail",
+                    f"proxy {mask_url(route.proxy_url)} broke the CONNECT: {exc}",
+                    _ms(started),
+                    kind="connection",
+                )
+            )
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         fields = status_line.split(" ", 2)
         code = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
         if code != 200:
-            self._fail(Step("reach", "fail", f"proxy {mask_url(route.proxy_url)} refused the tunnel to "
-                            f"{self.target}: {status_line or 'no answer'}", _ms(started), http_status=code,
-                            body=_trim(head.decode("latin-1")), kind="connection"))
+            self._fail(
+                Step(
+                    "reach",
+                    "fail",
+                    f"proxy {mask_url(route.proxy_url)} refused the tunnel to "
+                    f"{self.target}: {status_line or 'no answer'}",
+                    _ms(started),
+                    http_status=code,
+                    body=_trim(head.decode("latin-1")),
+                    kind="connection",
+                )
+            )
 
     def _tls(self) -> None:
         if self.target.scheme != "https":
@@ -347,18 +390,34 @@ class Doctor:
             try:
                 tls = context.wrap_socket(route.sock, server_hostname=self.target.host)
             except ssl.SSLCertVerificationError as exc:
-                self._fail(Step("tls", "fail", f"certificate of {self.target.host} not trusted ({route.label}): "
-                                f"{exc.verify_message}", _ms(started), kind="connection"))
+                self._fail(
+                    Step(
+                        "tls",
+                        "fail",
+                        f"certificate of {self.target.host} not trusted ({route.label}): {exc.verify_message}",
+                        _ms(started),
+                        kind="connection",
+                    )
+                )
             except (ssl.SSLError, OSError) as exc:
-                self._fail(Step("tls", "fail", f"TLS handshake with {self.target.host} failed ({route.label}): "
-                                f"{exc}", _ms(started), kind="connection"))
+                self._fail(
+                    Step(
+                        "tls",
+                        "fail",
+                        f"TLS handshake with {self.target.host} failed ({route.label}): {exc}",
+                        _ms(started),
+                        kind="connection",
+                    )
+                )
             route.sock = tls
             cert = tls.getpeercert() or {}
             # issuer: a tuple of RDNs, each a tuple of (name, value) pairs (ssl.getpeercert's shape)
             names_ = {str(pair[0]): str(pair[1]) for rdn in cert.get("issuer", ()) for pair in rdn}
             issuer = names_.get("organizationName") or names_.get("commonName") or "?"
-            verdicts.append(f"{tls.version()}, certificate for {self.target.host} by {issuer}, valid until "
-                            f"{cert.get('notAfter', '?')} ({route.label})")
+            verdicts.append(
+                f"{tls.version()}, certificate for {self.target.host} by {issuer}, valid until "
+                f"{cert.get('notAfter', '?')} ({route.label})"
+            )
         self._add(Step("tls", "ok", "; ".join(verdicts), _ms(started)))
 
     def _close_sockets(self) -> None:
@@ -403,22 +462,53 @@ class Doctor:
                         session.hooks["response"].remove(record)
             except UpstreamFailure as failure:
                 if failure.kind == "cloudflare":  # cloudscraper saw a challenge and gave up on it
-                    self._fail(Step("cloudflare", "fail", "challenge not solved by cloudscraper: "
-                                    + _reason(failure, self.settings), _ms(started), kind="cloudflare"))
+                    self._fail(
+                        Step(
+                            "cloudflare",
+                            "fail",
+                            "challenge not solved by cloudscraper: " + _reason(failure, self.settings),
+                            _ms(started),
+                            kind="cloudflare",
+                        )
+                    )
                 self._add(Step("cloudflare", "skip", "no HTTP answer to look at"))
-                self._fail(Step("create-job", "fail", f"no answer: {_reason(failure, self.settings)}", _ms(started),
-                                kind=failure.kind))
+                self._fail(
+                    Step(
+                        "create-job",
+                        "fail",
+                        f"no answer: {_reason(failure, self.settings)}",
+                        _ms(started),
+                        kind=failure.kind,
+                    )
+                )
             took = _ms(started)
             self._cloudflare_verdict(answer, seen, took)
             try:
                 job_id = upstream.parse_create_job(answer)
             except UpstreamFailure as failure:
-                self._fail(Step("create-job", "fail", _reason(failure, self.settings), took,
-                                http_status=answer.status, body=failure.body or _trim(answer.text), kind=failure.kind))
+                self._fail(
+                    Step(
+                        "create-job",
+                        "fail",
+                        _reason(failure, self.settings),
+                        took,
+                        http_status=answer.status,
+                        body=failure.body or _trim(answer.text),
+                        kind=failure.kind,
+                    )
+                )
             proxy = session.proxies.get("https") or session.proxies.get("http")
             via = f"; via proxy {mask_url(proxy)}" if proxy else ""
-            self._add(Step("create-job", "ok", f"HTTP 200, code 100000, job id {job_id[:16]}… (model "
-                           f"{upstream_model}; fields and headers accepted{via})", took, http_status=200))
+            self._add(
+                Step(
+                    "create-job",
+                    "ok",
+                    f"HTTP 200, code 100000, job id {job_id[:16]}… (model "
+                    f"{upstream_model}; fields and headers accepted{via})",
+                    took,
+                    http_status=200,
+                )
+            )
             self._stream(upstream, session, job_id)
             broken = False
         finally:
@@ -429,16 +519,39 @@ class Doctor:
         challenges = [status for status, challenged, _ in seen if challenged]
         final = classify_status(answer, "create-job") if answer.status != 200 or challenges else None
         if final is not None and final.kind == "cloudflare":
-            self._fail(Step("cloudflare", "fail", f"challenge served on create-job (HTTP {answer.status}"
-                            f"{', cf-mitigated: challenge' if answer.headers.get('cf-mitigated') else ''}); "
-                            "cloudscraper did not solve it", took, http_status=answer.status, body=final.body,
-                            kind="cloudflare"))
+            self._fail(
+                Step(
+                    "cloudflare",
+                    "fail",
+                    f"challenge served on create-job (HTTP {answer.status}"
+                    f"{', cf-mitigated: challenge' if answer.headers.get('cf-mitigated') else ''}); "
+                    "cloudscraper did not solve it",
+                    took,
+                    http_status=answer.status,
+                    body=final.body,
+                    kind="cloudflare",
+                )
+            )
         if challenges:
-            self._add(Step("cloudflare", "ok", f"challenge seen (HTTP {challenges[0]}) and solved by cloudscraper",
-                           took, http_status=answer.status))
+            self._add(
+                Step(
+                    "cloudflare",
+                    "ok",
+                    f"challenge seen (HTTP {challenges[0]}) and solved by cloudscraper",
+                    took,
+                    http_status=answer.status,
+                )
+            )
         else:
-            self._add(Step("cloudflare", "ok", f"no challenge (create-job answered HTTP {answer.status})", took,
-                           http_status=answer.status))
+            self._add(
+                Step(
+                    "cloudflare",
+                    "ok",
+                    f"no challenge (create-job answered HTTP {answer.status})",
+                    took,
+                    http_status=answer.status,
+                )
+            )
 
     def _stream(self, upstream: DecopyUpstream, session: requests.Session, job_id: str) -> None:
         started = time.monotonic()
@@ -456,15 +569,40 @@ class Doctor:
             self._await(read())
         except UpstreamFailure as failure:
             where = f"after {len(pieces)} piece(s) of text" if pieces else "before any text"
-            self._fail(Step("stream", "fail", f"{_reason(failure, self.settings)} ({where})", _ms(started),
-                            http_status=failure.status, body=failure.body, kind=failure.kind))
+            self._fail(
+                Step(
+                    "stream",
+                    "fail",
+                    f"{_reason(failure, self.settings)} ({where})",
+                    _ms(started),
+                    http_status=failure.status,
+                    body=failure.body,
+                    kind=failure.kind,
+                )
+            )
         text = "".join(pieces)
         if not text.strip():
-            self._fail(Step("stream", "fail", "the stream ended properly but carried no text", _ms(started),
-                            http_status=200, kind="protocol"))
+            self._fail(
+                Step(
+                    "stream",
+                    "fail",
+                    "the stream ended properly but carried no text",
+                    _ms(started),
+                    http_status=200,
+                    kind="protocol",
+                )
+            )
         skipped = f", {parser.skipped} unreadable line(s) skipped" if parser.skipped else ""
-        self._add(Step("stream", "ok", f"{len(pieces)} event(s) parsed{skipped}, end marker seen; first text after "
-                       f"{first[0]:.0f} ms: {_trim(text, 60)!r}", _ms(started), http_status=200))
+        self._add(
+            Step(
+                "stream",
+                "ok",
+                f"{len(pieces)} event(s) parsed{skipped}, end marker seen; first text after "
+                f"{first[0]:.0f} ms: {_trim(text, 60)!r}",
+                _ms(started),
+                http_status=200,
+            )
+        )
 
     def _models(self, upstream: DecopyUpstream, checked: str) -> None:
         for model_id, upstream_model in self.settings.decopy_models.items():
@@ -482,18 +620,28 @@ class Doctor:
             try:
                 self._await(read(self._job(model_id, upstream_model)))
             except UpstreamFailure as failure:
-                self._add(Step(name, "fail", f"{upstream_model}: {_reason(failure, self.settings)}", _ms(started),
-                               http_status=failure.status, body=failure.body, kind=failure.kind))
+                self._add(
+                    Step(
+                        name,
+                        "fail",
+                        f"{upstream_model}: {_reason(failure, self.settings)}",
+                        _ms(started),
+                        http_status=failure.status,
+                        body=failure.body,
+                        kind=failure.kind,
+                    )
+                )
                 continue
             if not "".join(pieces).strip():
-                self._add(Step(name, "fail", f"{upstream_model}: the answer carried no text", _ms(started),
-                               kind="protocol"))
+                self._add(
+                    Step(name, "fail", f"{upstream_model}: the answer carried no text", _ms(started), kind="protocol")
+                )
                 continue
-            self._add(Step(name, "ok", f"{upstream_model}: {len(pieces)} event(s), end marker seen",
-                           _ms(started)))
+            self._add(Step(name, "ok", f"{upstream_model}: {len(pieces)} event(s), end marker seen", _ms(started)))
 
 
 # -- output, Redis, entry points -----------------------------------------------------------
+
 
 def format_step(step: Step) -> str:
     """One line: status, step, timing, verdict (and what the upstream answered, when it failed)."""
@@ -505,8 +653,9 @@ def format_step(step: Step) -> str:
     return line
 
 
-def run_doctor(settings: Settings, *, source: str = "cli", host: str | None = None,
-               on_step: Callable[[Step], None] | None = None) -> Report:
+def run_doctor(
+    settings: Settings, *, source: str = "cli", host: str | None = None, on_step: Callable[[Step], None] | None = None
+) -> Report:
     """Run every step once and return the report (never raises for an upstream failure)."""
     return Doctor(settings, source=source, host=host, on_step=on_step).run()
 
@@ -539,8 +688,9 @@ async def doctor_job(ctx: dict[str, Any]) -> bool:
 
 def main(argv: list[str]) -> int:
     """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config."""
-    parser = argparse.ArgumentParser(prog="python -m worker doctor",
-                                     description="Check the configured upstream step by step.")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker doctor", description="Check the configured upstream step by step."
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON (one object)")
     parser.add_argument("--no-record", action="store_true", help="do not keep the report in Redis")
     args = parser.parse_args(argv)
@@ -554,8 +704,10 @@ def main(argv: list[str]) -> int:
     # Upstream warnings (skipped lines) are counted in the report; keep stdout to the report.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     if not args.json:
-        print(f"decopy doctor: {settings.decopy_base_url} "
-              f"({', '.join(doctor.report.proxies) or 'no proxy'}), {len(settings.decopy_models)} model(s)")
+        print(
+            f"decopy doctor: {settings.decopy_base_url} "
+            f"({', '.join(doctor.report.proxies) or 'no proxy'}), {len(settings.decopy_models)} model(s)"
+        )
     report = doctor.run().to_json()
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -565,7 +717,8 @@ def main(argv: list[str]) -> int:
         try:
             record(settings.redis_url, report)
         except Exception as exc:  # Redis is optional for the CLI: the report is printed anyway
-            print(f"(not kept for the dashboard: Redis at {mask_url(settings.redis_url)} unreachable: {exc})",
-                  file=sys.stderr)
+            print(
+                f"(not kept for the dashboard: Redis at {mask_url(settings.redis_url)} unreachable: {exc})",
+                file=sys.stderr,
+            )
     return 0 if report["ok"] else 1
-

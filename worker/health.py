@@ -80,8 +80,9 @@ async def check(redis_url: str, pids: list[int], hostname: str) -> tuple[int, li
 
 
 def health_main(settings: Settings, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker health", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker health", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pid", type=int, action="append", help="the worker's process id (repeatable)")
     args = parser.parse_args(argv)
     pids = args.pid or find_worker_pids()

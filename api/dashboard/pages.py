@@ -12,20 +12,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.dashboard import doctor, sessions
-from api.openai_format import JSONBody
-from api.routes import chat_completions
+from api.http.responses import JSONBody
+from api.http.routes import chat_completions
 from shared.errors import PayloadTooLarge, PermissionDenied
 from shared.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
-_TEMPLATES = {name: string.Template((HERE / "templates" / f"{name}.html").read_text())
-              for name in ("login", "dashboard")}
+_TEMPLATES = {
+    name: string.Template((HERE / "templates" / f"{name}.html").read_text()) for name in ("login", "dashboard")
+}
 _LOGIN_MAX_BYTES = 4096
 # Everything the page loads comes from the gateway itself; nothing inline, nothing from elsewhere.
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     # Not no-referrer: with it Chromium sends "Origin: null" on form posts, which the origin check refuses.
     "Referrer-Policy": "same-origin",

@@ -1,4 +1,4 @@
-"""The dashboard's routes (added to the app's own in ``api.app``)."""
+"""The dashboard's routes (added to the app's own in ``api.http.app``)."""
 
 from __future__ import annotations
 

@@ -106,8 +106,10 @@ async def require_admin_cookie(scope: Scope) -> None:
     """Let a cookie-authenticated dashboard call through, or raise the error to answer with."""
     session = session_id(scope)
     if session is None:
-        raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer <key>', or log in to "
-                                   "the dashboard.", code="missing_api_key")
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer <key>', or log in to the dashboard.",
+            code="missing_api_key",
+        )
     redis: Redis = scope["app"].state.redis
     try:
         valid = await is_valid(redis, session)
@@ -117,7 +119,8 @@ async def require_admin_cookie(scope: Scope) -> None:
         raise AuthenticationFailed("The dashboard session has ended: log in again.", code="session_expired")
     headers = Headers(scope=scope)
     if HEADER not in headers:
-        raise PermissionDenied("A call authenticated by the dashboard cookie needs the X-Dashboard header.",
-                               code="csrf_check_failed")
+        raise PermissionDenied(
+            "A call authenticated by the dashboard cookie needs the X-Dashboard header.", code="csrf_check_failed"
+        )
     if scope.get("method", "GET") not in SAFE_METHODS and not same_origin(scope):
         raise PermissionDenied("Cross-origin call refused.", code="csrf_check_failed")

@@ -25,8 +25,14 @@ class UpstreamFailure(Exception):
     """The upstream did not answer as it should. ``retryable`` only matters before the first delta."""
 
     def __init__(
-        self, kind: FailureKind, message: str, *, retryable: bool, status: int | None = None,
-        body: str | None = None, replace_session: bool = False,
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        body: str | None = None,
+        replace_session: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -39,8 +45,9 @@ class UpstreamFailure(Exception):
     def to_gateway_error(self, attempts: int) -> GatewayError:
         tried = f" (after {attempts} attempt{'s' if attempts != 1 else ''})"
         if self.kind in ("cloudflare", "rate_limited"):
-            return UpstreamUnavailable(f"Upstream unavailable: {self.message}{tried}.", code=f"upstream_{self.kind}",
-                                       retry_after=10)
+            return UpstreamUnavailable(
+                f"Upstream unavailable: {self.message}{tried}.", code=f"upstream_{self.kind}", retry_after=10
+            )
         if self.kind == "timeout":
             return UpstreamTimeout(f"Upstream timed out: {self.message}{tried}.")
         return UpstreamError(f"Upstream error: {self.message}{tried}.", code=f"upstream_{self.kind}")
@@ -79,5 +86,4 @@ class Upstream(Protocol):
         """Start the job upstream and yield its deltas, batch by batch, until the end."""
         ...
 
-    async def aclose(self) -> None:
-        ...
+    async def aclose(self) -> None: ...

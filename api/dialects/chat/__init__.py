@@ -1,0 +1,1 @@
+"""OpenAI chat completions: parse the request, encode chunks and whole answers."""

@@ -1,0 +1,164 @@
+"""Turn a chat-completions body into a :class:`ChatCall`: validated, refused or accepted.
+
+What the upstream cannot do is refused here with a 400 naming the field, or emulated by the
+gateway (``stop``, ``max_tokens``); knobs it has no use for are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from api.dialects.chat.schema import ChatCompletionRequest, ImagePart
+from api.engine.fold import fold
+from api.engine.images import decode_data_url
+from shared.errors import InvalidRequest, ModelNotFound, Unsupported
+from shared.messages import Image
+from shared.models import ModelTable
+from shared.settings import Settings
+from shared.tokens import estimate_tokens
+
+
+@dataclass
+class ChatCall:
+    """One validated chat request, ready to become a job."""
+
+    model: str
+    upstream_model: str
+    prompt: str
+    image: Image | None
+    stream: bool
+    include_usage: bool = False
+    stop: list[str] = field(default_factory=list)
+    max_tokens: int | None = None
+    prompt_tokens: int = 0
+    image_url: str | None = None  # an http(s) image still to fetch (see api.engine.images)
+    image_param: str | None = None
+    reasoning: bool = False  # split a leading <think>…</think> off (see api.engine.shaping)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    skip_tag = False  # after "tagged-union[...]" and an index, pydantic names the branch (the tag)
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        if "tagged-union" in str(part):
+            skip_tag = True
+            continue
+        if part in {"str", "function-after"} or "[" in str(part):
+            continue  # pydantic's union branch names say nothing to a client
+        if skip_tag and out.endswith("]"):
+            skip_tag = False
+            continue
+        out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_error(exc: ValidationError) -> InvalidRequest:
+    # A union (content: str | list of parts) reports one error per branch, the str branch first;
+    # the deepest error is the one about what the client actually sent (e.g. a part of a list).
+    errors = exc.errors(include_url=False)
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    param = _loc(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "union_tag_invalid":
+        msg = "Unknown content part type; the gateway takes parts of type 'text' and 'image_url'"
+    elif first.get("type") == "union_tag_not_found":
+        msg = "A content part needs a 'type': 'text' or 'image_url'"
+    elif first.get("type") == "string_type" and any(
+        e.get("type") == "list_type" and _loc(tuple(e.get("loc", ()))) == param for e in errors
+    ):
+        msg = "Input should be a string or a list of content parts"
+    where = f" at '{param}'" if param else ""
+    return InvalidRequest(f"Invalid request body{where}: {msg}.", param=param or None, code="invalid_value")
+
+
+def _refuse_unsupported(req: ChatCompletionRequest) -> None:
+    if req.n is not None and req.n > 1:
+        raise Unsupported("n > 1 is not supported: the upstream returns one answer per request.", param="n")
+    for name in ("tools", "functions"):
+        if getattr(req, name):
+            raise Unsupported(f"'{name}' is not supported: the upstream cannot call tools or functions.", param=name)
+    for name in ("tool_choice", "function_call"):
+        value = getattr(req, name)
+        if value is not None and value != "none" and value != "auto":
+            raise Unsupported(f"'{name}' is not supported: the upstream cannot call tools or functions.", param=name)
+    if req.response_format is not None and req.response_format.type == "json_schema":
+        raise Unsupported(
+            "response_format of type 'json_schema' is not supported: the upstream cannot constrain its output.",
+            param="response_format",
+        )
+    if req.logprobs or req.top_logprobs:
+        raise Unsupported(
+            "logprobs are not supported: the upstream reports none.",
+            param="logprobs" if req.logprobs else "top_logprobs",
+        )
+    extra = req.model_extra or {}
+    modalities = extra.get("modalities")
+    if extra.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        raise Unsupported(
+            "Audio output is not supported: the upstream answers in text only.",
+            param="audio" if extra.get("audio") is not None else "modalities",
+        )
+
+
+def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    model = models.resolve(req.model)
+    if model is None:
+        raise ModelNotFound(
+            f"The model '{req.model}' does not exist. Available: {', '.join(models.ids())} "
+            "(GET /v1/models lists every accepted name).",
+            param="model",
+        )
+    _refuse_unsupported(req)
+    if not any(m.role == "user" for m in req.messages):
+        raise InvalidRequest("messages must contain at least one message with role 'user'.", param="messages")
+
+    image, image_url, image_param = None, None, None
+    for i, message in enumerate(req.messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    # The upstream takes one image per job: the last one in the conversation wins.
+                    image_param = f"messages[{i}].content[{j}].image_url.url"
+                    image_url = part.image_url.url
+    if image_url is not None and image_param is not None:
+        if image_url.startswith("data:"):
+            image = decode_data_url(image_url, param=image_param, max_bytes=settings.image_max_bytes)
+            image_url = None
+        elif not image_url.lower().startswith(("http://", "https://")):
+            raise InvalidRequest(
+                "An image URL must be a data: URL or an http(s) URL.", param=image_param, code="invalid_image"
+            )
+
+    prompt = fold(req.messages)
+    if not prompt.strip() and image is None and image_url is None:
+        raise InvalidRequest("The conversation has no text to send.", param="messages")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    stop = [s for s in stop if s]
+    if len(stop) > 4:
+        raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
+    return ChatCall(
+        model=model.id,
+        upstream_model=model.upstream,
+        prompt=prompt,
+        image=image,
+        stream=bool(req.stream),
+        include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
+        stop=stop,
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        prompt_tokens=estimate_tokens(prompt),
+        image_url=image_url,
+        image_param=image_param,
+        reasoning=model.id in settings.reasoning_model_ids,
+    )

@@ -1,0 +1,237 @@
+"""The chat-completions service: start a job, then answer as a stream or as one JSON body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.dialects.chat import encode as fmt
+from api.dialects.chat.parse import ChatCall
+from api.engine.shaping import PieceKind, Shaper
+from api.http.responses import JSONBody
+from api.http.sse import EventSourceResponse
+from api.relay.hub import PubSubHub, redis_unavailable
+from api.relay.jobstream import Event, JobStream
+from api.relay.queue import JobQueue, new_job_id
+from api.tenancy.usage import request_usage
+from shared.errors import GatewayError, InternalError, ServiceUnavailable
+from shared.messages import ChatJob
+from shared.settings import Settings
+
+log = logging.getLogger("api.chat")
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, but give up (and cancel it) as soon as the client disconnects.
+
+    ``work`` runs in the calling task; one watcher task cancels it if the client leaves.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _until_disconnect(request.receive)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # our own cancel: the client left
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+class _JobEventSource(EventSourceResponse):
+    """An SSE response that always closes its job stream, even when the client left before the
+    body generator ever ran (its ``finally`` then never runs)."""
+
+    def __init__(self, stream: JobStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._job_stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._job_stream.close())
+
+
+class ChatService:
+    """Runs chat calls through the queue; one per API process, kept in ``app.state``."""
+
+    def __init__(self, *, settings: Settings, hub: PubSubHub, queue: JobQueue) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.queue = queue
+        #: Chat calls in flight in this process (queued, waiting or streaming); the graceful
+        #: shutdown waits for this to empty.
+        self.in_flight: set[JobStream] = set()
+
+    def abort_all(self, error: GatewayError) -> int:
+        """End every call in flight with ``error`` (their jobs are withdrawn); returns how many."""
+        for stream in self.in_flight:
+            stream.abort(error)
+        return len(self.in_flight)
+
+    async def start(self, call: ChatCall, request_id: str) -> JobStream:
+        """Subscribe to a new job's channel (confirmed), then enqueue the job."""
+        job_id = new_job_id()
+        sub = await self.hub.subscribe(job_id)
+        job = ChatJob(
+            request_id=request_id,
+            model=call.model,
+            upstream_model=call.upstream_model,
+            prompt=call.prompt,
+            image=call.image,
+        )
+        try:
+            queued = await self.queue.enqueue(job_id, job)
+        except (RedisError, OSError) as exc:
+            self.hub.unsubscribe(sub)
+            raise redis_unavailable() from exc
+        if not queued:
+            self.hub.unsubscribe(sub)
+            raise ServiceUnavailable(
+                f"The gateway's queue is full ({self.settings.max_queue} requests); try again shortly.",
+                code="queue_full",
+                retry_after=2,
+            )
+        stream = JobStream(
+            hub=self.hub, queue=self.queue, sub=sub, settings=self.settings, on_close=self.in_flight.discard
+        )
+        self.in_flight.add(stream)
+        return stream
+
+    async def respond(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        stream.usage = request_usage(request)  # [limits] the key's usage, written when the request ends
+        stream.usage.prompt_tokens = call.prompt_tokens
+        if call.stream:
+            return await self._stream(request, call, stream)
+        return await self._whole(request, call, stream)
+
+    async def _whole(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        async def collect() -> tuple[dict[PieceKind, list[str]], str]:
+            parts: dict[PieceKind, list[str]] = {"content": [], "reasoning": []}
+            while True:
+                kind, value = await _next(stream)
+                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                for piece_kind, text in out.pieces:
+                    parts[piece_kind].append(text)
+                if out.finish or kind == "done":  # stop/length end it here; finally withdraws the job
+                    return parts, out.finish or value
+
+        shaper = _shaper(call)
+        try:
+            parts, reason = await unless_disconnected(request, collect())
+        except ClientGone:
+            log.info("client left before its answer was ready; job %s withdrawn", stream.job_id)
+            return Response(status_code=499)
+        finally:
+            await stream.close()
+        stream.usage.completion_tokens = shaper.tokens
+        body = fmt.completion(
+            completion_id=fmt.new_completion_id(),
+            model=call.model,
+            content="".join(parts["content"]),
+            finish_reason=reason,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=shaper.tokens,
+            reasoning="".join(parts["reasoning"]) if call.reasoning else None,
+        )
+        return JSONBody(body, headers={"openai-processing-ms": _processing_ms(request)})
+
+    async def _stream(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+        # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
+        # until the first piece (or error) arrives, for at most one ping interval: a full queue,
+        # a queue timeout or an upstream failure before any text is then still a real HTTP status
+        # with Retry-After, which clients (the openai SDK among them) retry by themselves. From
+        # then on the stream is open and sends an SSE comment every PING_INTERVAL.
+        try:
+            first = await unless_disconnected(request, stream.next(wait=self.settings.ping_interval, from_start=True))
+        except ClientGone:
+            await stream.close()
+            return Response(status_code=499)
+        except BaseException:
+            await stream.close()
+            raise
+        return _JobEventSource(
+            stream,
+            self._events(call, stream, first),
+            sep="\n",
+            ping=self.settings.ping_interval,
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _events(self, call: ChatCall, stream: JobStream, first: Event | None) -> AsyncIterator[bytes]:
+        enc = fmt.ChunkEncoder(fmt.new_completion_id(), call.model)
+        shaper = _shaper(call)
+        event = first
+        try:
+            while True:
+                if event is None:
+                    event = await stream.next()
+                    assert event is not None  # no wait given: next() returns an event or raises
+                kind, value = event
+                event = None
+                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                for piece_kind, text in out.pieces:
+                    yield enc.content(text) if piece_kind == "content" else enc.reasoning(text)
+                if kind == "delta" and not out.finish:
+                    continue
+                if kind == "delta":  # stop/length ended the answer: withdraw the job now
+                    await stream.close()
+                yield enc.finish(out.finish or value)
+                if call.include_usage:
+                    yield enc.usage(call.prompt_tokens, shaper.tokens)
+                yield fmt.DONE
+                return
+        except GatewayError as exc:
+            log.warning("stream of job %s failed: %r", stream.job_id, exc)
+            stream.usage.failed = True
+            yield fmt.error_event(exc)
+        except Exception:  # a bug: the client still gets an error event, not a cut stream
+            log.exception("stream of job %s failed", stream.job_id)
+            yield fmt.error_event(InternalError("The gateway hit an internal error; it has been logged."))
+        finally:
+            stream.usage.completion_tokens = shaper.tokens
+            await asyncio.shield(stream.close())
+
+
+def _shaper(call: ChatCall) -> Shaper:
+    return Shaper(stop=call.stop, max_tokens=call.max_tokens, reasoning=call.reasoning)
+
+
+def _processing_ms(request: Request) -> str:
+    """``openai-processing-ms``: time since the request arrived (see RequestIdMiddleware)."""
+    received = getattr(request.state, "received", None)
+    return str(round((time.monotonic() - received) * 1000)) if received is not None else "0"
+
+
+async def _next(stream: JobStream) -> Event:
+    event = await stream.next()
+    assert event is not None  # no wait given: next() returns an event or raises
+    return event

@@ -1,0 +1,1 @@
+"""HTTP: the Starlette app, its middleware, routes, errors, OpenAPI and health."""

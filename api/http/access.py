@@ -1,0 +1,199 @@
+"""The access log and the per-request metrics, from one pure ASGI middleware.
+
+Each request gets one JSON log line (logger ``api.http.access``) when its response has ended — for a
+stream, after its last event — and is counted once in :mod:`shared.metrics`. Route handlers add
+what only they know with :func:`note` (the model, the job stream); the auth layer puts the key's
+*name* (never the key) in ``scope["state"]["key_name"]``.
+
+Prompts and answers are logged only with ``LOG_PROMPTS=true``: the middleware then keeps a copy
+of the request body and of the response it relays (up to ``_CAPTURE_LIMIT`` bytes each).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+from shared.logs import request_id_var
+
+log = logging.getLogger("api.access")
+
+_CAPTURE_LIMIT = 256 * 1024
+_ERROR_BODY_LIMIT = 8 * 1024
+_TEXT_LIMIT = 4000  # characters of one logged message or answer
+#: Probes and scrapes: counted, but logged at DEBUG so they do not drown the requests.
+_QUIET = ("/healthz", "/readyz", "/metrics")
+
+
+def note(request: Request, **fields: Any) -> None:
+    """Tell the access log about this request (``model=``, ``job=`` the JobStream, ``key_name=``)."""
+    request.scope.setdefault("state", {}).setdefault("obs", {}).update(fields)
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is None:  # answered before routing (auth, body limits): find the route it was meant for
+        app = scope.get("app")
+        for candidate in getattr(app, "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                route = candidate
+                break
+    return str(getattr(route, "path", "other"))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + f"...[{len(text) - _TEXT_LIMIT} more]"
+
+
+def _prompt_of(body: bytes) -> list[dict[str, str]] | None:
+    try:
+        data = orjson.loads(body)
+        out = []
+        for msg in data.get("messages") or []:
+            content = msg.get("content")
+            if isinstance(content, list):  # text parts only: an image's data is no log material
+                content = "\n".join(
+                    p.get("text", "") if p.get("type") == "text" else f"<{p.get('type')}>"
+                    for p in content
+                    if isinstance(p, dict)
+                )
+            out.append({"role": str(msg.get("role")), "content": _clip(str(content or ""))})
+        return out
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
+
+
+def _answer_of(body: bytes, sse: bool) -> str | None:
+    try:
+        if not sse:
+            return _clip(str(orjson.loads(body)["choices"][0]["message"]["content"] or ""))
+        parts: list[str] = []
+        for line in body.split(b"\n"):
+            if line.startswith(b"data: {"):
+                choices = orjson.loads(line[6:]).get("choices") or []
+                if choices:
+                    parts.append(choices[0].get("delta", {}).get("content") or "")
+        return _clip("".join(parts))
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+class AccessLogMiddleware:
+    """Logs and counts each HTTP request once, when its response is over (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, log_prompts: bool = False) -> None:
+        self.app = app
+        self.log_prompts = log_prompts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        state = scope.setdefault("state", {})
+        token = request_id_var.set(state.get("request_id"))
+        status = 0
+        sse = False
+        sent = 0
+        capture = False
+        request_body = bytearray()
+        response_body = bytearray()
+
+        async def receive_copy() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(request_body) < _CAPTURE_LIMIT:
+                request_body.extend(message.get("body", b""))
+            return message
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status, sse, sent, capture
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sse = Headers(raw=message.get("headers", [])).get("content-type", "").startswith("text/event-stream")
+                capture = self.log_prompts or status >= 400
+                if sse:
+                    metrics.STREAMS_IN_FLIGHT.inc()
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                sent += len(body)
+                limit = _CAPTURE_LIMIT if self.log_prompts else _ERROR_BODY_LIMIT
+                if capture and len(response_body) < limit:
+                    response_body.extend(body)
+            await send(message)
+
+        try:
+            await self.app(scope, receive_copy if self.log_prompts else receive, send_counted)
+        except BaseException:
+            if not status:
+                status = 500
+            raise
+        finally:
+            if sse:
+                metrics.STREAMS_IN_FLIGHT.dec()
+            try:
+                self._record(scope, state, started, status, sse, sent, bytes(request_body), bytes(response_body))
+            finally:
+                request_id_var.reset(token)
+
+    def _record(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        started: float,
+        status: int,
+        sse: bool,
+        sent: int,
+        request_body: bytes,
+        response_body: bytes,
+    ) -> None:
+        duration = time.monotonic() - started
+        obs: dict[str, Any] = state.get("obs", {})
+        job = obs.get("job")
+        ttft = queue_wait = None
+        if job is not None:
+            if job.first_token is not None:
+                ttft = job.first_token - started
+            if job.started is not None:
+                queue_wait = job.started - job.created
+        route = _route_of(scope)
+        model = obs.get("model")
+        status = status or 499  # the client left before any response started
+        metrics.observe_request(
+            route=route, status=status, model=model, duration=duration, ttft=ttft, queue_wait=queue_wait
+        )
+        path = scope.get("path", "")
+        fields: dict[str, Any] = {
+            "method": scope.get("method"),
+            "path": path,
+            "route": route,
+            "status": status,
+            "model": model,
+            "key_name": obs.get("key_name") or state.get("key_name"),
+            "stream": sse,
+            "duration_ms": round(duration * 1000, 1),
+            "queue_wait_ms": None if queue_wait is None else round(queue_wait * 1000, 1),
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+            "bytes": sent,
+        }
+        if job is not None:
+            fields["job_id"] = job.job_id
+            fields["worker"] = job.worker
+        if status >= 400 and response_body and not sse:
+            try:
+                fields["error_code"] = orjson.loads(response_body)["error"]["code"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+        if self.log_prompts:
+            fields["prompt"] = _prompt_of(request_body)
+            fields["answer"] = _answer_of(response_body, sse) if status < 400 else None
+        level = logging.DEBUG if path.startswith(_QUIET) and status < 400 else logging.INFO
+        log.log(level, "%s %s %s", scope.get("method"), path, status, extra=fields)

@@ -1,0 +1,481 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Request bodies are the pydantic models of :mod:`api.dialects.chat.schema` (their JSON Schema, which OpenAPI
+3.1 takes as it is); responses are the hand-written schemas in :data:`RESPONSE_SCHEMAS`; every
+error answer is OpenAI's envelope (``Error``).
+
+**Adding an endpoint is one entry in** :data:`ENDPOINTS`, for example::
+
+    Endpoint("POST", "/admin/keys", "Create an API key", ok="ApiKeyCreated", status=201,
+             request=CreateKeyRequest, errors=(400,), auth="master"),
+
+``request`` is a pydantic model (its schema lands in ``components`` by itself); ``ok`` names the
+success body: a pydantic model, or a key of :data:`RESPONSE_SCHEMAS` (add the schema there).
+Path parameters (``{id}``) are found in the path. 401 (for ``auth="key"`` or ``"master"``; 403
+too for ``"master"``) and the 503 of a draining instance are added to every endpoint that can
+answer them. ``tests/test_reliability_input.py`` fails when a route of the app is missing here
+(or an entry has no route), and validates the document against the OpenAPI 3.1 meta-schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.dialects.chat.schema import ChatCompletionRequest
+from api.http.shutdown import DRAIN_EXEMPT
+from api.tenancy.keys import NewKey
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+_NULL_STR: dict[str, Any] = {"type": ["string", "null"]}
+_USAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {
+        k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    },
+    "description": "Estimated: decopy reports no token counts.",
+}
+
+#: Hand-written response schemas, by name (``components/schemas``).
+RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": _NULL_STR,
+                    "code": _NULL_STR,
+                },
+            }
+        },
+        "description": "OpenAI's error envelope; also the last event of a stream that failed after it started.",
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "system_fingerprint": {"type": "null"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": _NULL_STR,
+                                "reasoning_content": {"type": "string"},
+                                "refusal": {"type": "null"},
+                            },
+                        },
+                        "logprobs": {"type": "null"},
+                        "finish_reason": {"type": "string"},
+                    },
+                },
+            },
+            "usage": _USAGE,
+        },
+    },
+    "ChatCompletionChunk": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion.chunk"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "delta"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "delta": {"type": "object"},
+                        "finish_reason": _NULL_STR,
+                    },
+                },
+            },
+            "usage": _USAGE,
+        },
+        "description": "One event of a stream: `data: <ChatCompletionChunk>`.",
+    },
+    "ChatCompletionStream": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "description": "A `ChatCompletionChunk` as JSON, an `Error` as JSON "
+                "(a failure after the stream started), or `[DONE]`.",
+            },
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+        "description": "One server-sent event of a stream (`stream: true`). The stream is `data: "
+        "<ChatCompletionChunk JSON>` events, SSE comments (`: ping`) while waiting, and "
+        "`data: [DONE]` at the end; a failure after the stream started is a last `data: "
+        "<Error JSON>` event instead.",
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            "upstream": {"type": "string"},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}},
+    },
+    "Text": {"type": "string"},
+    "OpenAPI": {"type": "object", "description": "This document."},
+    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Usage": {
+        "type": "object",
+        "properties": {
+            k: {"type": "integer", "minimum": 0}
+            for k in ("requests", "prompt_tokens", "completion_tokens", "errors", "rejections")
+        },
+        "description": "A key's counters (tokens are estimates).",
+    },
+    "ApiKey": {
+        "type": "object",
+        "required": ["id", "name", "rpm", "max_concurrent", "daily_tokens", "created"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "rpm": {"type": ["integer", "null"]},
+            "max_concurrent": {"type": ["integer", "null"]},
+            "daily_tokens": {"type": ["integer", "null"]},
+            "created": {"type": "integer"},
+            "usage_today": _ref("Usage"),
+        },
+    },
+    "ApiKeyCreated": {
+        "allOf": [
+            _ref("ApiKey"),
+            {
+                "type": "object",
+                "required": ["key"],
+                "properties": {
+                    "key": {"type": "string", "description": "The secret (`sk-...`), shown only in this answer."}
+                },
+            },
+        ],
+    },
+    "ApiKeyList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ApiKey")}},
+    },
+    "ApiKeyDeleted": {
+        "type": "object",
+        "required": ["id", "deleted"],
+        "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
+    },
+    "UsageList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "name", "today", "total"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "today": _ref("Usage"),
+                        "total": _ref("Usage"),
+                    },
+                },
+            },
+        },
+    },
+    "DoctorStatus": {
+        "type": "object",
+        "required": ["last", "pending"],
+        "properties": {
+            "last": {
+                "type": ["object", "null"],
+                "description": "The last doctor report (`python -m worker doctor --json`).",
+            },
+            "pending": {"type": ["object", "null"], "description": "`{job_id, requested}` of a run not finished yet."},
+            "started": {"type": "boolean", "description": "POST only: whether this call queued a new run."},
+        },
+    },
+    "ClusterStats": {
+        "type": "object",
+        "required": [
+            "time",
+            "requests_per_second",
+            "requests_total",
+            "ttft_p50_ms",
+            "ttft_p99_ms",
+            "streams_in_flight",
+            "queue_depth",
+            "workers",
+            "upstream_errors",
+            "rate_limit_rejections",
+            "history",
+        ],
+        "description": "Figures across every API replica and worker (see the README's Metrics).",
+    },
+}
+
+_ERRORS: dict[int, str] = {
+    400: "The request is invalid; `error.param` names the field when there is one.",
+    401: "Missing or wrong API key.",
+    403: "Not allowed (the admin API needs the master key, and is off without one).",
+    404: "Unknown model or route.",
+    405: "Method not allowed.",
+    413: "The body is larger than MAX_BODY_BYTES.",
+    415: "The body is not JSON.",
+    429: "Rate limited.",
+    502: "decopy answered with an error; the message says what it did.",
+    503: "The gateway is busy (full queue, queue timeout), cannot reach Redis, is shutting down, or decopy "
+    "is blocking or throttling it; see `Retry-After`.",
+    504: "decopy or the worker took too long.",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the document (see the module docstring)."""
+
+    method: str
+    path: str
+    summary: str
+    ok: str | type[BaseModel]
+    status: int = 200
+    request: type[BaseModel] | None = None
+    errors: Sequence[int] = ()
+    auth: Literal["none", "key", "master"] = "key"
+    media: str = "application/json"
+    stream: str | None = None  # RESPONSE_SCHEMAS key of the text/event-stream variant of the success body
+    description: str | None = None
+
+
+#: Every public endpoint. One entry per operation; keep in step with the routes.
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "POST",
+        "/v1/chat/completions",
+        "Create a chat completion (whole, or streamed with `stream: true`)",
+        ok="ChatCompletion",
+        stream="ChatCompletionStream",
+        request=ChatCompletionRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
+    Endpoint(
+        "GET", "/v1/models/{model_id}", "Retrieve a model (by id or decopy's own name)", ok="Model", errors=(404,)
+    ),
+    Endpoint("GET", "/healthz", "The process is alive", ok="Text", media="text/plain", auth="none"),
+    Endpoint(
+        "GET",
+        "/readyz",
+        "Ready to take requests (503 with the reason, e.g. `draining`, if not)",
+        ok="Text",
+        media="text/plain",
+        auth="none",
+        errors=(503,),
+    ),
+    Endpoint("GET", "/openapi.json", "This document", ok="OpenAPI", auth="none"),
+    Endpoint(
+        "GET",
+        "/metrics",
+        "Prometheus metrics of this API container's processes",
+        ok="Metrics",
+        media="text/plain",
+        auth="none",
+    ),
+    Endpoint(
+        "GET",
+        "/metrics/cluster",
+        "Prometheus metrics of every worker, the queue and live workers",
+        ok="Metrics",
+        media="text/plain",
+        auth="none",
+    ),
+    Endpoint(
+        "GET",
+        "/admin/stats",
+        "Cluster-wide figures and a 15-minute history",
+        ok="ClusterStats",
+        auth="master",
+        errors=(503,),
+    ),
+    Endpoint(
+        "POST",
+        "/admin/keys",
+        "Create a team API key (the secret is shown only here)",
+        ok="ApiKeyCreated",
+        status=201,
+        request=NewKey,
+        errors=(400, 503),
+        auth="master",
+    ),
+    Endpoint(
+        "GET",
+        "/admin/keys",
+        "List the team keys with their limits and today's usage",
+        ok="ApiKeyList",
+        auth="master",
+        errors=(503,),
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/keys/{key_id}",
+        "Revoke a team key on every replica",
+        ok="ApiKeyDeleted",
+        auth="master",
+        errors=(404, 503),
+    ),
+    Endpoint("GET", "/admin/usage", "Usage per key, today and in total", ok="UsageList", auth="master", errors=(503,)),
+    Endpoint(
+        "GET",
+        "/admin/doctor",
+        "The last upstream doctor report, and a run still pending",
+        ok="DoctorStatus",
+        auth="master",
+        errors=(503,),
+    ),
+    Endpoint(
+        "POST",
+        "/admin/doctor",
+        "Queue an upstream doctor run (a worker runs it)",
+        ok="DoctorStatus",
+        status=202,
+        auth="master",
+        errors=(503,),
+    ),
+]
+
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
+#: user interface, not part of the API this document describes.
+UI_PREFIX = "/dashboard"
+
+
+def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:
+    return {media: {"schema": schema}}
+
+
+def _schema_of(ok: str | type[BaseModel]) -> dict[str, Any]:
+    return _ref(ok if isinstance(ok, str) else ok.__name__)
+
+
+def _operation(ep: Endpoint, model_ids: Sequence[str]) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": ep.summary, "operationId": _operation_id(ep)}
+    if ep.description:
+        op["description"] = ep.description
+    params = re.findall(r"{(\w+)}", ep.path)
+    if params:
+        op["parameters"] = [
+            {
+                "name": p,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "examples": list(model_ids)} if p == "model_id" else {"type": "string"},
+            }
+            for p in params
+        ]
+    if ep.request is not None:
+        op["requestBody"] = {"required": True, "content": _content(_ref(ep.request.__name__), "application/json")}
+    ok = _content(_schema_of(ep.ok), ep.media)
+    if ep.stream:
+        ok.update(_content(_ref(ep.stream), "text/event-stream"))
+    responses: dict[str, Any] = {str(ep.status): {"description": "Success.", "content": ok}}
+    errors = set(ep.errors)
+    if ep.auth != "none":
+        errors.add(401)
+    if ep.auth == "master":
+        errors.add(403)
+    if ep.path not in DRAIN_EXEMPT:
+        errors.add(503)
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": _ERRORS[status],
+            "content": _content(_ref("Error"), "application/json"),
+        }
+    op["responses"] = responses
+    if ep.auth != "none":
+        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {}]
+    return op
+
+
+def _operation_id(ep: Endpoint) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "_", ep.path).strip("_")
+    return f"{ep.method.lower()}_{words}"
+
+
+def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = ENDPOINTS) -> dict[str, Any]:
+    """The whole document; ``model_ids`` (the configured model table) become the examples of ``model``."""
+    models = [ep.request for ep in endpoints if ep.request is not None]
+    models += [ep.ok for ep in endpoints if not isinstance(ep.ok, str)]
+    schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
+    if models:
+        _, defs = models_json_schema([(m, "validation") for m in dict.fromkeys(models)], ref_template=REF)
+        schemas.update(defs.get("$defs", {}))
+    request = schemas.get(ChatCompletionRequest.__name__)
+    if request is not None and model_ids:
+        # Any name is accepted by the schema (an unknown one is a 404); the configured ids are listed.
+        request["properties"]["model"]["examples"] = list(model_ids)
+        request["properties"]["model"]["description"] = (
+            "A model id from GET /v1/models, or decopy's own model name (case-insensitive)."
+        )
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, model_ids)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "decopy gateway",
+            "version": "0.1.0",
+            "description": "An OpenAI-compatible API in front of decopy.ai's chat. Errors use OpenAI's envelope.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <key>` (needed when API_MASTER_KEY is set).",
+                }
+            },
+        },
+    }

@@ -1,0 +1,109 @@
+"""Route handlers: parse, call a service, map the result. Nothing else lives here."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from api.dialects.chat.parse import parse_chat
+from api.engine.service import ChatService
+from api.http.access import note
+from api.http.body import read_json
+from api.http.health import check_ready
+from api.http.openapi import build_document
+from api.http.responses import JSONBody
+from api.http.stats import StatsService
+from api.tenancy.limits import enforce_prompt_budget
+from shared.errors import ModelNotFound
+from shared.models import ModelTable, Name
+
+_CREATED = int(time.time())
+
+
+async def chat_completions(request: Request) -> Response:
+    state = request.app.state
+    service: ChatService = state.chat
+    body = await read_json(request, state.settings.max_body_bytes)
+    call = parse_chat(body, state.settings, state.models)
+    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
+        call.image = await state.images.fetch(call.image_url, param=call.image_param)
+    note(request, model=call.model)
+    enforce_prompt_budget(request, call.prompt_tokens)
+    stream = await service.start(call, request.state.request_id)
+    note(request, job=stream)
+    return await service.respond(request, call, stream)
+
+
+def _model(entry: Name) -> dict[str, object]:
+    """A model object; aliases and upstream names say which model id they stand for."""
+    return {
+        "id": entry.name,
+        "object": "model",
+        "created": _CREATED,
+        "owned_by": "decopy",
+        "upstream": entry.model.upstream,
+        "alias_of": None if entry.is_id else entry.model.id,
+    }
+
+
+async def list_models(request: Request) -> Response:
+    models: ModelTable = request.app.state.models
+    return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
+
+
+async def get_model(request: Request) -> Response:
+    models: ModelTable = request.app.state.models
+    entry = models.entry(request.path_params["model_id"])
+    if entry is None:
+        raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
+    return JSONBody(_model(entry))
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    await check_ready(request.app)
+    return PlainTextResponse("ready")
+
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.pod_metrics(), media_type=_PROMETHEUS)
+
+
+async def cluster_metrics(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return Response(await stats.cluster_metrics(), media_type=_PROMETHEUS)
+
+
+async def admin_stats(request: Request) -> Response:
+    stats: StatsService = request.app.state.stats
+    return JSONBody(await stats.cluster_stats())
+
+
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:  # built once, on first use
+        state.openapi = build_document(state.models.ids())
+    return JSONBody(state.openapi)
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/metrics/cluster", cluster_metrics, methods=["GET"]),
+    Route("/admin/stats", admin_stats, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]

@@ -1,0 +1,298 @@
+"""The chat job: run one answer upstream and publish its pieces on the job's channel.
+
+The upstream client runs on this worker's event loop; each batch of pieces it reads (the pieces
+that arrived together) is published at once as one message, never delayed to wait for more.
+Messages go out through the process's :class:`~worker.jobs.publish.PipelinedConnection`: written
+without waiting for Redis to answer, in order.
+
+Guarantees (see ``shared.messages``): every message numbered, exactly one terminal message, and
+a job runs upstream at most once, whatever arq re-runs (after a worker died, or a job cancelled
+at shutdown): the first run claims ``decopy:run:<job>``, and a later run finding the claim is
+dropped without calling the upstream. Its client, if any, was already told by the first run
+(an ``interrupted`` error) or by the API's idle timeout, so nobody waits for a re-run.
+
+A job also stops as soon as nobody listens: every PUBLISH answers how many subscribers got the
+message, and 0 means the client's API unsubscribed or died. The job looks at that answer when
+it publishes its next message (one piece later), or the heartbeat does while the upstream is
+silent; the upstream call is then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import messages, names
+from shared.errors import GatewayError, InternalError, ServiceUnavailable
+from shared.messages import ChatJob, Message
+from shared.settings import Settings
+from worker.jobs.budget import UpstreamBudget, UpstreamBusy
+from worker.jobs.publish import PipelinedConnection, Reply
+from worker.upstream.base import Upstream, UpstreamFailure
+
+log = logging.getLogger("worker.job")
+
+RUN_KEY_TTL = 3600
+
+# KEYS: the job's run key, its channel. ARGV: run key TTL s, the start message.
+# Claims the run (a job runs upstream at most once) and announces it, in one round trip. The
+# PUBLISH answers how many listen: 0 means the client's API left before the job started.
+# A run already claimed answers -1 and what the first run recorded ("claimed" or "text").
+_START = """
+if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'EX', ARGV[1]) then
+  return {-1, redis.call('GET', KEYS[1])}
+end
+return {redis.call('PUBLISH', KEYS[2], ARGV[2]), false}
+"""
+
+
+def backoff_delay(
+    attempt: int, base: float, ceiling: float, rand: Callable[[float, float], float] = random.uniform
+) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential (``base`` doubling
+    per attempt, capped at ``ceiling``) with "equal jitter" (a random half on top of a fixed
+    half), so workers that failed together do not retry in lockstep."""
+    top = min(ceiling, base * 2 ** (attempt - 1))
+    return float(top / 2 + rand(0, top / 2))
+
+
+class NobodyListening(Exception):
+    """A message reached no subscriber: the client's API left (or died); stop the job."""
+
+
+class Publisher:
+    """Numbers and publishes one job's messages."""
+
+    def __init__(self, out: PipelinedConnection, job_id: str) -> None:
+        self._out = out
+        self.job_id = job_id
+        self.channel = names.job_channel(job_id)
+        self._run_key = names.job_run_key(job_id)
+        self.seq = 0
+        self.text_sent = False
+        self.terminated = False
+        self.last_sent = time.monotonic()
+        self._last: Reply | None = None  # the reply to the latest message not yet looked at
+        self.task: asyncio.Task[Any] | None = None  # the job's task (the heartbeat may stop it)
+        self.stopped = False  # stopped by the heartbeat: nobody listens
+
+    def nobody_listening(self) -> bool:
+        """Did the latest message whose reply is in reach no subscriber? (Raises a Redis error it met.)"""
+        last = self._last
+        if last is None or not last.done:
+            return False
+        self._last = None
+        return bool(last.result() == 0)
+
+    async def _publish(self, message: Message, *, check: bool = True) -> Reply:
+        message["seq"] = self.seq
+        self.seq += 1
+        if check and self.nobody_listening():
+            raise NobodyListening(self.job_id)
+        reply = await self._out.send("PUBLISH", self.channel, messages.encode(message))
+        self._last = reply
+        self.last_sent = time.monotonic()
+        return reply
+
+    async def send(self, message: Message) -> None:
+        await self._publish(message)
+
+    async def delta(self, text: str) -> None:
+        if not self.text_sent:
+            # First text: recorded (the log of a refused re-run says whether text went out). Its
+            # reply is not waited for; a Redis error shows on the messages after it.
+            self.text_sent = True
+            await self._out.send("SET", self._run_key, b"text", "EX", RUN_KEY_TTL)
+        await self._publish({"kind": "delta", "text": text})
+
+    async def _terminal(self, message: Message) -> None:
+        self.terminated = True
+        reply = await self._publish(message, check=False)
+        await reply.wait()  # the job ends once Redis has taken its last message
+
+    async def done(self, reason: str = "stop") -> None:
+        await self._terminal({"kind": "done", "finish_reason": reason})
+
+    async def error(self, err: GatewayError) -> None:
+        await self._terminal({"kind": "error", "error": err.to_wire()})
+
+
+class ChatRunner:
+    """Runs chat jobs for one worker process (kept in arq's ``ctx``)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis: Redis,
+        upstream: Upstream,
+        worker_id: str,
+        on_outcome: Callable[[str, str | None], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.upstream = upstream
+        self.worker_id = worker_id
+        self.out = PipelinedConnection(redis)
+        self._on_outcome = on_outcome or (lambda outcome, kind: None)
+        self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
+        self._active: set[Publisher] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._start = redis.register_script(_START)
+
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.upstream.aclose()
+        await self.out.close()
+
+    async def run(self, job_id: str, job: ChatJob) -> str:
+        """The arq job body; returns the outcome (also logged)."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
+        pub = Publisher(self.out, job_id)
+        start: Message = {"seq": 0, "kind": "start", "worker": self.worker_id}
+        listeners, recorded = await self._start(
+            keys=[names.job_run_key(job_id), pub.channel], args=[RUN_KEY_TTL, messages.encode(start)]
+        )
+        if listeners == -1:
+            log.warning(
+                "job %s: re-run refused (a job runs upstream at most once; text %s out)",
+                job_id,
+                "went" if recorded == b"text" else "had not gone",
+            )
+            return self._outcome("rerun_refused")
+        if listeners == 0:
+            log.info("job %s: nobody is waiting for it any more; dropped", job_id)
+            return self._outcome("dropped")
+        pub.seq = 1  # the start message was 0
+        pub.task = asyncio.current_task()
+        self._active.add(pub)
+        try:
+            return await self._attempts(pub, job)
+        except NobodyListening:
+            return self._abandoned(pub)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pub.stopped and task is not None and task.uncancel() == 0:  # the heartbeat's own stop
+                return self._abandoned(pub)
+            if not pub.terminated:
+                await asyncio.shield(
+                    self._safe_error(
+                        pub,
+                        ServiceUnavailable(
+                            "The answer was interrupted: the worker stopped or the request was withdrawn.",
+                            code="interrupted",
+                            retry_after=1,
+                        ),
+                    )
+                )
+            self._outcome("cancelled")
+            raise
+        except Exception as exc:  # a bug or a lost Redis: tell the client, keep the worker alive
+            log.exception("job %s: failed: %s", job_id, exc)
+            if not pub.terminated:
+                await self._safe_error(
+                    pub,
+                    InternalError("The worker running this request failed; it has been logged.", code="worker_error"),
+                )
+            return self._outcome("crashed")
+        finally:
+            self._active.discard(pub)
+
+    def _abandoned(self, pub: Publisher) -> str:
+        log.info("job %s: its client's API stopped listening; upstream call closed", pub.job_id)
+        return self._outcome("abandoned")
+
+    async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
+        s = self.settings
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
+                    await self._one_attempt(pub, job)
+            except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
+                await pub.error(busy)
+                return self._outcome(busy.outcome)
+            except UpstreamFailure as failure:
+                log.warning("job %s: attempt %d failed: %s", pub.job_id, attempt, failure.message)
+                self._on_outcome("upstream_error", failure.kind)
+                if pub.text_sent or not failure.retryable or attempt > s.upstream_retries:
+                    await pub.error(failure.to_gateway_error(attempt))
+                    return self._outcome("failed", failure.kind)
+                await asyncio.sleep(backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max))
+                continue  # (the heartbeat keeps the client's stream alive meanwhile)
+            await pub.done("stop")
+            return self._outcome("completed")
+
+    async def _one_attempt(self, pub: Publisher, job: ChatJob) -> None:
+        stream = self.upstream.stream(job)
+        try:
+            async for batch in stream:
+                await pub.delta(batch[0] if len(batch) == 1 else "".join(batch))
+        finally:
+            # Closing it ends the upstream call at once, whatever stopped the loop.
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    async def _beat(self) -> None:
+        """While a job's upstream is silent, tell its client it is alive; stop jobs nobody listens
+        to; drop the publish connection if Redis stopped answering (its jobs then fail)."""
+        beat = self.settings.worker_heartbeat
+        tick = min(max(beat / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                self.out.stalled(self.settings.redis_timeout + beat)
+                now = time.monotonic()
+                for pub in list(self._active):
+                    if pub.terminated or pub.stopped:
+                        continue
+                    try:
+                        if pub.nobody_listening():
+                            pub.stopped = True
+                            if pub.task is not None:
+                                pub.task.cancel()
+                            continue
+                        if now - pub.last_sent >= beat:
+                            await pub.send({"kind": "alive"})
+                    except (NobodyListening, RedisError, OSError):
+                        pass  # the job meets it itself on its next message
+            except Exception:  # a bug here must not stop the heartbeat of every job
+                log.exception("job heartbeat failed; going on")
+
+    async def _safe_error(self, pub: Publisher, err: GatewayError) -> None:
+        try:
+            await pub.error(err)
+        except Exception as exc:
+            log.warning("job %s: could not publish its error: %s", pub.job_id, exc)
+
+    def _outcome(self, outcome: str, kind: str | None = None) -> str:
+        self._on_outcome(outcome, kind)
+        return outcome
+
+
+async def chat(ctx: dict[str, Any], job: ChatJob) -> str:
+    """arq job function (registered under ``shared.names.CHAT_FUNCTION``)."""
+    runner: ChatRunner = ctx["runner"]
+    started = time.monotonic()
+    # Which worker took which job (and which try it is): what an operator needs after a crash.
+    log.info("job %s request=%s taken (try %s)", ctx["job_id"], job["request_id"], ctx.get("job_try"))
+    outcome = await runner.run(ctx["job_id"], job)
+    log.info(
+        "job %s request=%s model=%s outcome=%s took=%.3fs",
+        ctx["job_id"],
+        job["request_id"],
+        job["model"],
+        outcome,
+        time.monotonic() - started,
+    )
+    return outcome

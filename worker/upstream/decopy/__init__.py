@@ -1,0 +1,1 @@
+"""decopy.ai: the client, its answer parser, interruptible calls."""
