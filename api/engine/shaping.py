@@ -105,6 +105,18 @@ class Shaper:
             return Shaped([("content", text)])
         return self._emit(self._split(text, final=False), final=False)
 
+    def feed_reasoning(self, text: str) -> Shaped:
+        """Reasoning the upstream marked itself: counted against the token limit, never stopped."""
+        if self.finished:
+            return Shaped()
+        return self._emit([("reasoning", text)], final=False)
+
+    def count(self, text: str) -> None:
+        """Count text that leaves by another way (a tool call's arguments) in :attr:`tokens`."""
+        ascii_chars = len(text) if text.isascii() else sum(1 for ch in text if ch < "\x80")
+        self._ascii += ascii_chars
+        self._other += len(text) - ascii_chars
+
     def end(self) -> Shaped:
         """The upstream finished: release what was held back (``finish`` only if the limit cuts it)."""
         if self.finished:

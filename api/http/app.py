@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.redis = redis
         app.state.hub = hub
         app.state.queue = queue
-        app.state.chat = ChatService(settings=settings, hub=hub, queue=queue)
+        app.state.chat = ChatService(settings=settings, hub=hub, queue=queue, images=app.state.images)
         reporter = Reporter(
             redis,
             role="api",

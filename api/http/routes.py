@@ -8,15 +8,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
 from api.engine.service import ChatService
-from api.http.access import note
 from api.http.body import read_json
 from api.http.health import check_ready
 from api.http.openapi import build_document
 from api.http.responses import JSONBody
 from api.http.stats import StatsService
-from api.tenancy.limits import enforce_prompt_budget
 from shared.errors import ModelNotFound
 from shared.models import ModelTable, Name
 
@@ -28,13 +27,7 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
-    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
-        call.image = await state.images.fetch(call.image_url, param=call.image_param)
-    note(request, model=call.model)
-    enforce_prompt_budget(request, call.prompt_tokens)
-    stream = await service.start(call, request.state.request_id)
-    note(request, job=stream)
-    return await service.respond(request, call, stream)
+    return await service.answer(request, call, CHAT)
 
 
 def _model(entry: Name) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Turn a chat-completions body into a :class:`ChatCall`: validated, refused or accepted.
+"""Turn a chat-completions body into the engine's :class:`ChatCall`: validated, refused or accepted.
 
 What the upstream cannot do is refused here with a 400 naming the field, or emulated by the
 gateway (``stop``, ``max_tokens``); knobs it has no use for are accepted and ignored.
@@ -6,37 +6,17 @@ gateway (``stop``, ``max_tokens``); knobs it has no use for are accepted and ign
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from api.dialects.chat.schema import ChatCompletionRequest, ImagePart
-from api.engine.fold import fold
+from api.dialects.chat.schema import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
+from api.engine.call import ChatCall, finish_call
 from api.engine.images import decode_data_url
 from shared.errors import InvalidRequest, ModelNotFound, Unsupported
-from shared.messages import Image
+from shared.messages import Role, Turn
 from shared.models import ModelTable
 from shared.settings import Settings
-from shared.tokens import estimate_tokens
-
-
-@dataclass
-class ChatCall:
-    """One validated chat request, ready to become a job."""
-
-    model: str
-    upstream_model: str
-    prompt: str
-    image: Image | None
-    stream: bool
-    include_usage: bool = False
-    stop: list[str] = field(default_factory=list)
-    max_tokens: int | None = None
-    prompt_tokens: int = 0
-    image_url: str | None = None  # an http(s) image still to fetch (see api.engine.images)
-    image_param: str | None = None
-    reasoning: bool = False  # split a leading <think>…</think> off (see api.engine.shaping)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -141,24 +121,48 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
                 "An image URL must be a data: URL or an http(s) URL.", param=image_param, code="invalid_image"
             )
 
-    prompt = fold(req.messages)
-    if not prompt.strip() and image is None and image_url is None:
-        raise InvalidRequest("The conversation has no text to send.", param="messages")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     stop = [s for s in stop if s]
     if len(stop) > 4:
-        raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
-    return ChatCall(
+        raise InvalidRequest("stop takes at most 4 sequences.", param="stop", code="too_many_stop_sequences")
+    call = ChatCall(
         model=model.id,
         upstream_model=model.upstream,
-        prompt=prompt,
+        turns=[_turn(m) for m in req.messages],
         image=image,
         stream=bool(req.stream),
         include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
         stop=stop,
         max_tokens=req.max_completion_tokens or req.max_tokens,
-        prompt_tokens=estimate_tokens(prompt),
         image_url=image_url,
         image_param=image_param,
         reasoning=model.id in settings.reasoning_model_ids,
     )
+    return finish_call(call)
+
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+def message_text(message: ChatMessage) -> str:
+    """The text of one message (text parts joined by newlines; image parts carry no text)."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content if isinstance(part, TextPart))
+
+
+def _turn(message: ChatMessage) -> Turn:
+    turn: Turn = {"role": _ROLES[message.role], "text": message_text(message)}
+    if message.name:
+        turn["name"] = message.name
+    return turn
