@@ -112,3 +112,15 @@ def observe_request(
         TTFT.labels(model=label).observe(ttft)
     if queue_wait is not None:
         QUEUE_WAIT.labels(model=label).observe(queue_wait)
+
+
+UPSTREAM_REPLACED = Counter(
+    "decopy_upstream_replaced_chars",
+    "Characters of upstream answers that could not be decoded and were replaced by U+FFFD.",
+    registry=WORKER_REGISTRY,
+)
+
+
+def upstream_chars_replaced(count: int) -> None:
+    """Count characters of an answer the upstream sent undecodable (the stream parser's hook)."""
+    UPSTREAM_REPLACED.inc(count)
