@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.dashboard import doctor, sessions
+from api.http.login_throttle import LoginThrottle
 from api.http.responses import JSONBody
 from api.http.routes import chat_completions
-from shared.errors import PayloadTooLarge, PermissionDenied
+from shared.errors import PayloadTooLarge, PermissionDenied, RateLimited
 from shared.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -83,8 +84,17 @@ async def login(request: Request) -> Response:
             raise PayloadTooLarge("The login form is larger than it can be.")
     fields = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
     given = fields.get("key", "").strip().encode()
+    throttle: LoginThrottle = request.app.state.login_throttle
+    try:
+        await throttle.check(request.scope)  # before the comparison: guessing faster finds nothing
+    except RateLimited as exc:
+        page = _login_page(request, "Too many failed logins: wait a few minutes and try again.", 429)
+        page.headers.update(exc.headers())
+        return page
     if not given or not hmac.compare_digest(given, settings.api_master_key.encode()):
+        await throttle.failed(request.scope)
         return _login_page(request, "That is not the master key.", 401)
+    await throttle.succeeded(request.scope)
     session = await sessions.create(request.app.state.redis, settings.dashboard_session_ttl)
     response = RedirectResponse("/dashboard", 303, headers={"Cache-Control": "no-store"})
     cookie = sessions.set_cookie_header(request.scope, session, settings.dashboard_session_ttl)

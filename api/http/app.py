@@ -18,6 +18,7 @@ from api.dashboard.routes import routes as dashboard_routes
 from api.engine.image_fetch import ImageFetcher
 from api.engine.service import ChatService
 from api.http.access import AccessLogMiddleware
+from api.http.login_throttle import LoginThrottle
 from api.http.middleware import AuthMiddleware, RequestIdMiddleware
 from api.http.responses import error_response
 from api.http.routes import routes
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> Starlette:
         await reporter.start()
         app.state.keys = KeyStore(redis)
         app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
+        app.state.login_throttle = LoginThrottle(redis, settings)
         try:
             yield
         finally:

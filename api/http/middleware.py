@@ -11,6 +11,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard import sessions as dashboard_sessions
+from api.http.login_throttle import LoginThrottle
 from api.http.responses import error_response
 from api.tenancy.keys import MASTER, OPEN, KeyStore, Principal
 from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
@@ -90,8 +91,13 @@ class AuthMiddleware:
             if _dashboard_call(scope):  # [operator] a logged-in dashboard stands for the master key
                 await dashboard_sessions.require_admin_cookie(scope)
                 return MASTER
-            if not self._is_master(bearer_token(scope)):
+            token = bearer_token(scope)
+            throttle: LoginThrottle = scope["app"].state.login_throttle
+            await throttle.check(scope)  # guesses are refused while too many failed, right or wrong
+            if not self._is_master(token):
+                await throttle.failed(scope)
                 raise AuthenticationFailed("The admin API needs the master key.")
+            await throttle.succeeded(scope)
             return MASTER
         if not path.startswith("/v1/"):
             return None
