@@ -118,3 +118,8 @@ LOGIN_FAILURES_ALL = PREFIX + "login:failures"
 def login_failures(address: str) -> str:
     """Failed master-key attempts from one client address (or IPv6 /64) in the current window."""
     return PREFIX + "login:failures:" + address
+
+
+def ready_probe(process_id: str) -> str:
+    """The key each API process writes to check that Redis takes writes (``/readyz``)."""
+    return PREFIX + "ready:" + process_id

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from api.dashboard.routes import routes as dashboard_routes
@@ -29,6 +29,7 @@ from api.relay.queue import JobQueue
 from api.tenancy.admin import routes as admin_routes
 from api.tenancy.keys import KeyStore
 from api.tenancy.limits import Limiter, LimitsMiddleware
+from shared import redis_trouble
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
@@ -39,6 +40,9 @@ from shared.telemetry import Reporter
 #: Set by ``python -m api`` before uvicorn forks its processes: the id of this API container's
 #: group of processes, so ``/metrics`` shows all of them and nothing of other replicas.
 INSTANCE_ENV = "DECOPY_API_INSTANCE"
+
+#: nginx's status for a client that closed the connection before the answer (access log only).
+CLIENT_CLOSED = 499
 
 log = logging.getLogger("api")
 
@@ -57,6 +61,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     err = GatewayError(str(exc.detail), status=exc.status_code)
     err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
     return error_response(err)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up while sending its request: its doing, no server error and no traceback.
+    Nobody reads this response; its 499 is what the access log records."""
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -79,6 +89,8 @@ def create_app(settings: Settings) -> Starlette:
         pubsub_redis = Redis.from_url(
             settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0
         )
+        if warning := await redis_trouble.eviction_warning(redis):
+            log.warning("%s", warning)
         hub = PubSubHub(pubsub_redis, subscribe_timeout=timeout)
         await hub.start()
         queue = JobQueue(redis, max_queue=settings.max_queue, expires_s=settings.queue_timeout)
@@ -117,6 +129,7 @@ def create_app(settings: Settings) -> Starlette:
         ],
         exception_handlers={
             GatewayError: _gateway_error,
+            ClientDisconnect: _client_gone,
             HTTPException: _http_error,
             Exception: _server_error,
         },

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import Scope
 
-from shared import names
-from shared.errors import RateLimited, ServiceUnavailable
+from shared import names, redis_trouble
+from shared.errors import RateLimited
 from shared.settings import Settings
 
 
@@ -64,7 +64,7 @@ class LoginThrottle:
             ]
             wait = max([await self._redis.ttl(key) for key in over], default=0)
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The gateway cannot reach Redis to check login attempts.") from exc
+            raise redis_trouble.unavailable(exc) from exc
         if over:
             raise RateLimited(
                 "Too many failed logins: wait before trying again.",
@@ -82,11 +82,11 @@ class LoginThrottle:
                     pipe.expire(key, self._window, nx=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The gateway cannot reach Redis to count login attempts.") from exc
+            raise redis_trouble.unavailable(exc) from exc
 
     async def succeeded(self, scope: Scope) -> None:
         """The right key: this address starts afresh (the overall counter runs its window out)."""
         try:
             await self._redis.delete(names.login_failures(client_address(scope)))
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The gateway cannot reach Redis to record the login.") from exc
+            raise redis_trouble.unavailable(exc) from exc
