@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from api.dialects.chat.schema import ChatCompletionRequest, ImagePart
 from api.engine.fold import fold
 from api.engine.images import decode_data_url
+from api.engine.shaping import MAX_STOP_CHARS
 from shared.errors import InvalidRequest, ModelNotFound, Unsupported
 from shared.messages import Image
 from shared.models import ModelTable
@@ -148,6 +149,8 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
     stop = [s for s in stop if s]
     if len(stop) > 4:
         raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise InvalidRequest(f"Each stop sequence may be at most {MAX_STOP_CHARS} characters long.", param="stop")
     return ChatCall(
         model=model.id,
         upstream_model=model.upstream,
