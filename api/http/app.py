@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
             Middleware(DrainMiddleware),
-            Middleware(AuthMiddleware, master_key=settings.api_master_key),
+            Middleware(AuthMiddleware, master_key=settings.api_master_key, allow_origins=settings.cors_allow_origins),
             Middleware(LimitsMiddleware),
         ],
         exception_handlers={
