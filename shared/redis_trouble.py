@@ -29,7 +29,7 @@ SAFE_POLICY = "noeviction"
 
 def describe(exc: BaseException) -> str:
     """One sentence for what Redis did (without addresses)."""
-    if isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and str(exc).startswith("OOM")):
+    if isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and "OOM" in str(exc)):
         return "Redis is out of memory and refuses writes (maxmemory reached)."
     if isinstance(exc, ReadOnlyError):
         return "Redis is read-only (a replica) and refuses writes."

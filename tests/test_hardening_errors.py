@@ -18,7 +18,9 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 import redis
+import redis.exceptions as rexc
 
+from shared import redis_trouble
 from tests.conftest import Gateway, assert_openai_error, start_gateway, wait_until
 
 pytestmark = pytest.mark.slow
@@ -108,6 +110,23 @@ def test_a_client_that_drops_mid_body_is_a_499_without_a_traceback(gw: Gateway) 
 
 
 # --- Redis that refuses writes, and Redis that is gone ----------------------------------------
+
+
+def test_each_redis_trouble_is_named_without_addresses() -> None:
+    cases = {
+        rexc.OutOfMemoryError("OOM command not allowed"): "out of memory",
+        rexc.ResponseError(
+            "Error running script (call to f_x): @user_script:2: OOM command not allowed"
+        ): "out of memory",
+        rexc.ReadOnlyError("You can't write against a read only replica."): "read-only",
+        rexc.BusyLoadingError("Redis is loading the dataset in memory"): "loading",
+        rexc.ConnectionError("Error 111 connecting to 10.0.0.7:6379. Connection refused."): "cannot reach Redis",
+        OSError("[Errno 113] No route to host: 10.0.0.7"): "cannot reach Redis",
+    }
+    for exc, says in cases.items():
+        err = redis_trouble.unavailable(exc)
+        assert says in err.message and "10.0.0.7" not in err.message, (exc, err.message)
+        assert err.status == 503 and err.code == "redis_unavailable"
 
 
 def login(gw: Gateway, **headers: str) -> httpx.Response:
