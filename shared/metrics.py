@@ -58,7 +58,7 @@ STREAMS_IN_FLIGHT = Gauge(
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "decopy_rate_limit_rejections",
-    "Requests refused by a rate limit, by key name.",
+    "Requests refused by a rate limit, by key id (never its name: /metrics needs no key).",
     ["key"],
     registry=API_REGISTRY,
 )
@@ -88,9 +88,10 @@ for _kind in UPSTREAM_ERROR_KINDS:  # export zeros too, so a dashboard shows eve
     UPSTREAM_ERRORS.labels(kind=_kind)
 
 
-def rate_limit_rejected(key_name: str) -> None:
-    """Count one request refused by a rate limit (called by the limits code; ``key_name`` is never a secret)."""
-    RATE_LIMIT_REJECTIONS.labels(key=key_name).inc()
+def rate_limit_rejected(key_id: str) -> None:
+    """Count one request refused by a rate limit (called by the limits code). The label is the key's
+    id: ``/metrics`` answers without a key, and a key's name says whose it is."""
+    RATE_LIMIT_REJECTIONS.labels(key=key_id).inc()
 
 
 def job_outcome(outcome: str, kind: str | None) -> None:
@@ -112,3 +113,15 @@ def observe_request(
         TTFT.labels(model=label).observe(ttft)
     if queue_wait is not None:
         QUEUE_WAIT.labels(model=label).observe(queue_wait)
+
+
+UPSTREAM_REPLACED = Counter(
+    "decopy_upstream_replaced_chars",
+    "Characters of upstream answers that could not be decoded and were replaced by U+FFFD.",
+    registry=WORKER_REGISTRY,
+)
+
+
+def upstream_chars_replaced(count: int) -> None:
+    """Count characters of an answer the upstream sent undecodable (the stream parser's hook)."""
+    UPSTREAM_REPLACED.inc(count)

@@ -192,6 +192,33 @@ class Settings:
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
 
+    # --- Defences against hostile clients and a strange upstream (docs/hardening.md) ---
+    #: Seconds a client has, from connecting (or a keep-alive request's first byte), to send a
+    #: request's headers; then 408 and the connection is closed. Idle sockets end this way too.
+    api_header_timeout: float = 10.0
+    #: Seconds a client has, after the headers, to send the whole body; then 408 and closed.
+    api_body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    api_keepalive_timeout: float = 5.0
+    #: Connections per API process; a request arriving over this answers 503. Lowered at start
+    #: to what the process's open-file limit allows (which start-up raises to the hard limit).
+    api_max_connections: int = 2048
+    #: Failed logins (dashboard form or master-key Bearer on /admin) one client address may make
+    #: per LOGIN_WINDOW seconds before it gets 429 with Retry-After.
+    login_max_failures: int = 10
+    #: Failed logins from all addresses together per LOGIN_WINDOW seconds before every login
+    #: attempt gets 429 (a distributed guess); counters live in Redis, shared by all replicas.
+    login_max_failures_global: int = 200
+    #: The window of the two login counters, in seconds.
+    login_window: float = 300.0
+    #: Origins a browser page may call the gateway from (comma-separated, or ``*``). Without a
+    #: master key, a request whose ``Origin`` is not listed is refused (a foreign page must not
+    #: spend an open gateway); the CORS middleware answers these origins.
+    cors_allow_origins: tuple[str, ...] = ()
+    #: Seconds after which a job whose worker is gone (no heartbeat) is cleared from the queue's
+    #: in-progress count, e.g. after a Redis restart that kept its data; such a job never re-runs.
+    orphan_job_seconds: float = 15.0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every field from ``env`` (``os.environ`` by default); unset means the default."""
@@ -244,9 +271,29 @@ class Settings:
             raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
         if self.redis_timeout <= 0:
             raise ConfigError("REDIS_TIMEOUT must be greater than 0")
+        self._validate_hardening()
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+
+    def _validate_hardening(self) -> None:
+        for name in (
+            "api_header_timeout",
+            "api_body_timeout",
+            "api_keepalive_timeout",
+            "api_max_connections",
+            "login_max_failures",
+            "login_max_failures_global",
+            "login_window",
+            "orphan_job_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be greater than 0")
+        for origin in self.cors_allow_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path) or *"
+                )
 
     def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:
@@ -295,6 +342,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
             return _models(raw)
         if name == "model_aliases":
             return _aliases(raw)
+        if name == "cors_allow_origins":
+            return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
         if kind == "int":
             return int(raw)
         if kind == "float":

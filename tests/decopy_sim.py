@@ -20,6 +20,10 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
 * ``interval_ms`` (default 5) between pieces, ``first_ms`` before the first.
 * ``split_ms``: create-job's answer body goes out in three parts that many ms apart
   (as a network may deliver it); a client must read it whole.
+* ``raw`` (list of str, each char one byte U+0000..U+00FF): the stream's bytes exactly, each
+  item in its own write, then the end frame: lone surrogates, split surrogate pairs, invalid,
+  overlong or split UTF-8, raw control characters, a BOM (``"\u00ef\u00bb\u00bf"``), a byte
+  sequence split across network reads. Replaces the answer's pieces.
 * ``malformed: true``: junk lines (bad JSON, JSON without ``data``, ``event:``,
   ``id:``, ``retry:``, comments) between the real events.
 * ``create_fail`` / ``stream_fail`` (mode), ``times`` (default: always),
@@ -256,8 +260,21 @@ def _event(piece: str) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def raw_frames(directive: Directive) -> list[bytes] | None:
+    """The ``raw`` directive's writes as bytes (one char per byte, U+0000..U+00FF), or None."""
+    raw = directive.fields.get("raw")
+    if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
+        return None
+    try:
+        return [w.encode("latin-1") for w in raw]
+    except UnicodeEncodeError:
+        return None  # a char above U+00FF is no byte: treated as no raw directive
+
+
 def encode_frames(directive: Directive, entertext: str) -> tuple[list[bytes], bytes]:
     """Pre-encoded SSE bytes: one frame per piece, and the end frame."""
+    if (raw := raw_frames(directive)) is not None:
+        return raw, END_FRAME
     frames = [_event(p) for p in answer_pieces(directive, entertext)]
     if directive.fields.get("malformed") is not True:
         return frames, END_FRAME

@@ -81,6 +81,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         allow_abort_jobs=True,
         keep_result=0,
         job_timeout=int(settings.total_timeout) + 60,
+        # A job whose worker is gone leaves the queue within seconds (worker/jobs/arq_worker.py).
+        in_progress_seconds=settings.orphan_job_seconds,
         job_completion_wait=int(settings.worker_drain_seconds),
         health_check_key=names.worker_health_key(worker_id),
         health_check_interval=5,

@@ -126,7 +126,7 @@ class ChatService:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
-            raise redis_unavailable() from exc
+            raise redis_unavailable(exc) from exc
         if not queued:
             self.hub.unsubscribe(sub)
             raise ServiceUnavailable(

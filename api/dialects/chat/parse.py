@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from api.dialects.chat.schema import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 from api.engine.call import ChatCall, finish_call
 from api.engine.images import decode_data_url
+from api.engine.shaping import MAX_STOP_CHARS
 from shared.errors import InvalidRequest, ModelNotFound, Unsupported
 from shared.messages import Role, Turn
 from shared.models import ModelTable
@@ -125,6 +126,10 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
     stop = [s for s in stop if s]
     if len(stop) > 4:
         raise InvalidRequest("stop takes at most 4 sequences.", param="stop", code="too_many_stop_sequences")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise InvalidRequest(
+            f"Each stop sequence may be at most {MAX_STOP_CHARS} characters long.", param="stop", code="stop_too_long"
+        )
     call = ChatCall(
         model=model.id,
         upstream_model=model.upstream,

@@ -55,7 +55,7 @@ from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
 from worker.upstream.base import Call, UpstreamFailure
 from worker.upstream.decopy import interruptible
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
 
 log = logging.getLogger("worker.decopy")
 
@@ -561,7 +561,10 @@ class DecopyUpstream:
                     raise exception_failure(exc, what, begun=True) from exc
                 if not data:
                     break
-                deltas = parser.feed(data)
+                try:
+                    deltas = parser.feed(data)
+                except UnreadablePiece as exc:
+                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
                 if deltas:
                     yield deltas
             if not parser.ended:
