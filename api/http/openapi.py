@@ -385,9 +385,9 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
-#: user interface, not part of the API this document describes.
-UI_PREFIX = "/dashboard"
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
+#: icon browsers ask for: a user interface, not part of the API this document describes.
+UI_PREFIX = ("/dashboard", "/favicon.ico")
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:

@@ -122,7 +122,9 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
         )
     _refuse_unsupported(req)
     if not any(m.role == "user" for m in req.messages):
-        raise InvalidRequest("messages must contain at least one message with role 'user'.", param="messages")
+        raise InvalidRequest(
+            "messages must contain at least one message with role 'user'.", param="messages", code="invalid_value"
+        )
 
     image, image_url, image_param = None, None, None
     for i, message in enumerate(req.messages):
@@ -143,11 +145,11 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
 
     prompt = fold(req.messages)
     if not prompt.strip() and image is None and image_url is None:
-        raise InvalidRequest("The conversation has no text to send.", param="messages")
+        raise InvalidRequest("The conversation has no text to send.", param="messages", code="empty_conversation")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     stop = [s for s in stop if s]
     if len(stop) > 4:
-        raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
+        raise InvalidRequest("stop takes at most 4 sequences.", param="stop", code="invalid_value")
     return ChatCall(
         model=model.id,
         upstream_model=model.upstream,
