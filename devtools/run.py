@@ -71,20 +71,31 @@ def log_folder(mode: str) -> Path:
     return folder
 
 
-def banner(*, mode: str, base: str, key: str, key_origin: str, env: dict[str, str], workers: int, logs: Path) -> str:
+def processes(stack: Stack) -> str:
+    """``api 12 · worker 13 14 · redis 10``: what to ``kill`` to see a failure happen (README)."""
+    names: dict[str, list[str]] = {}
+    for proc in stack.procs:
+        names.setdefault({"sim": "simulator"}.get(proc.name, proc.name), []).append(str(proc.pid))
+    return " · ".join(f"{name} {' '.join(pids)}" for name, pids in names.items())
+
+
+def banner(
+    *, mode: str, base: str, key: str, key_origin: str, env: dict[str, str], workers: int, logs: Path, pids: str
+) -> str:
     redis = env.get("REDIS_URL", "")
     upstream = env.get("DECOPY_BASE_URL", "https://api.decopy.ai")
     shown_key = "$API_MASTER_KEY" if key_origin == "from API_MASTER_KEY" else key
     lines = [
         "",
-        f"The gateway is up ({'demo: its upstream is the bundled decopy simulator' if mode == 'demo' else mode}).",
+        f"The gateway is up, {workers} workers"
+        + (", with the bundled decopy simulator as its upstream (demo)." if mode == "demo" else "."),
         "",
         f"  API         {base}/v1",
         f"  dashboard   {base}/dashboard   (log in with the master key)",
         f"  master key  {shown_key}   ({key_origin})",
         f"  Redis       {local_run.redact(redis)}{'   (private to this run)' if 'REDIS_URL' not in os.environ else ''}",
         f"  upstream    {local_run.redact(upstream)}{'   (the decopy simulator)' if mode == 'demo' else ''}",
-        f"  workers     {workers}",
+        f"  processes   {pids}",
         f"  logs        {_shown(logs)}/   (kept when it stops)",
         f"  settings    {_shown(local_run.STATE_FILE)}: `make doctor`, `make keys`, `make usage` talk to this gateway",
         "",
@@ -147,15 +158,29 @@ def main() -> int:
             }
         )
         print(
-            banner(mode=mode, base=base, key=key, key_origin=key_origin, env=env, workers=args.workers, logs=logs),
+            banner(
+                mode=mode,
+                base=base,
+                key=key,
+                key_origin=key_origin,
+                env=env,
+                workers=args.workers,
+                logs=logs,
+                pids=processes(stack),
+            ),
             flush=True,
         )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while all(p.alive() for p in stack.procs):
+        # A worker that dies is reported and the rest runs on (the README has you kill one to see
+        # what a client gets); without the API there is nothing left to try, so everything stops.
+        reported: set[int] = set()
+        while api.alive():
+            for p in stack.procs:
+                if not p.alive() and p.pid not in reported:
+                    reported.add(p.pid)
+                    print(f"{p.name} {p.pid} exited ({p.popen.returncode}); its log: {_shown(p.log_path)}", flush=True)
             time.sleep(0.5)
-        dead = [p for p in stack.procs if not p.alive()]
-        for p in dead:
-            print(f"{p.name} exited ({p.popen.returncode}); its log:\n{p.log()[-3000:]}", file=sys.stderr)
+        print(f"api exited ({api.popen.returncode}); its log:\n{api.log()[-3000:]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -1,7 +1,7 @@
 """Fold an OpenAI conversation into decopy's single ``entertext`` string.
 
 decopy takes one text per job and keeps no history we can address, so the whole conversation
-travels in that text. Layout (documented in the README):
+travels in that text. Layout (documented in docs/api.md):
 
 - A conversation of exactly one user message is sent as that message's text, unchanged.
 - Otherwise every message becomes a block ``<Label>: <text>``, blocks separated by one blank

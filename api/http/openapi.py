@@ -161,7 +161,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Text": {"type": "string"},
     "OpenAPI": {"type": "object", "description": "This document."},
-    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Metrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format (see docs/operations.md, Metrics).",
+    },
     "Usage": {
         "type": "object",
         "properties": {
@@ -252,7 +255,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "rate_limit_rejections",
             "history",
         ],
-        "description": "Figures across every API replica and worker (see the README's Metrics).",
+        "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
     },
 }
 
