@@ -50,13 +50,13 @@ demo: install redis-server
 # the .run/gateway.json it writes), or against REDIS_URL and DECOPY_BASE_URL when those are set;
 # each says first which Redis and which upstream it talks to. ARGS: the command's arguments.
 doctor: install
-	@$(PY) -m worker doctor $(ARGS)
+	@$(PY) -m devtools.running && $(PY) -m worker doctor $(ARGS)
 
 keys: install
-	@$(PY) -m api keys $(or $(ARGS),list)
+	@$(PY) -m devtools.running && $(PY) -m api keys $(or $(ARGS),list)
 
 usage: install
-	@$(PY) -m api usage $(ARGS)
+	@$(PY) -m devtools.running && $(PY) -m api usage $(ARGS)
 
 # ruff: lint (E, F, I) and the formatter's check, before the tests (configured in pyproject.toml).
 lint: install

@@ -309,6 +309,9 @@ def test_ctrl_c_keeps_the_logs_and_the_key(demo: Demo) -> None:
     kept = demo.clone / logs
     assert {p.name.split("-")[0] for p in kept.glob("*.log")} >= {"api", "worker", "redis", "sim"}
     assert not (demo.clone / ".run" / "gateway.json").exists()
+    # with nothing running, the operator commands say so instead of reaching for another Redis
+    done = subprocess.run(["make", "keys"], cwd=demo.clone, env=demo.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "No `make run` or `make demo` is running" in done.stderr, done
     again = Demo.start(demo.clone, demo.env)
     try:
         assert again.banner("master key") == key
