@@ -5,7 +5,9 @@ same cloudscraper sessions and client through :class:`worker.upstream.decopy.cli
 line per step with its timing and verdict, and exits 0 only when an answer streamed end to end.
 The dashboard's "run again" button enqueues the same run as a worker job (:func:`doctor_job`),
 so it too goes out the way real traffic does. Either way the last report is kept in Redis
-(``shared.names.DOCTOR_LAST``) for the dashboard.
+(``shared.names.DOCTOR_LAST``) for the dashboard. Without ``REDIS_URL`` in its environment the CLI
+takes the settings of the ``make run``/``make demo`` running from this checkout
+(:mod:`shared.local_run`); its first line says which Redis and upstream it uses, and why.
 
 Steps, in order; the first failure stops the network steps (later ones are reported as not
 run), while each model is checked even if another model failed:
