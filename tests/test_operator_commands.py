@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from shared import local_run, preflight
-from tests.conftest import Gateway
+from tests.conftest import Gateway, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,8 @@ def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake_run() -> Iterator[int]:
     """A live process whose command line names devtools.run, as `make run`'s does."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "devtools.run"])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    wait_until(lambda: b"devtools.run" in cmdline.read_bytes(), 10, "the child's exec")  # not the fork's copy of ours
     yield proc.pid
     proc.kill()
     proc.wait(10)
