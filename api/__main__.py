@@ -17,6 +17,11 @@ import sys
 import urllib.request
 from typing import Any
 
+from shared.preflight import require_dependencies
+
+# Before the imports below: a Python without them gets a sentence saying which one to use, not a traceback.
+require_dependencies("api")
+
 from api.tenancy import cli
 from shared.errors import ConfigError
 from shared.logs import setup_logging

@@ -3,7 +3,7 @@
 Every process (each uvicorn process of the API, each worker) counts into its own registry here;
 :mod:`shared.telemetry` writes a snapshot of it to Redis every ``METRICS_INTERVAL`` seconds,
 and the API renders ``/metrics``, ``/metrics/cluster`` and ``/admin/stats`` from those
-snapshots (see the README's "Metrics" section for why).
+snapshots (see docs/operations.md, "Metrics", for why).
 
 Other modules call the small functions at the bottom (``rate_limit_rejected``,
 ``job_outcome``...) rather than touching the metric objects.

@@ -1,7 +1,7 @@
 """One typed settings object, built from the environment once in each entry point and passed down.
 
 Every field maps to one environment variable (the upper-case field name unless ``env`` says
-otherwise); the README's settings table lists them all.
+otherwise); docs/settings.md lists them all.
 """
 
 from __future__ import annotations

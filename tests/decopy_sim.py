@@ -44,6 +44,9 @@ A default for requests whose entertext carries no directive (a client whose prom
 fixed, like the gateway's upstream doctor): ``POST /_sim/default`` with a directive's JSON
 object as body (``{}`` clears it; setting it also restarts the ``times`` counters).
 
+With ``--demo`` (``make demo``), a request with no directive and no default is answered like a
+model would (``tests/sim_persona.py``): varied replies, ``<think>`` for DeepSeek-R1, tool calls.
+
 Also ``GET /_sim/log`` (every request, in order; see ``LogEntry``),
 ``POST /_sim/reset`` (log, ``times`` counters and the default), ``GET /_sim/health``.
 Run ``python -m tests.decopy_sim --host H --port 0``: prints ``SIM_READY URL``; with
@@ -201,6 +204,8 @@ class SimState:
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # the app may also be driven from threads (TestClient)
         self.default = Directive()  # applies to requests without a directive of their own
+        # --demo: answers requests without any directive (entertext, model) -> pieces
+        self.persona: Callable[[str, str], list[str]] | None = None
 
     def reset(self) -> None:
         with self._lock:
@@ -362,7 +367,13 @@ def _image(part: Part) -> ImageInfo:
     return ImageInfo(match.group(0), part.content_type, len(data), hashlib.sha256(data).hexdigest())
 
 
-def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, default: Directive | None = None) -> Job:
+def build_job(
+    parts: list[Part],
+    headers: dict[str, str],
+    entry: LogEntry,
+    default: Directive | None = None,
+    persona: Callable[[str, str], list[str]] | None = None,
+) -> Job:
     """Validate a create-job request as a strict server would; log what it carried."""
     form: dict[str, Part] = {}
     for part in parts:
@@ -386,7 +397,11 @@ def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, defau
     directive = parse_directive(entertext)
     if not directive.fields and default is not None:
         directive = default
-    frames, end = encode_frames(directive, entertext)
+    if not directive.fields and persona is not None:  # paced so a person sees the answer stream
+        directive = Directive(fields={"interval_ms": 15})
+        frames, end = [_event(p) for p in persona(entertext, model)], END_FRAME
+    else:
+        frames, end = encode_frames(directive, entertext)
     image_bytes = image_part.data if image_part is not None else None
     return Job(secrets.token_hex(16), entertext, model, chat_id, headers, image, image_bytes, directive, frames, end)
 
@@ -508,7 +523,8 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     entry = LogEntry("create", None, headers, time.time())
     state.log.append(entry)
     try:
-        job = build_job(parse_multipart(headers.get("content-type", ""), body), headers, entry, state.default)
+        parts = parse_multipart(headers.get("content-type", ""), body)
+        job = build_job(parts, headers, entry, state.default, state.persona)
     except Invalid as exc:
         return await _refuse(exc, entry)(scope, receive, send)
     mode = state.failure("create", job.directive)
@@ -670,6 +686,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--certfile", help="serve https with this certificate (PEM)")
     parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
+    parser.add_argument("--demo", action="store_true", help="answer requests without a directive like a model")
     args = parser.parse_args(argv)
     family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -677,6 +694,10 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(addr)  # bound here, so --port 0 has a known port before uvicorn starts
     host, port = sock.getsockname()[:2]
     app = create_app()
+    if args.demo:
+        from tests.sim_persona import answer
+
+        app.state.sim.persona = answer
     config = uvicorn.Config(
         app,
         loop="uvloop",

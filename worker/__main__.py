@@ -9,6 +9,11 @@ import asyncio
 import sys
 from typing import Any
 
+from shared.preflight import require_dependencies
+
+# Before the imports below: a Python without them gets a sentence saying which one to use, not a traceback.
+require_dependencies("worker")
+
 import uvloop
 from arq.connections import RedisSettings
 from arq.worker import func

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from api.dashboard import doctor, sessions
 from api.http.login_throttle import LoginThrottle
@@ -99,6 +99,13 @@ async def dashboard(request: Request) -> Response:
     models = request.app.state.models
     options = "".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in models.ids())
     return _page("dashboard", refresh=f"{settings.dashboard_refresh:g}", markup={"model_options": options})
+
+
+async def favicon(request: Request) -> Response:
+    """The icon browsers ask for on every page (a 404 there is noise in every dashboard load)."""
+    return FileResponse(
+        STATIC_DIR / "favicon.ico", media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"}
+    )
 
 
 @_page_503

@@ -1,7 +1,7 @@
 """Fold a conversation into decopy's single ``entertext`` string.
 
 decopy takes one text per job and keeps no history we can address, so the whole conversation
-travels in that text. Layout (documented in the README):
+travels in that text. Layout (documented in docs/api.md):
 
 - A conversation of exactly one user turn is sent as that turn's text, unchanged.
 - Otherwise every turn becomes a block ``<Label>: <text>``, blocks separated by one blank

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from api.dashboard.routes import routes as dashboard_routes
 from api.engine.image_fetch import ImageFetcher
@@ -57,7 +58,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
     if exc.status_code == 405:
-        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        response = error_response(
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}; allowed: {allowed}.")
+        )
+        if allowed:
+            response.headers["Allow"] = allowed  # RFC 9110: a 405 names the methods that would work
+        return response
     err = GatewayError(str(exc.detail), status=exc.status_code)
     err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
     return error_response(err)
@@ -67,6 +74,16 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     """The client hung up while sending its request: its doing, no server error and no traceback.
     Nobody reads this response; its 499 is what the access log records."""
     return Response(status_code=CLIENT_CLOSED)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method a route serves on this path (Starlette's own ``Allow`` names the first route's only)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

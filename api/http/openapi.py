@@ -161,7 +161,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Text": {"type": "string"},
     "OpenAPI": {"type": "object", "description": "This document."},
-    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Metrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format (see docs/operations.md, Metrics).",
+    },
     "Usage": {
         "type": "object",
         "properties": {
@@ -252,7 +255,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "rate_limit_rejections",
             "history",
         ],
-        "description": "Figures across every API replica and worker (see the README's Metrics).",
+        "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
     },
 }
 
@@ -385,9 +388,9 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
-#: user interface, not part of the API this document describes.
-UI_PREFIX = "/dashboard"
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
+#: icon browsers ask for: a user interface, not part of the API this document describes.
+UI_PREFIX = ("/dashboard", "/favicon.ico")
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:

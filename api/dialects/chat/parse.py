@@ -103,7 +103,9 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
         )
     _refuse_unsupported(req)
     if not any(m.role == "user" for m in req.messages):
-        raise InvalidRequest("messages must contain at least one message with role 'user'.", param="messages")
+        raise InvalidRequest(
+            "messages must contain at least one message with role 'user'.", param="messages", code="invalid_value"
+        )
 
     image, image_url, image_param = None, None, None
     for i, message in enumerate(req.messages):
