@@ -36,6 +36,21 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
   TCP connection is cut mid-body). An unknown mode answers HTTP 400 (a typo
   must not pass as success) and logs outcome ``sim_error``.
 
+A model that follows the gateway's tool-call convention (``shared.tools.convention``), by
+directive (see :func:`tool_directive` and :func:`tool_pieces`):
+
+* ``call``: an object ``{"name": ..., "arguments": {...}}``, or a list of them (parallel calls):
+  answer with ``<tool_call>{...}</tool_call>`` blocks (unknown tools and bad arguments are just
+  what the test puts there); ``prose`` (str): text before the calls; ``after_text`` (str): text
+  after them; ``call_style``: ``plain`` (default), ``fence_json`` (the JSON in a ```json fence
+  inside the tag), ``in_code`` (the whole block inside a code fence: text, not a call),
+  ``broken`` (trailing commas: repairable), ``garbage`` (not JSON), ``unclosed`` (no closing
+  tag); ``split``: ``chars`` (one piece per character) or, by default, pieces cut inside the tags.
+* ``after_tool`` (object): the directive used instead once the prompt holds a tool result (a
+  ``Tool (…):`` block after the directive); nested ``after_tool`` s serve later rounds.
+* ``on_correction`` (object): the directive used instead when the prompt ends with the
+  gateway's ``Correction:`` block (its corrective retry).
+
 A default for requests whose entertext carries no directive (a client whose prompt is
 fixed, like the gateway's upstream doctor): ``POST /_sim/default`` with a directive's JSON
 object as body (``{}`` clears it; setting it also restarts the ``times`` counters).
@@ -228,9 +243,13 @@ class SimState:
 
 def answer_pieces(directive: Directive, entertext: str) -> list[str]:
     """The text pieces a job's stream carries, per the directive."""
+    directive = tool_directive(directive, entertext)
     fields = directive.fields
     reply = fields.get("reply")
-    if isinstance(reply, list) and all(isinstance(p, str) for p in reply):
+    calls = tool_pieces(fields)
+    if calls is not None:
+        pieces = calls
+    elif isinstance(reply, list) and all(isinstance(p, str) for p in reply):
         pieces = list(reply)
     elif fields.get("echo") is True:
         pieces = [entertext[i : i + 40] for i in range(0, len(entertext), 40)]
@@ -246,6 +265,60 @@ def answer_pieces(directive: Directive, entertext: str) -> list[str]:
         half, rest = len(think) // 2, pieces or [""]
         pieces = ["<thi", "nk>" + think[:half], think[half:] + "</th", "ink>" + rest[0], *rest[1:]]
     return pieces
+
+
+# --- a model that calls tools (see the module docstring) ------------------------------------
+
+_TOOL_RESULT = re.compile(r"\n\nTool \(")
+_CORRECTION = "\n\nCorrection: "
+
+
+def tool_directive(directive: Directive, entertext: str) -> Directive:
+    """The directive that applies to this prompt: ``on_correction`` after the gateway's correction,
+    else one ``after_tool`` level per tool result after the directive's line."""
+    fields = directive.fields
+    marker = entertext.rfind(MARKER)
+    tail = entertext[marker:] if marker >= 0 else entertext
+    fix = fields.get("on_correction")
+    if _CORRECTION in tail and isinstance(fix, dict):
+        return Directive(json.dumps(fix), fix)
+    for _ in _TOOL_RESULT.finditer(tail):
+        after = fields.get("after_tool")
+        if not isinstance(after, dict):
+            break
+        fields = after
+    return directive if fields is directive.fields else Directive(json.dumps(fields), fields)
+
+
+def tool_pieces(fields: dict[str, Any]) -> list[str] | None:
+    """The answer of a directive with ``call``, in pieces; None without one."""
+    spec = fields.get("call")
+    if spec is None:
+        return None
+    calls = spec if isinstance(spec, list) else [spec]
+    style = fields.get("call_style", "plain")
+    blocks = []
+    for call in calls:
+        body = json.dumps(call)
+        if style == "fence_json":
+            body = f"\n```json\n{json.dumps(call, indent=2)}\n```\n"
+        elif style == "broken":
+            body = json.dumps(call, indent=1).replace("\n}", ",\n}").replace("\n]", ",\n]")
+        elif style == "garbage":
+            body = "{name: " + str(call.get("name")) + ", arguments: ???"
+        blocks.append(f"<tool_call>{body}" + ("" if style == "unclosed" else "</tool_call>"))
+    markup = "\n".join(blocks)
+    if style == "in_code":
+        markup = f"```\n{markup}\n```"
+    text = (fields.get("prose") or "") + markup + (fields.get("after_text") or "")
+    if fields.get("split") == "chars":
+        return list(text)
+    cuts = sorted({0, len(text), *(i + k for i in _tag_starts(text) for k in (3, 8) if i + k < len(text))})
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _tag_starts(text: str) -> list[int]:
+    return [m.start() for m in re.finditer(r"</?tool_call>", text)]
 
 
 def _event(piece: str) -> bytes:

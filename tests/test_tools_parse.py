@@ -226,8 +226,11 @@ def test_reader_ends_as_text_when_a_bad_call_comes_after_text() -> None:
 
 
 def test_reader_no_second_retry() -> None:
-    actions, reader = read('<tool_call>{"name": "nope"}</tool_call>', may_retry=False)
-    assert actions == [] and reader.counts.refused == 1 and reader.finish_reason == "stop"
+    with pytest.raises(Refusal) as exc:
+        read('<tool_call>{"name": "nope"}</tool_call>', may_retry=False)
+    assert exc.value.error.code == "invalid_tool_call" and "'nope'" in exc.value.error.message
+    actions, reader = read('<tool_call>{"name": "nope"}</tool_call>' + CALL, may_retry=False)
+    assert [a[0] for a in actions] == ["call"] and reader.counts.refused == 1
 
 
 def test_reader_required_holds_text_and_retries_then_refuses() -> None:

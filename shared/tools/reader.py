@@ -16,8 +16,9 @@ A call that cannot be passed on (not JSON, an unknown tool, arguments against th
 answer without the required call, or a JSON answer that fails its check raises :class:`Retry`
 when nothing has gone out yet and the job has not been corrected before: the worker asks the
 upstream again with the correction appended to the prompt. Otherwise a bad call ends the answer
-where it is (as the text already sent, and the calls already sent); a missing required call or
-a bad JSON answer raises :class:`Refusal` with the error the client gets.
+where it is (as the text already sent, and the calls already sent); an answer with nothing but
+invalid calls, a missing required call or a bad JSON answer raises :class:`Refusal` with the
+error the client gets.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class AnswerReader:
         if self.done or self.calls:
             return out
         if self.emu.call_required:
+            if not self.counts.problems:
+                self.counts.refused += 1  # an answer without the required call is refused as well
             problem = self.counts.problems[-1] if self.counts.problems else "you called no tool"
             self._fail(
                 f"{problem}, but this answer must call "
@@ -144,6 +147,14 @@ class AnswerReader:
                 message="The model answered without the tool call that tool_choice requires"
                 + (f" ({problem})" if self.counts.problems else "")
                 + ", even after a correction.",
+            )
+        if self.counts.problems and not self.sent and not out:  # only invalid calls, even after a correction
+            self._fail(
+                self.counts.problems[-1],
+                "call",
+                code="invalid_tool_call",
+                message=f"The model's tool call could not be used ({self.counts.problems[-1]}), "
+                "even after a correction.",
             )
         if self.emu.output is not None:
             out += self._json_answer()
@@ -172,10 +183,11 @@ class AnswerReader:
                 self.counts.problems.append(str(exc))
                 if self.may_retry and not self.sent and not out:
                     raise Retry(correction(str(exc)), "call") from None
-                if not self.emu.call_required:
+                if self.sent or out:
                     self.done = True  # the answer ends here, as what went out so far
+                    self.sent = True
                     return out
-                continue  # a valid call may still follow; end() refuses the answer if none does
+                continue  # nothing went out: a valid call may still follow; end() refuses the answer if none does
             self.counts.emitted += 1
             self.counts.repaired += int(repaired or kind == "open")
             if self._held:
