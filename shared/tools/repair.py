@@ -138,12 +138,9 @@ class ToolBox:
     def _validator(self, name: str) -> Any:
         if name not in self._validators:
             schema = self.tools[name].get("parameters") or {}
-            try:
-                cls = jsonschema.validators.validator_for(schema)
-                cls.check_schema(schema)
-                self._validators[name] = cls(schema)
-            except jsonschema.SchemaError:
-                self._validators[name] = None  # the client's schema is itself invalid: arguments unchecked
+            # The API checked the schema against its metaschema (api/engine/tools.py): not again here,
+            # it costs far more than the validation. A schema that is broken anyway fails in check().
+            self._validators[name] = jsonschema.validators.validator_for(schema)(schema)
         return self._validators[name]
 
     def decode(self, raw: str) -> tuple[ToolCall, bool]:

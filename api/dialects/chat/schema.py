@@ -58,7 +58,7 @@ class ChatMessage(_Open):
 
 
 class FunctionDef(_Open):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\s<>\"]+$")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
