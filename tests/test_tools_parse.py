@@ -28,6 +28,7 @@ WEATHER: ToolSpec = {
 }
 TIME: ToolSpec = {"name": "get_time", "description": "", "parameters": {"type": "object", "properties": {}}}
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+PARIS_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 
 
 def merged(pieces: list[Any]) -> list[Any]:
@@ -71,6 +72,7 @@ ANSWERS: list[tuple[str, list[Piece]]] = [
         [("text", "<think>I may use <tool_call> here</think>"), ("call", CALL[11:-12])],
     ),
     ("  <thinking is fine", [("text", "  <thinking is fine")]),
+    ("<tool_call>{A}\n<tool_call>{B}</tool_call>", [("open", "{A}\n"), ("call", "{B}")]),
     ("No call at all.\n", [("text", "No call at all.\n")]),
 ]
 
@@ -320,3 +322,34 @@ def test_fold_output_block_last() -> None:
 def test_prompt_schema_keeps_property_names_called_title() -> None:
     schema = {"type": "object", "title": "X", "properties": {"title": {"type": "string", "title": "Title"}}}
     assert prompt_schema(schema) == {"type": "object", "properties": {"title": {"type": "string"}}}
+
+
+# --- the simulator's tool-calling model ---------------------------------------------------------
+
+
+def test_simulator_scripts_calls_rounds_and_corrections() -> None:
+    from tests.decopy_sim import answer_pieces, parse_directive
+
+    script = {"call": [PARIS_CALL, PARIS_CALL], "prose": "Hi. ", "after_tool": {"reply": ["got {result}"]}}
+    prompt = "User: weather? @@sim@@ " + json.dumps({**script, "on_correction": {"reply": ["fixed"]}})
+    pieces = answer_pieces(parse_directive(prompt), prompt)
+    one = ("call", json.dumps(PARIS_CALL))
+    assert len(pieces) > 3 and parse(pieces) == [("text", "Hi."), one, one]
+    later = prompt + "\n\nAssistant: <tool_call>{}</tool_call>\n\nTool (call_1, get_weather): 20 C\n\nUser: ok"
+    assert answer_pieces(parse_directive(later), later) == ["got 20 C"]
+    fixed = prompt + "\n\nCorrection: in your last answer, x."
+    assert answer_pieces(parse_directive(fixed), fixed) == ["fixed"]
+    fenced = "@@sim@@ " + json.dumps({"call": PARIS_CALL, "call_style": "in_code", "split": "chars"})
+    assert [k for k, _ in parse(answer_pieces(parse_directive(fenced), fenced))] == ["text"]
+
+
+def test_simulator_complies_without_a_directive() -> None:
+    from tests.decopy_sim import answer_pieces, parse_directive
+
+    required = fold([{"role": "user", "text": "hi"}], tools=[WEATHER, TIME], tool_choice="required")
+    (answer,) = answer_pieces(parse_directive(required), required)
+    call, _ = ToolBox([WEATHER, TIME]).decode(parse([answer])[0][1])
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "x"}
+    schema: OutputFormat = {"type": "json_schema", "name": "s", "schema": WEATHER["parameters"], "strict": True}
+    asked = fold([{"role": "user", "text": "hi"}], output=schema)
+    assert check("".join(answer_pieces(parse_directive(asked), asked)), schema)[0] == '{"city": "x"}'

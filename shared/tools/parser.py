@@ -6,7 +6,8 @@
   is held back: the longest end of a delta that could begin ``<tool_call>``, a run of backticks
   whose length is not known yet, and whitespace that would end up right before a call.
 - ``("call", raw)``: the text between a call's tags, once the closing tag has arrived.
-- ``("open", raw)``: a call whose closing tag never came (the answer ended inside it).
+- ``("open", raw)``: a call whose closing tag never came (the answer ended inside it, or the
+  next call's opening tag came first).
 
 Rules (the convention is in :mod:`shared.tools.convention`):
 
@@ -194,6 +195,12 @@ class CallParser:
     def _call(self, out: list[Piece], final: bool) -> bool:
         buf = self._buf
         at = buf.find(CLOSE)
+        again = buf.find(OPEN)
+        if again >= 0 and (at < 0 or again < at):  # the next call began before this one was closed
+            out.append(("open", buf[:again]))
+            self.calls += 1
+            self._buf = buf[again + len(OPEN) :]
+            return True
         if at >= 0:
             out.append(("call", buf[:at]))
             self.calls += 1

@@ -126,13 +126,13 @@ class AnswerReader:
     def feed(self, text: str) -> list[Action]:
         if self.done:
             return []
-        return self._take(self.parser.feed(text), final=False)
+        return self._take(self.parser.feed(text))
 
     def end(self) -> list[Action]:
         """The upstream finished: the rest of the answer (raises Retry or Refusal as above)."""
         if self.done:
             return []
-        out = self._take(self.parser.end(), final=True)
+        out = self._take(self.parser.end())
         if self.done or self.calls:
             return out
         if self.emu.call_required:
@@ -166,7 +166,7 @@ class AnswerReader:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _take(self, pieces: list[Piece], *, final: bool) -> list[Action]:
+    def _take(self, pieces: list[Piece]) -> list[Action]:
         out: list[Action] = []
         for kind, value in pieces:
             if kind == "text":
