@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
@@ -81,6 +82,14 @@ def test_whole_answer_with_one_call(gateway: Gateway, tag: str) -> None:
     assert prompt.startswith("Tools: ") and "- get_weather: Current weather for a city." in prompt
     assert f"\n\nUser: {tag} What is the weather?" in prompt
     assert resp.usage is not None and resp.usage.prompt_tokens > len(prompt) // 5  # the folded prompt is counted
+    with gateway.http() as http:
+        doc = http.get("/openapi.json").json()
+        raw = http.post(
+            "/v1/chat/completions", json={"model": V3, "messages": ask(tag + "raw", call=PARIS), "tools": [WEATHER]}
+        ).json()
+    schema = {"$ref": "#/components/schemas/ChatCompletion", "components": doc["components"]}
+    jsonschema.validate(raw, schema)  # the documented shape, tool_calls included
+    assert raw["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
 def test_streamed_call_after_prose_every_delta_well_formed(gateway: Gateway, tag: str) -> None:
