@@ -71,7 +71,8 @@ WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
     "decopy_jobs",
-    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused).",
+    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused, refused: "
+    "an emulated tool call or JSON answer that could not be given, even after a correction).",
     ["outcome"],
     registry=WORKER_REGISTRY,
 )
