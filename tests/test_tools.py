@@ -391,13 +391,25 @@ def test_folded_prompt_over_the_cap_is_400(gateway: Gateway, tag: str) -> None:
 def test_metrics_count_calls_per_model(gateway: Gateway, tag: str) -> None:
     client = gateway.client()
     client.chat.completions.create(model=V3, messages=ask(tag, call=PARIS, call_style="broken"), tools=[WEATHER])
+    unknown = {"name": "launch_rockets", "arguments": {}}
+    client.chat.completions.create(
+        model=V3, messages=ask(tag + "u", call=unknown, on_correction={"call": PARIS}), tools=[WEATHER]
+    )
+    client.chat.completions.create(
+        model=V3, messages=ask(tag + "j", reply=["```json\n{}\n```"]), response_format={"type": "json_object"}
+    )
 
-    def counted() -> bool:
+    def outcomes(metric: str) -> set[str]:
         text = httpx.get(gateway.base_url + "/metrics/cluster", timeout=5).text
-        outcomes = set()
-        for labels, value in re.findall(r"decopy_tool_calls_total\{([^}]*)\} (\S+)", text):
+        seen = set()
+        for labels, value in re.findall(metric + r"\{([^}]*)\} (\S+)", text):
             if 'model="decopy-deepseek-v3"' in labels and float(value) > 0:
-                outcomes |= set(re.findall(r'outcome="(\w+)"', labels))
-        return {"emitted", "repaired"} <= outcomes
+                seen |= set(re.findall(r'outcome="(\w+)"', labels))
+        return seen
 
-    wait_until(counted, 15, "tool-call metrics")
+    wait_until(
+        lambda: {"emitted", "repaired", "retried", "refused"} <= outcomes("decopy_tool_calls_total"),
+        15,
+        "tool-call metrics",
+    )
+    wait_until(lambda: {"valid", "repaired"} <= outcomes("decopy_json_answers_total"), 15, "JSON answer metrics")
