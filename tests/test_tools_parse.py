@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.engine.fold import fold
 from shared.messages import ChatJob, OutputFormat, ToolSpec, Turn
@@ -66,6 +68,7 @@ ANSWERS: list[tuple[str, list[Piece]]] = [
     ("It is 3 < 4 and x<y.", [("text", "It is 3 < 4 and x<y.")]),
     ("Almost a call <tool_ca", [("text", "Almost a call")]),
     ("ends in <", [("text", "ends in <")]),
+    ("stray </tool_call> closing tag </tool_", [("text", "stray  closing tag")]),
     ("Cut off " + CALL[:-5], [("text", "Cut off"), ("open", CALL[11:-5])]),
     (
         "<think>I may use <tool_call> here</think>\n\n" + CALL,
@@ -353,3 +356,42 @@ def test_simulator_complies_without_a_directive() -> None:
     schema: OutputFormat = {"type": "json_schema", "name": "s", "schema": WEATHER["parameters"], "strict": True}
     asked = fold([{"role": "user", "text": "hi"}], output=schema)
     assert check("".join(answer_pieces(parse_directive(asked), asked)), schema)[0] == '{"city": "x"}'
+
+
+# --- property: the split never matters, and no markup leaks ------------------------------------
+
+TOKENS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_",
+    "`",
+    "``",
+    "```",
+    "~~~",
+    "\n",
+    " ",
+    "<",
+    "a",
+    "{}",
+    "<think>",
+    "</think>",
+]
+
+
+@given(
+    st.lists(st.sampled_from(TOKENS), max_size=25).map("".join),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)
+@settings(max_examples=400, deadline=None, derandomize=True)
+def test_parser_any_answer_any_split(answer: str, cuts: list[int]) -> None:
+    points = sorted({min(c, len(answer)) for c in cuts})
+    deltas = [answer[a:b] for a, b in zip([0, *points], [*points, len(answer)])]
+    whole = parse([answer])
+    assert parse(deltas) == whole
+    assert parse(list(answer)) == whole
+    text = "".join(v for k, v in whole if k == "text")
+    if not any(c in answer for c in "`~") and "<think>" not in answer:
+        assert "<tool_call>" not in text and "</tool_call>" not in text
+    kinds = [k for k, _ in whole]
+    first_call = next((i for i, k in enumerate(kinds) if k != "text"), len(kinds))
+    assert "text" not in kinds[first_call:]  # no text after a call

@@ -18,8 +18,9 @@ Rules (the convention is in :mod:`shared.tools.convention`):
   including ``</think>``: the API splits it off as reasoning (``api.engine.shaping``).
 - Once a call has been seen, text is dropped: the turn ended at the call. Further calls are
   still found (parallel calls), and text between calls is dropped too.
-- Nothing of the markup is ever text: a half ``<tool_call>`` tag at the very end of the answer is
-  dropped (a lone ``<`` is kept: it is more often a comparison than a cut-off tag).
+- Nothing of the markup is ever text: a stray ``</tool_call>`` is dropped, and so is a half tag
+  at the very end of the answer (a lone ``<`` is kept: it is more often a comparison than a
+  cut-off tag).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ Piece = tuple[PieceKind, str]
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 #: What may start markup (or a code span or fence) in text: the opening tag, or a run of fence characters.
-_TEXT_MARK = re.compile(r"<tool_call>|`+|~+")
+_TEXT_MARK = re.compile(r"</?tool_call>|`+|~+")
 _RUN = re.compile(r"`+|~+")
 _CODE_END = re.compile(r"`+|\n")
 
@@ -122,12 +123,12 @@ class CallParser:
         m = _TEXT_MARK.search(buf)
         if m is None:
             if final:
-                cut = held_prefix(buf, OPEN)
+                cut = max(held_prefix(buf, OPEN), held_prefix(buf, CLOSE))
                 self._emit(out, buf[:-cut].rstrip() if cut >= 2 else buf)  # a half tag at the end is markup
                 self._buf = ""
                 return False
-            # Keep back what may begin a call, and the whitespace before it (it would go with the call).
-            sent = buf[: len(buf) - held_prefix(buf, OPEN)].rstrip()
+            # Keep back what may begin a tag, and the whitespace before it (it would go with a call).
+            sent = buf[: len(buf) - max(held_prefix(buf, OPEN), held_prefix(buf, CLOSE))].rstrip()
             self._emit(out, sent)
             self._buf = buf[len(sent) :]
             return False
@@ -136,6 +137,10 @@ class CallParser:
             self._emit(out, buf[: m.start()].rstrip())
             self._buf = buf[m.end() :]
             self._state = "call"
+            return True
+        if mark == CLOSE:  # a closing tag without a call: markup all the same, never text
+            self._emit(out, buf[: m.start()])
+            self._buf = buf[m.end() :]
             return True
         self._emit(out, buf[: m.start()])
         if m.end() == len(buf) and not final:  # a run of backticks may go on in the next delta
