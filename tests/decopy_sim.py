@@ -343,7 +343,7 @@ def tool_pieces(fields: dict[str, Any]) -> list[str] | None:
 
 _TOOL_ENTRY = re.compile(r"^- ([^\s:]+)(?::[^\n]*)?\n(?:[^\n]*\n)*?  arguments: (\{[^\n]*\})$", re.M)
 _MUST_CALL = re.compile(r"you must call (?:the tool (\S+?)\.|at least one tool)")
-_OUTPUT = "\n\nOutput: answer with exactly one JSON object"
+_OUTPUT = "\n\nOutput: answer with exactly one JSON "
 
 
 def compliant_pieces(entertext: str) -> list[str] | None:
@@ -366,7 +366,7 @@ def compliant_pieces(entertext: str) -> list[str] | None:
         except ValueError:
             schema = {}
         value = instance(schema)
-        return [json.dumps(value if isinstance(value, dict) else {})]
+        return [json.dumps(value if isinstance(value, dict) or schema else {})]
     return None
 
 

@@ -168,6 +168,8 @@ def test_json_output_extracted_and_checked() -> None:
         check("[1, 2]", {"type": "json_object", "name": None, "schema": None, "strict": False})
     with pytest.raises(OutputError):
         check("I cannot do that.", schema)
+    listed: OutputFormat = {"type": "json_schema", "name": "l", "schema": {"type": "array"}, "strict": False}
+    assert check("[1, 2]", listed) == ("[1, 2]", False)
 
 
 # --- the answer reader ------------------------------------------------------------------------

@@ -139,9 +139,11 @@ def output_block(output: OutputFormat) -> str:
     """The ``Output:`` block of a JSON answer ("" for plain text)."""
     if output["type"] == "text":
         return ""
-    text = "Output: answer with exactly one JSON object and nothing else: no text before or after it, no code block."
-    if output["type"] == "json_schema" and output.get("schema") is not None:
-        text += f" It must be valid against this JSON Schema: {compact_json(prompt_schema(output['schema']))}"
+    schema = output.get("schema") if output["type"] == "json_schema" else None
+    kind = "object" if schema is None or schema.get("type", "object") == "object" else "value"
+    text = f"Output: answer with exactly one JSON {kind} and nothing else: no text before or after it, no code block."
+    if schema is not None:
+        text += f" It must be valid against this JSON Schema: {compact_json(prompt_schema(schema))}"
     return text
 
 

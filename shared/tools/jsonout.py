@@ -48,9 +48,9 @@ def extract(text: str) -> tuple[Any, bool]:
 def check(text: str, output: OutputFormat) -> tuple[str, bool]:
     """The answer as the JSON text to send, and whether it was repaired; :class:`OutputError` if none."""
     value, repaired = extract(text)
-    if not isinstance(value, dict):
-        raise OutputError("the answer was JSON but not an object")
     schema = output.get("schema")
+    if not isinstance(value, dict) and (output["type"] == "json_object" or schema is None):
+        raise OutputError("the answer was JSON but not an object")  # a schema may ask for another type
     if output["type"] == "json_schema" and schema is not None:
         try:
             error = best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
