@@ -349,10 +349,14 @@ def test_langchain_bind_tools_loop(gateway: Gateway, tag: str) -> None:
     assert [type(m).__name__ for m in messages] == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
     assert messages[1].tool_calls[0]["args"] == {"city": "Paris"}
     assert messages[-1].content == "The weather: 20 C in Paris."  # the tool's own output came back
-    assert (
-        "Tool (call_" in creates(gateway, tag)[-1]["entertext"]
-        and "20 C in Paris" in creates(gateway, tag)[-1]["entertext"]
-    )
+    last = creates(gateway, tag)[-1]["entertext"]
+    assert "Tool (call_" in last and "20 C in Paris" in last
+    # Streamed, LangChain merges the tool-call chunks by index: the first carries the id and name.
+    streamed = None
+    for chunk in bound.stream([HumanMessage(f"{tag}s weather in Paris? {script}")]):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed is not None
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [("get_weather", {"city": "Paris"})]
 
 
 # --- refusals and metrics ---------------------------------------------------------------------
