@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.tools.reader import Counts
+
 #: Upstream failure kinds (``worker.upstream.base.FailureKind``), always reported, zeros included.
 UPSTREAM_ERROR_KINDS = ("cloudflare", "rate_limited", "http", "protocol", "timeout", "connection")
 
@@ -69,7 +71,8 @@ WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
     "decopy_jobs",
-    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused).",
+    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused, refused: "
+    "an emulated tool call or JSON answer that could not be given, even after a correction).",
     ["outcome"],
     registry=WORKER_REGISTRY,
 )
@@ -82,6 +85,21 @@ UPSTREAM_ERRORS = Counter(
 JOBS_RUNNING = Gauge(
     "decopy_jobs_running",
     "Chat jobs this worker process is running now.",
+    registry=WORKER_REGISTRY,
+)
+TOOL_CALLS = Counter(
+    "decopy_tool_calls",
+    "Emulated tool calls, by model and outcome: emitted (sent to the client), repaired (sent after "
+    "a repair, also counted in emitted), retried (a corrective retry was asked for), refused (not sent: "
+    "not JSON, an unknown tool, arguments against the schema, or a required call missing).",
+    ["model", "outcome"],
+    registry=WORKER_REGISTRY,
+)
+JSON_ANSWERS = Counter(
+    "decopy_json_answers",
+    "Answers in a JSON output format, by model and outcome: valid (sent), repaired (sent after being "
+    "dug out of a fence or text, or repaired; also counted in valid), retried, refused (an error sent).",
+    ["model", "outcome"],
     registry=WORKER_REGISTRY,
 )
 for _kind in UPSTREAM_ERROR_KINDS:  # export zeros too, so a dashboard shows every kind from the start
@@ -100,6 +118,24 @@ def job_outcome(outcome: str, kind: str | None) -> None:
         UPSTREAM_ERRORS.labels(kind=kind or "http").inc()
     else:
         JOBS.labels(outcome=outcome).inc()
+
+
+def emulation_counts(model: str, counts: Counts, retry: str | None) -> None:
+    """``ChatRunner``'s ``on_emulation`` hook: what one attempt of a job with tools or JSON output did."""
+    for outcome, n in (("emitted", counts.emitted), ("repaired", counts.repaired)):
+        if n:
+            TOOL_CALLS.labels(model=model, outcome=outcome).inc(n)
+    if counts.refused:
+        TOOL_CALLS.labels(model=model, outcome="refused").inc(counts.refused)
+    for outcome, n in (("valid", counts.json_valid), ("repaired", counts.json_repaired)):
+        if n:
+            JSON_ANSWERS.labels(model=model, outcome=outcome).inc(n)
+    if counts.json_refused:
+        JSON_ANSWERS.labels(model=model, outcome="refused").inc(counts.json_refused)
+    if retry == "json":
+        JSON_ANSWERS.labels(model=model, outcome="retried").inc()
+    elif retry is not None:
+        TOOL_CALLS.labels(model=model, outcome="retried").inc()
 
 
 def observe_request(

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.tools.convention import DEFAULT_INSTRUCTION
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -186,6 +187,14 @@ class Settings:
     #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
     metrics_interval: float = 2.0
 
+    # --- tool calling and JSON output, emulated (shared.tools; docs/tools.md) ---
+    #: Emulate tools and JSON output through the prompt (off: ``tools`` and JSON formats get a 400).
+    tools_emulation: bool = True
+    #: The instruction folded in before the tool list (the ``<tool_call>`` markup itself is fixed).
+    tools_instruction: str = DEFAULT_INSTRUCTION
+    #: Longest prompt, in characters, once tools or an output format are folded in (over it: a 400).
+    tools_prompt_max_chars: int = 200_000
+
     # --- [perf] settings below this line ---
 
     # --- [operator] settings below this line ---
@@ -255,6 +264,7 @@ class Settings:
             "upstream_read_timeout",
             "api_workers",
             "metrics_interval",
+            "tools_prompt_max_chars",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -272,6 +282,8 @@ class Settings:
         if self.redis_timeout <= 0:
             raise ConfigError("REDIS_TIMEOUT must be greater than 0")
         self._validate_hardening()
+        if "<tool_call>" not in self.tools_instruction:
+            raise ConfigError("TOOLS_INSTRUCTION must show the call format, <tool_call>{...}</tool_call>")
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()

@@ -40,6 +40,27 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
   TCP connection is cut mid-body). An unknown mode answers HTTP 400 (a typo
   must not pass as success) and logs outcome ``sim_error``.
 
+A model that follows the gateway's tool-call convention (``shared.tools.convention``), by
+directive (see :func:`tool_directive` and :func:`tool_pieces`):
+
+* ``call``: an object ``{"name": ..., "arguments": {...}}``, or a list of them (parallel calls):
+  answer with ``<tool_call>{...}</tool_call>`` blocks (unknown tools and bad arguments are just
+  what the test puts there); ``prose`` (str): text before the calls; ``after_text`` (str): text
+  after them; ``call_style``: ``plain`` (default), ``fence_json`` (the JSON in a ```json fence
+  inside the tag), ``in_code`` (the whole block inside a code fence: text, not a call),
+  ``broken`` (trailing commas: repairable), ``garbage`` (not JSON), ``unclosed`` (no closing
+  tag); ``split``: ``chars`` (one piece per character) or, by default, pieces cut inside the tags.
+* ``after_tool`` (object): the directive used instead once the prompt holds a tool result (a
+  ``Tool (…):`` block after the directive); nested ``after_tool`` s serve later rounds. In its
+  ``reply``, ``{result}`` stands for the text of the last tool result (so a test can prove the
+  client ran the tool and sent its output back).
+* ``on_correction`` (object): the directive used instead when the prompt ends with the
+  gateway's ``Correction:`` block (its corrective retry).
+
+Without any directive, a prompt whose convention demands a call (``you must call…``) or a JSON
+answer (an ``Output:`` block) gets a minimal valid one, as a model that follows the rules would
+answer (:func:`compliant_pieces`): the fuzz tests send such requests with random tools and schemas.
+
 A default for requests whose entertext carries no directive (a client whose prompt is
 fixed, like the gateway's upstream doctor): ``POST /_sim/default`` with a directive's JSON
 object as body (``{}`` clears it; setting it also restarts the ``times`` counters).
@@ -237,9 +258,16 @@ class SimState:
 
 def answer_pieces(directive: Directive, entertext: str) -> list[str]:
     """The text pieces a job's stream carries, per the directive."""
+    directive = tool_directive(directive, entertext)
     fields = directive.fields
     reply = fields.get("reply")
-    if isinstance(reply, list) and all(isinstance(p, str) for p in reply):
+    if isinstance(reply, list) and any(isinstance(p, str) and "{result}" in p for p in reply):
+        result = last_tool_result(entertext)
+        reply = [p.replace("{result}", result) if isinstance(p, str) else p for p in reply]
+    calls = tool_pieces(fields) if fields else compliant_pieces(entertext)
+    if calls is not None:
+        pieces = calls
+    elif isinstance(reply, list) and all(isinstance(p, str) for p in reply):
         pieces = list(reply)
     elif fields.get("echo") is True:
         pieces = [entertext[i : i + 40] for i in range(0, len(entertext), 40)]
@@ -255,6 +283,134 @@ def answer_pieces(directive: Directive, entertext: str) -> list[str]:
         half, rest = len(think) // 2, pieces or [""]
         pieces = ["<thi", "nk>" + think[:half], think[half:] + "</th", "ink>" + rest[0], *rest[1:]]
     return pieces
+
+
+# --- a model that calls tools (see the module docstring) ------------------------------------
+
+_TOOL_RESULT = re.compile(r"\n\nTool \(")
+_CORRECTION = "\n\nCorrection: "
+
+
+def tool_directive(directive: Directive, entertext: str) -> Directive:
+    """The directive that applies to this prompt: ``on_correction`` after the gateway's correction,
+    else one ``after_tool`` level per tool result after the directive's line."""
+    fields = directive.fields
+    marker = entertext.rfind(MARKER)
+    tail = entertext[marker:] if marker >= 0 else entertext
+    fix = fields.get("on_correction")
+    if _CORRECTION in tail and isinstance(fix, dict):
+        return Directive(json.dumps(fix), fix)
+    for _ in _TOOL_RESULT.finditer(tail):
+        after = fields.get("after_tool")
+        if not isinstance(after, dict):
+            break
+        fields = after
+    return directive if fields is directive.fields else Directive(json.dumps(fields), fields)
+
+
+_NEXT_BLOCK = re.compile(r"\n\n(?:System|User|Assistant|Tool|Output|Correction)(?: \([^)\n]*\))?: ")
+
+
+def last_tool_result(entertext: str) -> str:
+    """The text of the last ``Tool (…): …`` block of a prompt ("" if none)."""
+    starts = list(_TOOL_RESULT.finditer(entertext))
+    if not starts:
+        return ""
+    head = entertext.find("): ", starts[-1].end())
+    if head < 0:
+        return ""
+    end = _NEXT_BLOCK.search(entertext, head)
+    return entertext[head + 3 : end.start() if end else len(entertext)]
+
+
+def tool_pieces(fields: dict[str, Any]) -> list[str] | None:
+    """The answer of a directive with ``call``, in pieces; None without one."""
+    spec = fields.get("call")
+    if spec is None:
+        return None
+    calls = spec if isinstance(spec, list) else [spec]
+    style = fields.get("call_style", "plain")
+    blocks = []
+    for call in calls:
+        body = json.dumps(call)
+        if style == "fence_json":
+            body = f"\n```json\n{json.dumps(call, indent=2)}\n```\n"
+        elif style == "broken":
+            body = json.dumps(call, indent=1).replace("\n}", ",\n}").replace("\n]", ",\n]")
+        elif style == "garbage":
+            body = "{name: " + str(call.get("name")) + ", arguments: ???"
+        blocks.append(f"<tool_call>{body}" + ("" if style == "unclosed" else "</tool_call>"))
+    markup = "\n".join(blocks)
+    if style == "in_code":
+        markup = f"```\n{markup}\n```"
+    text = (fields.get("prose") or "") + markup + (fields.get("after_text") or "")
+    if fields.get("split") == "chars":
+        return list(text)
+    cuts = sorted({0, len(text), *(i + k for i in _tag_starts(text) for k in (3, 8) if i + k < len(text))})
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+_TOOL_ENTRY = re.compile(r"^- ([^\s:]+)(?::[^\n]*)?\n(?:[^\n]*\n)*?  arguments: (\{[^\n]*\})$", re.M)
+_MUST_CALL = re.compile(r"you must call (?:the tool (\S+?)\.|at least one tool)")
+_OUTPUT = "\n\nOutput: answer with exactly one JSON "
+
+
+def compliant_pieces(entertext: str) -> list[str] | None:
+    """A minimal answer that obeys a prompt demanding a call or JSON (None: nothing demanded)."""
+    must = _MUST_CALL.search(entertext)
+    if must is not None:
+        tools = {m.group(1): m.group(2) for m in _TOOL_ENTRY.finditer(entertext)}
+        name = must.group(1) or next(iter(tools), None)
+        if name is not None and name in tools:
+            try:
+                schema = json.loads(tools[name])
+            except ValueError:
+                schema = {}
+            return [f"<tool_call>{json.dumps({'name': name, 'arguments': instance(schema)})}</tool_call>"]
+    at = entertext.rfind(_OUTPUT)
+    if at >= 0:
+        schema_at = entertext.find("JSON Schema: ", at)
+        try:
+            schema = json.loads(entertext[schema_at + 13 :].split("\n", 1)[0]) if schema_at >= 0 else {}
+        except ValueError:
+            schema = {}
+        value = instance(schema)
+        return [json.dumps(value if isinstance(value, dict) or schema else {})]
+    return None
+
+
+def instance(schema: Any, depth: int = 0) -> Any:
+    """A small value valid against simple schemas (type, enum, const, required, minimum, items)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return {}
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return instance(schema[key][0], depth + 1)
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return low if isinstance(low, (int, float)) else 0
+    if kind == "string":
+        return "x" * (schema.get("minLength", 1) if isinstance(schema.get("minLength"), int) else 1)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    if kind == "array":
+        count = schema.get("minItems", 0) if isinstance(schema.get("minItems"), int) else 0
+        return [instance(schema.get("items"), depth + 1) for _ in range(count)]
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    return {name: instance(props.get(name), depth + 1) for name in required if isinstance(name, str)}
+
+
+def _tag_starts(text: str) -> list[int]:
+    return [m.start() for m in re.finditer(r"</?tool_call>", text)]
 
 
 def _event(piece: str) -> bytes:

@@ -52,6 +52,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
             upstream=upstream,
             worker_id=worker_id,
             on_outcome=metrics.job_outcome,
+            on_emulation=metrics.emulation_counts,
         )
         ctx["reporter"] = Reporter(
             ctx["redis"],

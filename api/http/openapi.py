@@ -39,6 +39,23 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _NULL_STR: dict[str, Any] = {"type": ["string", "null"]}
+#: The calls of an answer with emulated tool calling (docs/tools.md).
+_TOOL_CALLS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            },
+        },
+    },
+}
 _USAGE: dict[str, Any] = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
@@ -91,6 +108,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "content": _NULL_STR,
                                 "reasoning_content": {"type": "string"},
                                 "refusal": {"type": "null"},
+                                "tool_calls": _TOOL_CALLS,
                             },
                         },
                         "logprobs": {"type": "null"},
