@@ -63,6 +63,20 @@ RATE_LIMIT_REJECTIONS = Counter(
     registry=API_REGISTRY,
 )
 
+UPSTREAM_SERVED = Counter(
+    "decopy_upstream_answers",
+    "Chat answers by the target (upstream/model) that served them.",
+    ["upstream"],
+    registry=API_REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "decopy_upstream_breaker_state",
+    "Circuit breaker of each route target: 0 closed, 1 half-open (one request tries it), 2 open.",
+    ["target"],
+    registry=API_REGISTRY,
+    multiprocess_mode="max",
+)
+
 # --- worker processes -----------------------------------------------------------------------
 
 WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
@@ -102,13 +116,28 @@ def job_outcome(outcome: str, kind: str | None) -> None:
 
 
 def observe_request(
-    *, route: str, status: int, model: str | None, duration: float, ttft: float | None, queue_wait: float | None
+    *,
+    route: str,
+    status: int,
+    model: str | None,
+    duration: float,
+    ttft: float | None,
+    queue_wait: float | None,
+    upstream: str | None = None,
 ) -> None:
     """Count one answered request (called once per request by the access-log middleware)."""
     label = model or "none"
+    if upstream:
+        UPSTREAM_SERVED.labels(upstream=upstream).inc()
     REQUESTS.labels(route=route, status=str(status), model=label).inc()
     REQUEST_DURATION.labels(route=route).observe(duration)
     if ttft is not None:
         TTFT.labels(model=label).observe(ttft)
     if queue_wait is not None:
         QUEUE_WAIT.labels(model=label).observe(queue_wait)
+
+
+def breaker_states(states: dict[str, int]) -> None:
+    """[upstreams] The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
+    for target, value in states.items():
+        BREAKER_STATE.labels(target=target).set(value)

@@ -109,3 +109,18 @@ def key_usage_day(key_id: str, day: str) -> str:
 def key_usage_total(key_id: str) -> str:
     """A key's usage since it was created: a hash of counters."""
     return f"{PREFIX}usage:{key_id}:total"
+
+
+# --- [upstreams] routing configuration and circuit breakers ---
+
+#: The stored upstreams and routes (JSON with its version), see ``shared.liveconfig``.
+CONFIG = PREFIX + "config"
+#: The configuration's version alone: what every process polls to notice a change.
+CONFIG_VERSION = PREFIX + "config:version"
+#: Set of the targets (``upstream/model``) that have a breaker record.
+BREAKERS = PREFIX + "breakers"
+
+
+def breaker_key(target: str) -> str:
+    """One target's circuit breaker (a hash: state, failures, opened_at, last failure)."""
+    return f"{PREFIX}breaker:{target}"

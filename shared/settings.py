@@ -188,6 +188,35 @@ class Settings:
 
     # --- [perf] settings below this line ---
 
+    # --- [upstreams] settings below this line ---
+    #: JSON object of the upstreams besides decopy; seeds the live configuration (docs/upstreams.md).
+    upstreams: str = field(default="", repr=False)
+    #: JSON object of the routes {"model-id": [{"upstream": ..., "model": ...}, ...]}; seeds it too.
+    routes: str = ""
+    #: Seconds between two checks of the live configuration's version in Redis.
+    config_poll_interval: float = 0.5
+    #: Consecutive failures of a target that open its circuit breaker (0: never open).
+    breaker_failures: int = 5
+    #: Seconds an open breaker skips its target before letting one request try it again.
+    breaker_cooldown: float = 30.0
+    #: How decopy is called: ``aiohttp`` or ``curl_cffi`` (a browser's TLS and HTTP/2 fingerprint).
+    decopy_transport: str = "aiohttp"
+    #: The browser curl_cffi impersonates (one of curl_cffi's names, e.g. ``chrome``, ``chrome131``).
+    decopy_impersonate: str = "chrome"
+
+    def _validate_upstreams(self) -> None:
+        from shared.routing import seed_from_settings
+
+        seed_from_settings(self.upstreams, self.routes, self.decopy_models)  # raises ConfigError
+        if self.config_poll_interval <= 0 or self.config_poll_interval > 10:
+            raise ConfigError("CONFIG_POLL_INTERVAL must be between 0 and 10 seconds")
+        if self.breaker_failures < 0:
+            raise ConfigError("BREAKER_FAILURES must be 0 (never open) or more")
+        if self.breaker_cooldown <= 0:
+            raise ConfigError("BREAKER_COOLDOWN must be greater than 0")
+        if self.decopy_transport not in ("aiohttp", "curl_cffi"):
+            raise ConfigError("DECOPY_TRANSPORT must be aiohttp or curl_cffi")
+
     # --- [operator] settings below this line ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
@@ -247,6 +276,7 @@ class Settings:
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+        self._validate_upstreams()
 
     def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:

@@ -24,6 +24,7 @@ from worker.health import health_main
 from worker.jobs.arq_worker import WakeableWorker
 from worker.jobs.runner import ChatRunner, chat
 from worker.upstream.decopy.client import DecopyUpstream
+from worker.upstream.router import Router
 
 
 async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
@@ -41,12 +42,15 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     upstream = DecopyUpstream(settings)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        router = Router(settings, ctx["redis"], upstream)  # [upstreams] routes, live configuration, breakers
+        await router.start()
         ctx["runner"] = ChatRunner(
             settings=settings,
             redis=ctx["redis"],
             upstream=upstream,
             worker_id=worker_id,
             on_outcome=metrics.job_outcome,
+            router=router,
         )
         ctx["reporter"] = Reporter(
             ctx["redis"],

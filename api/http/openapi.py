@@ -152,6 +152,12 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
             "upstream": {"type": "string"},
+            "targets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The route's targets in order (`upstream/model`): a failure before the "
+                "first piece of the answer moves to the next.",
+            },
         },
     },
     "ModelList": {
