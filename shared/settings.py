@@ -201,8 +201,9 @@ class Settings:
     breaker_cooldown: float = 30.0
     #: How decopy is called: ``aiohttp`` or ``curl_cffi`` (a browser's TLS and HTTP/2 fingerprint).
     decopy_transport: str = "aiohttp"
-    #: The browser curl_cffi impersonates (one of curl_cffi's names, e.g. ``chrome``, ``chrome131``).
-    decopy_impersonate: str = "chrome"
+    #: The browser curl_cffi impersonates (one of curl_cffi's names); the same browser as
+    #: DECOPY_USER_AGENT (Chrome 131 by default), whose User-Agent the calls keep.
+    decopy_impersonate: str = "chrome131"
 
     def _validate_upstreams(self) -> None:
         from shared.routing import seed_from_settings

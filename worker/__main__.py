@@ -23,8 +23,7 @@ from worker import doctor
 from worker.health import health_main
 from worker.jobs.arq_worker import WakeableWorker
 from worker.jobs.runner import ChatRunner, chat
-from worker.upstream.decopy.client import DecopyUpstream
-from worker.upstream.router import Router
+from worker.upstream.router import Router, decopy_upstream
 
 
 async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
@@ -39,7 +38,7 @@ async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
-    upstream = DecopyUpstream(settings)
+    upstream = decopy_upstream(settings)  # [upstreams] DECOPY_TRANSPORT: aiohttp or curl_cffi
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         router = Router(settings, ctx["redis"], upstream)  # [upstreams] routes, live configuration, breakers

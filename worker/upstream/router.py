@@ -36,14 +36,23 @@ class Choice:
     native_tools: bool = False
 
 
+def decopy_upstream(settings: Settings) -> Upstream:
+    """The decopy client ``DECOPY_TRANSPORT`` names (curl_cffi is imported only when chosen)."""
+    if settings.decopy_transport == "curl_cffi":
+        from worker.upstream.decopy.curl_transport import CurlDecopyUpstream
+
+        return CurlDecopyUpstream(settings)
+    from worker.upstream.decopy.client import DecopyUpstream
+
+    return DecopyUpstream(settings)
+
+
 def _build(config: UpstreamConfig, settings: Settings) -> Upstream:
     if config.kind == "openai":
         from worker.upstream.openai_compat import OpenAIUpstream
 
         return OpenAIUpstream(config, settings)
-    from worker.upstream.decopy.client import DecopyUpstream
-
-    upstream = DecopyUpstream(dataclasses.replace(settings, decopy_base_url=config.base_url))
+    upstream = decopy_upstream(dataclasses.replace(settings, decopy_base_url=config.base_url))
     upstream.name = config.name
     return upstream
 
