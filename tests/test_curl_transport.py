@@ -167,3 +167,42 @@ def test_a_gateway_with_curl_cffi_answers(make_gateway: Callable[..., Gateway], 
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "abc"
     assert "sec-ch-ua" in gw.sim_entries(tag)[0]["headers"]
+
+
+def doctor_transports(sim: str, **env: str) -> tuple[int, str]:
+    import os
+    import subprocess
+
+    from devtools.procs import ROOT
+
+    full = {**os.environ, "DECOPY_BASE_URL": sim, "REDIS_URL": "redis://127.0.0.1:1/0", **env}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "doctor", "--transports"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_doctor_transports_says_which_gets_through_and_where_each_stops(sim: str) -> None:
+    code, out = doctor_transports(sim)
+    assert code == 0, out
+    assert "[ ok ] aiohttp" in out and "[ ok ] curl_cffi" in out
+    assert "DECOPY_TRANSPORT=aiohttp (in use) gets through; so does curl_cffi" in out
+    # curl_cffi unusable (a browser it does not know): it stops at once, aiohttp still gets through
+    code, out = doctor_transports(sim, DECOPY_IMPERSONATE="netscape4", DECOPY_TRANSPORT="curl_cffi")
+    assert code == 0, out
+    assert "[FAIL] curl_cffi" in out and "stopped at client" in out and "netscape4" in out
+    assert "use DECOPY_TRANSPORT=aiohttp: DECOPY_TRANSPORT=curl_cffi (in use) does not get through" in out
+    # both stopped by a Cloudflare page cloudscraper cannot solve: where, and what the upstream said
+    httpx.post(sim + "/_sim/default", json={"create_fail": "cloudflare"}, timeout=5)
+    try:
+        code, out = doctor_transports(sim)
+    finally:
+        httpx.post(sim + "/_sim/default", json={}, timeout=5)
+    assert code == 1, out
+    assert out.count("stopped at cloudflare") == 2 and "upstream answered HTTP 403" in out
+    assert "no transport got through" in out

@@ -688,6 +688,10 @@ async def doctor_job(ctx: dict[str, Any]) -> bool:
 
 def main(argv: list[str]) -> int:
     """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config."""
+    if "--transports" in argv:  # [upstreams] try each decopy transport (worker/doctor_transports.py)
+        from worker.doctor_transports import main as transports_main
+
+        return transports_main([a for a in argv if a != "--transports"])
     parser = argparse.ArgumentParser(
         prog="python -m worker doctor", description="Check the configured upstream step by step."
     )
