@@ -348,6 +348,33 @@ def test_no_fallback_after_the_first_piece(env: Env, tag: str) -> None:
     assert not env.oai_log(f"{tag}-d")
 
 
+def test_doctor_upstreams_one_section_per_target(env: Env, tag: str) -> None:
+    import os
+    import subprocess
+
+    from devtools.procs import ROOT
+
+    with env.http() as http:  # one fallback: decopy refused, the dead port failed, local answered
+        resp = chat(http, "smart", f"{tag} {directive(create_fail='cloudflare')}")
+    assert resp.headers["x-gateway-upstream"] == "local/qwen"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "doctor", "--upstreams"],
+        cwd=ROOT,
+        env={**os.environ, **env.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out  # the dead port does not answer
+    assert "[ ok ] decopy/DeepSeek-V3" in out and "[ ok ] local/qwen" in out
+    assert "[FAIL] decopy-dead/DeepSeek-V3" in out and "ConnectionError" in out
+    # the dead target's breaker section shows the failure that request left
+    section = out.split("[FAIL] decopy-dead/DeepSeek-V3", 1)[1].splitlines()[1]
+    assert "breaker: closed" in section and "last failure: create-job: ConnectionError" in section
+
+
 # --- the admin API -----------------------------------------------------------------------------
 
 

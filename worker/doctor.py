@@ -692,6 +692,10 @@ def main(argv: list[str]) -> int:
         from worker.doctor_transports import main as transports_main
 
         return transports_main([a for a in argv if a != "--transports"])
+    if "--upstreams" in argv:  # [upstreams] every route target (worker/doctor_upstreams.py)
+        from worker.doctor_upstreams import main as upstreams_main
+
+        return upstreams_main([a for a in argv if a != "--upstreams"])
     parser = argparse.ArgumentParser(
         prog="python -m worker doctor", description="Check the configured upstream step by step."
     )
