@@ -44,7 +44,7 @@ async def check_targets(settings: Settings) -> tuple[RoutingConfig, list[dict[st
         except (RedisError, OSError):
             pass  # the environment's seed, breakers unknown
         config = router.live.current
-        out = []
+        out: list[dict[str, Any]] = []
         for route in config.routes.values():
             for target in route.targets:
                 if any(o["target"] == target.label for o in out):
