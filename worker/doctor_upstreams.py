@@ -56,7 +56,7 @@ async def check_targets(settings: Settings) -> tuple[RoutingConfig, list[dict[st
                     "prompt": PROMPT,
                     "image": None,
                 }
-                choice = next(c for c in router.choices(job) if c.label == target.label)
+                choice = next(c for c in await router.choices(job) if c.label == target.label)
                 started = time.monotonic()
                 row: dict[str, Any] = {"target": target.label, "route": route.id}
                 try:

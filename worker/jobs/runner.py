@@ -247,9 +247,10 @@ class ChatRunner:
         # [upstreams] The route's targets in order; a single target (every default route) retries
         # as before: UPSTREAM_RETRIES more attempts with backoff. With more, a failure before the
         # first piece moves to the next target at once; backoff only before a target is tried again.
-        choices = (
-            self.router.choices(job) if self.router is not None else [Choice(self.upstream.name, self.upstream, job)]
-        )
+        if self.router is not None:
+            choices = await self.router.choices(job)
+        else:
+            choices = [Choice(self.upstream.name, self.upstream, job)]
         limit = s.upstream_retries + len(choices)
         tried: set[int] = set()
         last: UpstreamFailure | None = None

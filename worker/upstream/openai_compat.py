@@ -217,6 +217,7 @@ class OpenAIUpstream:
             raise UpstreamFailure(
                 "connection", f"{what}: ConnectionError: {_trim(str(exc)) or type(exc).__name__}", retryable=True
             ) from exc
+        finished = False
         try:
             if resp.status != 200:
                 raise await self._status_failure(resp, what)
@@ -232,8 +233,14 @@ class OpenAIUpstream:
                 )
             async for batch in self._read(resp, what):
                 yield batch
+            finished = True
         finally:
-            resp.close()  # whatever ended the loop; a finished stream's connection is not worth keeping
+            # A stream read to its end leaves its connection for the next call; any other way out
+            # (a failure, a cancelled job, a client that left) closes it, so the upstream stops.
+            if finished:
+                resp.release()
+            else:
+                resp.close()
 
     async def _status_failure(self, resp: aiohttp.ClientResponse, what: str) -> UpstreamFailure:
         try:

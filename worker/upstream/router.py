@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.breaker import Breakers
 from shared.liveconfig import LiveConfig
@@ -101,9 +102,16 @@ class Router:
         self._clients[name] = held
         return held
 
-    def choices(self, job: ChatJob) -> list[Choice]:
+    async def choices(self, job: ChatJob) -> list[Choice]:
         """The job's targets in order (never empty)."""
         route = self.live.current.route(job["model"])
+        if route is None:
+            # A route the API knew and this worker not yet (a change less than a poll old): read now.
+            try:
+                await self.live.refresh()
+            except (RedisError, OSError, ValueError) as exc:
+                log.warning("routing configuration not readable (%s); the job goes to decopy", exc)
+            route = self.live.current.route(job["model"])
         out: list[Choice] = []
         if route is not None:
             for target in route.targets:
