@@ -206,3 +206,45 @@ def test_doctor_transports_says_which_gets_through_and_where_each_stops(sim: str
     assert code == 1, out
     assert out.count("stopped at cloudflare") == 2 and "upstream answered HTTP 403" in out
     assert "no transport got through" in out
+
+
+def test_curl_cffi_keeps_the_sessions_cookies_both_ways(sim: str, tag: str) -> None:
+    """The session's cookies go out with curl_cffi's calls, and a cookie an answer sets (decopy's
+    ``__cf_bm``) goes back into the session for the next call; curl_cffi's own jar is not used."""
+
+    async def run() -> list[dict[str, str]]:
+        upstream = CurlDecopyUpstream(Settings(decopy_base_url=sim))
+        try:
+            session = upstream.pool.acquire()
+            session.cookies.set("cf_clearance", "granted")
+            upstream.pool.release(session, broken=False)
+            text = "".join([p async for b in upstream.stream(job(f"{tag} {directive(reply=['one'])}")) for p in b])
+            assert text == "one"
+            assert "__cf_bm" in {c.name for c in session.cookies}
+            return [e["headers"] for e in entries(sim, tag)]
+        finally:
+            await upstream.aclose()
+
+    headers = asyncio.run(run())
+    assert len(headers) == 2 and all("cf_clearance=granted" in h.get("cookie", "") for h in headers)
+    assert "__cf_bm=" not in headers[0].get("cookie", "")  # create-job's answer set it...
+    assert "__cf_bm=" in headers[1]["cookie"]  # ...and get-job sent it back
+
+
+def test_curl_cffi_hands_a_solvable_challenge_to_cloudscraper(
+    sim: str, tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with aiohttp (tests/test_upstream_client.py): cloudscraper's check is made to call the
+    simulator's challenge page solvable; cloudscraper's own session then sends create-job again."""
+    from cloudscraper.cloudflare import Cloudflare
+
+    def solvable(self: Cloudflare, resp: Any) -> bool:
+        return bool(resp.headers.get("cf-mitigated") == "challenge")
+
+    monkeypatch.setattr(Cloudflare, "is_Challenge_Request", solvable)
+    text = f"{tag} " + directive(create_fail="cloudflare", times=1, key=tag, reply=["solved ", "then streamed"])
+    assert answer(Settings(decopy_base_url=sim), text) == "solved then streamed"
+    creates = [e for e in entries(sim, tag) if e["kind"] == "create"]
+    assert [e["outcome"] for e in creates] == ["failed:cloudflare", "ok"]
+    assert "sec-ch-ua" in creates[0]["headers"]  # the first by curl_cffi
+    assert "sec-ch-ua" not in creates[1]["headers"]  # the second by cloudscraper (requests)
