@@ -17,7 +17,8 @@ nothing: ``@@oai@@ {json}`` on a line (the last one wins). Fields:
 * ``fail`` (mode), ``only`` (a model name: fail only for it): ``429`` (``Retry-After`` from
   ``retry_after``, default 1), ``500``, ``503``, ``400``, ``401``, ``html`` (200 with a web
   page), ``cut`` (``after`` chunks, default 2, then the TCP connection is cut), ``truncate``
-  (``after`` chunks, then a clean end of body with neither a finish reason nor ``[DONE]``).
+  (``after`` chunks, then a clean end of body with neither a finish reason nor ``[DONE]``),
+  ``hang`` (``after`` chunks, then silence for ``hang_ms``, default 60000, then the rest).
 * ``interval_ms`` (default 5) between chunks.
 
 ``GET /_sim/log`` lists every request (model, messages, tools, tool_choice, response_format,
@@ -239,6 +240,9 @@ async def completions(scope: Scope, receive: Receive, send: Send) -> None:
         }
     )
     for i in range(stop):
+        if mode == "hang" and i == int(d.get("after", 2)):
+            entry["outcome"] = "hanging"
+            await asyncio.sleep(float(d.get("hang_ms", 60000)) / 1000)
         if interval:
             await asyncio.sleep(interval)
         await send({"type": "http.response.body", "body": chunks[i], "more_body": True})

@@ -293,6 +293,36 @@ def test_openai_429_retry_after_reaches_the_client(env: Env, tag: str) -> None:
     assert resp.headers["retry-after"] == "7"
 
 
+def test_openai_timeouts_and_refused_connections_are_typed(env: Env, tag: str) -> None:
+    """The worker's client on its own (what it raises decides retries and fallback)."""
+    import asyncio
+
+    from shared.routing import UpstreamConfig
+    from shared.settings import Settings
+    from worker.upstream.base import UpstreamFailure
+    from worker.upstream.openai_compat import OpenAIUpstream
+
+    async def first_failure(base_url: str, text: str) -> UpstreamFailure:
+        upstream = OpenAIUpstream(
+            UpstreamConfig(name="t", kind="openai", base_url=base_url),
+            Settings(upstream_read_timeout=0.5, upstream_connect_timeout=2),
+        )
+        job: Any = {"request_id": "r", "model": "m", "upstream_model": "m", "prompt": text, "image": None}
+        try:
+            async for _ in upstream.stream(job):
+                pass
+        except UpstreamFailure as failure:
+            return failure
+        finally:
+            await upstream.aclose()
+        raise AssertionError("no failure")
+
+    silent = asyncio.run(first_failure(env.oai_url, f"{tag} {oai(fail='hang', after=0, hang_ms=3000)}"))
+    assert (silent.kind, silent.retryable) == ("timeout", True) and "ReadTimeout" in silent.message
+    refused = asyncio.run(first_failure(f"http://127.0.0.1:{DEAD_PORT}/v1", "hi"))
+    assert (refused.kind, refused.retryable) == ("connection", True) and "ConnectionError" in refused.message
+
+
 # --- routes and fallback -----------------------------------------------------------------------
 
 
