@@ -75,6 +75,8 @@ class LiveConfig:
             await self.refresh()
         except (RedisError, OSError) as exc:
             log.warning("routing configuration not loaded yet (%s); using the environment's until Redis answers", exc)
+        except ValueError as exc:  # what Redis holds does not parse (written by another version?)
+            log.error("routing configuration in Redis refused (%s); using the environment's", exc)
         self._task = asyncio.create_task(self._poll(), name="liveconfig-poll")
 
     async def stop(self) -> None:
@@ -114,8 +116,10 @@ class LiveConfig:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
-            except (RedisError, OSError, ValueError) as exc:
+            except (RedisError, OSError) as exc:
                 log.debug("routing configuration poll failed: %s", exc)
+            except ValueError as exc:
+                log.error("routing configuration in Redis refused (%s); keeping version %d", exc, self.current.version)
 
     async def change(self, mutate: Callable[[Stored], Stored]) -> RoutingConfig:
         """Apply ``mutate`` to the stored configuration atomically; raises RouteConfigError if invalid."""

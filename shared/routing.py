@@ -31,6 +31,8 @@ KINDS: tuple[UpstreamKind, ...] = ("decopy", "openai")
 BUILTIN = "decopy"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+#: A route id is a model id: OpenAI-style ids may carry ``/`` and ``:`` (``org/model:tag``).
+_ROUTE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 #: Headers an upstream's ``headers`` may not set (the gateway sets them, or they carry secrets).
@@ -127,6 +129,15 @@ def parse_name(value: Any, param: str) -> str:
             f"'{param}' must be 1-64 characters: letters, digits, '.', '_' or '-' (got {name!r:.80}).", param
         )
     return name
+
+
+def parse_route_id(value: Any, param: str = "id") -> str:
+    rid = _str(value, param)
+    if not _ROUTE_ID.match(rid):
+        raise RouteConfigError(
+            f"'{param}' must be 1-128 characters: letters, digits, '.', '_', '-', ':' or '/' (got {rid!r:.80}).", param
+        )
+    return rid
 
 
 def _url(value: Any, param: str) -> str:
@@ -253,7 +264,7 @@ def parse_routes(value: Any) -> dict[str, Route]:
     """``ROUTES``: ``{"model-id": [{"upstream": …, "model": …}, …], …}``."""
     if not isinstance(value, dict):
         raise RouteConfigError('ROUTES must be a JSON object {"model-id": [{"upstream": ..., "model": ...}]}.')
-    return {parse_name(rid, "id"): Route(rid, parse_targets(t, f"routes.{rid}")) for rid, t in value.items()}
+    return {parse_route_id(rid): Route(rid, parse_targets(t, f"routes.{rid}")) for rid, t in value.items()}
 
 
 def combine(stored: Stored, *, version: int, decopy_base_url: str, decopy_models: Mapping[str, str]) -> RoutingConfig:

@@ -36,6 +36,7 @@ from shared.routing import (
     Stored,
     combine,
     parse_name,
+    parse_route_id,
     parse_targets,
     parse_upstream,
 )
@@ -209,7 +210,7 @@ async def _route_body(request: Request, rid: str | None) -> RouteConfig:
         raise InvalidRequest(f"Unknown route field '{unknown[0]}'.", param=unknown[0], code="invalid_routing")
     try:
         if rid is None:
-            rid = parse_name(body.get("id"), "id")
+            rid = parse_route_id(body.get("id"))
         elif "id" in body and body["id"] != rid:
             raise RouteConfigError("The body's 'id' differs from the URL's.", "id")
         return RouteConfig(rid, parse_targets(body.get("targets")))
