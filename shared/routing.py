@@ -37,6 +37,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 #: Headers an upstream's ``headers`` may not set (the gateway sets them, or they carry secrets).
 _RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length", "host", "cookie"})
+#: Header names that carry secrets: refused in ``headers`` (stored in Redis, shown by the admin
+#: API); such a key goes through ``api_key_env`` and ``api_key_header`` instead.
+_SECRET_HEADER = re.compile(r"key|token|secret|auth|password|session", re.I)
 
 
 class RouteConfigError(ValueError):
@@ -57,6 +60,9 @@ class UpstreamConfig:
     kind: UpstreamKind
     base_url: str = ""
     api_key_env: str | None = None
+    #: The header the key goes in: ``Authorization`` (as ``Bearer <key>``) unless another is named
+    #: (e.g. ``api-key`` for Azure OpenAI, ``x-api-key``), which then carries the key alone.
+    api_key_header: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     #: The endpoint takes tools and ``response_format`` itself (no emulation in the prompt).
     native_tools: bool = False
@@ -69,6 +75,7 @@ class UpstreamConfig:
             "kind": self.kind,
             "base_url": self.base_url,
             "api_key_env": self.api_key_env,
+            "api_key_header": self.api_key_header,
             "headers": dict(self.headers),
             "native_tools": self.native_tools,
             "builtin": self.builtin,
@@ -158,7 +165,7 @@ def parse_upstream(name: str, body: Any) -> UpstreamConfig:
     """One upstream from its JSON object (the admin API's body or a ``UPSTREAMS`` entry)."""
     if not isinstance(body, dict):
         raise RouteConfigError("An upstream is a JSON object.", None)
-    known = {"name", "kind", "base_url", "api_key_env", "headers", "native_tools", "builtin"}
+    known = {"name", "kind", "base_url", "api_key_env", "api_key_header", "headers", "native_tools", "builtin"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise RouteConfigError(f"Unknown upstream field '{unknown[0]}'.", unknown[0])
@@ -185,11 +192,20 @@ def parse_upstream(name: str, body: Any) -> UpstreamConfig:
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise RouteConfigError("'headers' must be an object of header names to string values.", "headers")
     for hname in headers:
-        if not _HEADER_NAME.match(hname) or hname.lower() in _RESERVED_HEADERS:
+        if not _HEADER_NAME.match(hname) or hname.lower() in _RESERVED_HEADERS or _SECRET_HEADER.search(hname):
             raise RouteConfigError(
                 f"'headers' may not set {hname!r:.60} (not a header name, or one the gateway sets; "
-                "an API key goes through 'api_key_env').",
+                "an API key goes through 'api_key_env' and 'api_key_header').",
                 "headers",
+            )
+    key_header = body.get("api_key_header")
+    if key_header is not None:
+        key_header = _str(key_header, "api_key_header")
+        if not _HEADER_NAME.match(key_header) or key_header.lower() in _RESERVED_HEADERS - {"authorization"}:
+            raise RouteConfigError("'api_key_header' must be a header name such as 'api-key'.", "api_key_header")
+        if key_env is None:
+            raise RouteConfigError(
+                "'api_key_header' names where the key of 'api_key_env' goes: set both.", "api_key_header"
             )
     native = body.get("native_tools", False)
     if not isinstance(native, bool):
@@ -197,7 +213,13 @@ def parse_upstream(name: str, body: Any) -> UpstreamConfig:
     if native and kind == "decopy":
         raise RouteConfigError("decopy has no native tools.", "native_tools")
     return UpstreamConfig(
-        name=name, kind=kind, base_url=base_url, api_key_env=key_env, headers=dict(headers), native_tools=native
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        api_key_env=key_env,
+        api_key_header=key_header,
+        headers=dict(headers),
+        native_tools=native,
     )
 
 

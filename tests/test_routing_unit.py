@@ -49,6 +49,7 @@ def test_an_upstream_is_parsed_and_shown_without_secrets() -> None:
         "kind": "openai",
         "base_url": "http://127.0.0.1:8000/v1",
         "api_key_env": "LLM_KEY",
+        "api_key_header": None,
         "headers": {"X-Team": "blue"},
         "native_tools": True,
         "builtin": False,
@@ -64,6 +65,10 @@ def test_an_upstream_is_parsed_and_shown_without_secrets() -> None:
         ({**OK_UPSTREAM, "api_key_env": "sk-live-123"}, "api_key_env"),
         ({**OK_UPSTREAM, "headers": {"Authorization": "Bearer x"}}, "headers"),
         ({**OK_UPSTREAM, "headers": {"X-A": 1}}, "headers"),
+        ({**OK_UPSTREAM, "headers": {"X-Api-Key": "sk-123"}}, "headers"),  # a secret in clear: refused
+        ({**OK_UPSTREAM, "headers": {"X-Auth-Token": "t"}}, "headers"),
+        ({"kind": "openai", "base_url": "http://x", "api_key_header": "api-key"}, "api_key_header"),
+        ({**OK_UPSTREAM, "api_key_header": "bad header"}, "api_key_header"),
         ({**OK_UPSTREAM, "native_tools": "yes"}, "native_tools"),
         ({**OK_UPSTREAM, "api_key": "sk-1"}, "api_key"),
         ({"kind": "decopy", "base_url": "http://x", "native_tools": True}, "native_tools"),
@@ -184,3 +189,15 @@ def test_tool_calls_are_assembled_from_fragments_in_index_order() -> None:
         {"id": "b", "name": "g", "arguments": "{}"},
     ]
     assert calls.drain() == []
+
+
+def test_the_key_is_read_from_its_variable_into_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.upstream.openai_compat import OpenAIUpstream
+
+    monkeypatch.setenv("LLM_KEY", "sk-from-env")
+    bearer = OpenAIUpstream(parse_upstream("a", OK_UPSTREAM), Settings())._headers()
+    assert bearer["Authorization"] == "Bearer sk-from-env"
+    azure = OpenAIUpstream(parse_upstream("b", {**OK_UPSTREAM, "api_key_header": "api-key"}), Settings())._headers()
+    assert azure["api-key"] == "sk-from-env" and "Authorization" not in azure
+    monkeypatch.delenv("LLM_KEY")
+    assert "Authorization" not in OpenAIUpstream(parse_upstream("c", OK_UPSTREAM), Settings())._headers()

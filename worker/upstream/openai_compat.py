@@ -196,7 +196,11 @@ class OpenAIUpstream:
         if self.config.api_key_env:
             key = os.environ.get(self.config.api_key_env, "")
             if key:
-                headers["Authorization"] = f"Bearer {key}"
+                header = self.config.api_key_header
+                if header is None or header.lower() == "authorization":
+                    headers["Authorization"] = f"Bearer {key}"
+                else:
+                    headers[header] = key
         return headers
 
     async def aclose(self) -> None:
