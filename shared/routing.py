@@ -165,7 +165,7 @@ def parse_upstream(name: str, body: Any) -> UpstreamConfig:
     """One upstream from its JSON object (the admin API's body or a ``UPSTREAMS`` entry)."""
     if not isinstance(body, dict):
         raise RouteConfigError("An upstream is a JSON object.", None)
-    known = {"name", "kind", "base_url", "api_key_env", "api_key_header", "headers", "native_tools", "builtin"}
+    known = {"name", "kind", "base_url", "api_key_env", "api_key_header", "headers", "native_tools"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise RouteConfigError(f"Unknown upstream field '{unknown[0]}'.", unknown[0])
@@ -187,8 +187,6 @@ def parse_upstream(name: str, body: Any) -> UpstreamConfig:
         if kind == "decopy":
             raise RouteConfigError("A decopy upstream takes no API key.", "api_key_env")
     headers = body.get("headers", {})
-    if headers is None:
-        headers = {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise RouteConfigError("'headers' must be an object of header names to string values.", "headers")
     for hname in headers:
