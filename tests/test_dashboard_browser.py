@@ -254,6 +254,20 @@ def test_upstreams_panel_shows_breakers_and_saves_a_route(page: Browser, dash: G
     page("click", sel=f'#routes-table tr[data-route="{route}"] button')
     page.wait_js(f"document.querySelector('#routes-table tr[data-route=\"{route}\"]') === null")
 
+    # an upstream added from the page: a key pasted where its variable's name belongs is refused
+    page("fill", sel="#upstream-name", value=f"u-{tag}")
+    page("fill", sel="#upstream-url", value="http://127.0.0.1:9/v1")
+    page("fill", sel="#upstream-key-env", value="sk-live-1234")
+    page("click", sel="#upstream-add")
+    assert "NAME of an environment variable" in page.wait_text("#upstream-error", "NAME")
+    page("fill", sel="#upstream-key-env", value="LOCAL_LLM_KEY")
+    page("click", sel="#upstream-add")
+    row = page.wait_text(f'#upstreams-table tr[data-upstream="u-{tag}"]', "LOCAL_LLM_KEY")
+    assert "http://127.0.0.1:9/v1" in row and "openai" in row
+    page("click", sel=f'#upstreams-table tr[data-upstream="u-{tag}"] button')
+    gone = f"#upstreams-table tr[data-upstream='u-{tag}']"
+    page.wait_js(f'document.querySelector("{gone}") === null')
+
 
 def test_readable_at_phone_width(browser: Browser, dash: Gateway) -> None:
     browser.new_page(width=390, height=844)

@@ -307,6 +307,31 @@
       }
     }
     if (!targets.rows.length) emptyRow(targets, 6, 'No route targets.');
+    const upstreams = $('upstreams-table').tBodies[0];
+    upstreams.textContent = '';
+    for (const up of ups.data.data || []) {
+      const tr = document.createElement('tr');
+      tr.dataset.upstream = up.name;
+      cell(tr, up.name + (up.builtin ? ' (built in)' : ''));
+      cell(tr, up.kind);
+      cell(tr, up.base_url);
+      cell(tr, up.api_key_env || '–');
+      cell(tr, up.native_tools ? 'yes' : 'no');
+      const td = cell(tr, '');
+      if (!up.builtin) {
+        const del = document.createElement('button');
+        del.type = 'button';
+        del.className = 'link';
+        del.textContent = 'Delete';
+        del.addEventListener('click', async () => {
+          const r = await call('DELETE', '/admin/upstreams/' + encodeURIComponent(up.name));
+          notice('upstream-error', r.ok ? '' : failure(r, 'DELETE /admin/upstreams'));
+          await refreshUpstreams();
+        });
+        td.appendChild(del);
+      }
+      upstreams.appendChild(tr);
+    }
     const tbody = $('routes-table').tBodies[0];
     tbody.textContent = '';
     for (const route of routes.data.data || []) {
@@ -343,6 +368,21 @@
       ? await call('PUT', '/admin/routes/' + encodeURIComponent(id), { targets })
       : await call('POST', '/admin/routes', { id, targets });
     notice('route-error', r.ok ? '' : failure(r, known ? 'PUT /admin/routes' : 'POST /admin/routes'));
+    await refreshUpstreams();
+  });
+
+  $('upstream-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = {
+      name: $('upstream-name').value.trim(),
+      kind: $('upstream-kind').value,
+      base_url: $('upstream-url').value.trim(),
+      native_tools: $('upstream-native').checked,
+    };
+    const keyEnv = $('upstream-key-env').value.trim();
+    if (keyEnv) body.api_key_env = keyEnv;
+    const r = await call('POST', '/admin/upstreams', body);
+    notice('upstream-error', r.ok ? '' : failure(r, 'POST /admin/upstreams'));
     await refreshUpstreams();
   });
 
