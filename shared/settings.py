@@ -287,11 +287,12 @@ class Settings:
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}
+        known = [*self.decopy_models, *_route_ids(self.routes)]  # [upstreams] a seeded route's id too
         for alias, target in self.model_aliases.items():
-            if target not in self.decopy_models:
+            if target not in known:
                 raise ConfigError(
                     f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
-                    f"of DECOPY_MODELS ({', '.join(self.decopy_models)})"
+                    f"of DECOPY_MODELS or ROUTES ({', '.join(known)})"
                 )
             if alias.lower() in lowered:
                 raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
@@ -317,6 +318,15 @@ class Settings:
                 except ValueError as exc:
                     raise ConfigError(f"IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
         return tuple(nets)
+
+
+def _route_ids(raw: str) -> list[str]:
+    """The model ids ``ROUTES`` names (nothing if it does not parse: its own check says why)."""
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return []
+    return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:

@@ -201,3 +201,11 @@ def test_the_key_is_read_from_its_variable_into_its_header(monkeypatch: pytest.M
     assert azure["api-key"] == "sk-from-env" and "Authorization" not in azure
     monkeypatch.delenv("LLM_KEY")
     assert "Authorization" not in OpenAIUpstream(parse_upstream("c", OK_UPSTREAM), Settings())._headers()
+
+
+def test_an_alias_may_name_a_seeded_route() -> None:
+    routes = json.dumps({"team-chat": [{"upstream": "decopy", "model": "DeepSeek-V3"}]})
+    settings = Settings.from_env({"ROUTES": routes, "MODEL_ALIASES": json.dumps({"chat": "team-chat"})})
+    assert settings.model_aliases == {"chat": "team-chat"}
+    with pytest.raises(ConfigError, match="DECOPY_MODELS or ROUTES"):
+        Settings.from_env({"MODEL_ALIASES": json.dumps({"chat": "team-chat"})})

@@ -4,6 +4,7 @@ routes falling back from decopy, the admin API, live changes across replicas, th
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,12 +13,16 @@ import httpx
 import openai
 import pytest
 
-from devtools.procs import Stack, free_port, wait_for, wait_workers
+from devtools.procs import Stack, wait_for, wait_workers
 from tests.conftest import assert_openai_error, directive, wait_until
 
 MASTER = "sk-master-upstreams"
 SECRET = "sk-local-upstream-secret-1234"
-DEAD_PORT = free_port()  # nothing listens there
+# A port bound and never listened on, held for the whole run: a connection there is refused, and no
+# other process can take the port meanwhile (a port merely found free could be reused).
+_DEAD = socket.socket()
+_DEAD.bind(("127.0.0.1", 0))
+DEAD_PORT = _DEAD.getsockname()[1]
 
 
 def start_openai_sim(stack: Stack) -> str:
