@@ -13,6 +13,9 @@ and rises by one, so the API can tell a lost or duplicated message, and a ``kind
   (terminal);
 - ``error``  ``error``: a :meth:`shared.errors.GatewayError.to_wire` dict (terminal).
 
+The first message carrying a piece of the answer (or ``done``, for an empty answer) also says
+which target serves it: ``upstream`` (``upstream/model``, see ``shared.routing``).
+
 Every job ends with exactly one terminal message.
 """
 
@@ -42,6 +45,7 @@ class Message(TypedDict, total=False):
     finish_reason: str
     error: dict[str, Any]
     worker: str
+    upstream: str
 
 
 def encode(message: Message) -> bytes:

@@ -65,6 +65,20 @@ RATE_LIMIT_REJECTIONS = Counter(
     registry=API_REGISTRY,
 )
 
+UPSTREAM_SERVED = Counter(
+    "decopy_upstream_answers",
+    "Chat answers by the target (upstream/model) that served them.",
+    ["upstream"],
+    registry=API_REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "decopy_upstream_breaker_state",
+    "Circuit breaker of each route target: 0 closed, 1 half-open (one request tries it), 2 open.",
+    ["target"],
+    registry=API_REGISTRY,
+    multiprocess_mode="max",
+)
+
 # --- worker processes -----------------------------------------------------------------------
 
 WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
@@ -139,10 +153,19 @@ def emulation_counts(model: str, counts: Counts, retry: str | None) -> None:
 
 
 def observe_request(
-    *, route: str, status: int, model: str | None, duration: float, ttft: float | None, queue_wait: float | None
+    *,
+    route: str,
+    status: int,
+    model: str | None,
+    duration: float,
+    ttft: float | None,
+    queue_wait: float | None,
+    upstream: str | None = None,
 ) -> None:
     """Count one answered request (called once per request by the access-log middleware)."""
     label = model or "none"
+    if upstream:
+        UPSTREAM_SERVED.labels(upstream=upstream).inc()
     REQUESTS.labels(route=route, status=str(status), model=label).inc()
     REQUEST_DURATION.labels(route=route).observe(duration)
     if ttft is not None:
@@ -161,3 +184,9 @@ UPSTREAM_REPLACED = Counter(
 def upstream_chars_replaced(count: int) -> None:
     """Count characters of an answer the upstream sent undecodable (the stream parser's hook)."""
     UPSTREAM_REPLACED.inc(count)
+
+
+def breaker_states(states: dict[str, int]) -> None:
+    """[upstreams] The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
+    for target, value in states.items():
+        BREAKER_STATE.labels(target=target).set(value)

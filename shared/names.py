@@ -123,3 +123,18 @@ def login_failures(address: str) -> str:
 def ready_probe(process_id: str) -> str:
     """The key each API process writes to check that Redis takes writes (``/readyz``)."""
     return PREFIX + "ready:" + process_id
+
+
+# --- [upstreams] routing configuration and circuit breakers ---
+
+#: The stored upstreams and routes (JSON with its version), see ``shared.liveconfig``.
+CONFIG = PREFIX + "config"
+#: The configuration's version alone: what every process polls to notice a change.
+CONFIG_VERSION = PREFIX + "config:version"
+#: Set of the targets (``upstream/model``) that have a breaker record.
+BREAKERS = PREFIX + "breakers"
+
+
+def breaker_key(target: str) -> str:
+    """One target's circuit breaker (a hash: state, failures, opened_at, last failure)."""
+    return f"{PREFIX}breaker:{target}"

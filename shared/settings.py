@@ -197,6 +197,36 @@ class Settings:
 
     # --- [perf] settings below this line ---
 
+    # --- [upstreams] settings below this line ---
+    #: JSON object of the upstreams besides decopy; seeds the live configuration (docs/upstreams.md).
+    upstreams: str = field(default="", repr=False)
+    #: JSON object of the routes {"model-id": [{"upstream": ..., "model": ...}, ...]}; seeds it too.
+    routes: str = ""
+    #: Seconds between two checks of the live configuration's version in Redis.
+    config_poll_interval: float = 0.5
+    #: Consecutive failures of a target that open its circuit breaker (0: never open).
+    breaker_failures: int = 5
+    #: Seconds an open breaker skips its target before letting one request try it again.
+    breaker_cooldown: float = 30.0
+    #: How decopy is called: ``aiohttp`` or ``curl_cffi`` (a browser's TLS and HTTP/2 fingerprint).
+    decopy_transport: str = "aiohttp"
+    #: The browser curl_cffi impersonates (one of curl_cffi's names); the same browser as
+    #: DECOPY_USER_AGENT (Chrome 131 by default), whose User-Agent the calls keep.
+    decopy_impersonate: str = "chrome131"
+
+    def _validate_upstreams(self) -> None:
+        from shared.routing import seed_from_settings
+
+        seed_from_settings(self.upstreams, self.routes, self.decopy_models)  # raises ConfigError
+        if self.config_poll_interval <= 0 or self.config_poll_interval > 10:
+            raise ConfigError("CONFIG_POLL_INTERVAL must be between 0 and 10 seconds")
+        if self.breaker_failures < 0:
+            raise ConfigError("BREAKER_FAILURES must be 0 (never open) or more")
+        if self.breaker_cooldown <= 0:
+            raise ConfigError("BREAKER_COOLDOWN must be greater than 0")
+        if self.decopy_transport not in ("aiohttp", "curl_cffi"):
+            raise ConfigError("DECOPY_TRANSPORT must be aiohttp or curl_cffi")
+
     # --- [operator] settings below this line ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
@@ -287,6 +317,7 @@ class Settings:
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+        self._validate_upstreams()
 
     def _validate_hardening(self) -> None:
         for name in (
@@ -315,11 +346,12 @@ class Settings:
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}
+        known = [*self.decopy_models, *_route_ids(self.routes)]  # [upstreams] a seeded route's id too
         for alias, target in self.model_aliases.items():
-            if target not in self.decopy_models:
+            if target not in known:
                 raise ConfigError(
                     f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
-                    f"of DECOPY_MODELS ({', '.join(self.decopy_models)})"
+                    f"of DECOPY_MODELS or ROUTES ({', '.join(known)})"
                 )
             if alias.lower() in lowered:
                 raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
@@ -345,6 +377,15 @@ class Settings:
                 except ValueError as exc:
                     raise ConfigError(f"IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
         return tuple(nets)
+
+
+def _route_ids(raw: str) -> list[str]:
+    """The model ids ``ROUTES`` names (nothing if it does not parse: its own check says why)."""
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return []
+    return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
 
 
 def _convert(name: str, type_: Any, raw: str) -> Any:

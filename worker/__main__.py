@@ -28,7 +28,7 @@ from worker import doctor
 from worker.health import health_main
 from worker.jobs.arq_worker import WakeableWorker
 from worker.jobs.runner import ChatRunner, chat
-from worker.upstream.decopy.client import DecopyUpstream
+from worker.upstream.router import Router, decopy_upstream
 
 
 async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
@@ -43,9 +43,11 @@ async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
-    upstream = DecopyUpstream(settings)
+    upstream = decopy_upstream(settings)  # [upstreams] DECOPY_TRANSPORT: aiohttp or curl_cffi
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        router = Router(settings, ctx["redis"], upstream)  # [upstreams] routes, live configuration, breakers
+        await router.start()
         ctx["runner"] = ChatRunner(
             settings=settings,
             redis=ctx["redis"],
@@ -53,6 +55,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
             worker_id=worker_id,
             on_outcome=metrics.job_outcome,
             on_emulation=metrics.emulation_counts,
+            router=router,
         )
         ctx["reporter"] = Reporter(
             ctx["redis"],

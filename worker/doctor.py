@@ -690,6 +690,14 @@ async def doctor_job(ctx: dict[str, Any]) -> bool:
 
 def main(argv: list[str]) -> int:
     """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config."""
+    if "--transports" in argv:  # [upstreams] try each decopy transport (worker/doctor_transports.py)
+        from worker.doctor_transports import main as transports_main
+
+        return transports_main([a for a in argv if a != "--transports"])
+    if "--upstreams" in argv:  # [upstreams] every route target (worker/doctor_upstreams.py)
+        from worker.doctor_upstreams import main as upstreams_main
+
+        return upstreams_main([a for a in argv if a != "--upstreams"])
     parser = argparse.ArgumentParser(
         prog="python -m worker doctor", description="Check the configured upstream step by step."
     )

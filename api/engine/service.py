@@ -35,6 +35,8 @@ from shared.messages import ToolCall
 from shared.settings import Settings
 
 log = logging.getLogger("api.chat")
+#: [upstreams] Names the target (``upstream/model``) that served the answer.
+UPSTREAM_HEADER = "x-gateway-upstream"
 T = TypeVar("T")
 
 
@@ -186,7 +188,10 @@ class ChatService:
             usage=Usage(call.prompt_tokens, shaper.tokens),
             tool_calls=tool_calls,
         )
-        return dialect.whole(call, answer, {"openai-processing-ms": _processing_ms(request)})
+        headers = {"openai-processing-ms": _processing_ms(request)}
+        if stream.upstream:
+            headers[UPSTREAM_HEADER] = stream.upstream
+        return dialect.whole(call, answer, headers)
 
     async def _stream(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
         # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
@@ -209,7 +214,8 @@ class ChatService:
             sep="\n",
             ping=self.settings.ping_interval,
             ping_message_factory=encoder.ping,
-            headers={"Cache-Control": "no-cache"},
+            # [upstreams] the first piece (or the end) has arrived: it named the target serving it
+            headers={"Cache-Control": "no-cache", **({UPSTREAM_HEADER: stream.upstream} if stream.upstream else {})},
         )
 
     async def _events(

@@ -167,8 +167,15 @@ class AccessLogMiddleware:
         route = _route_of(scope)
         model = obs.get("model")
         status = status or 499  # the client left before any response started
+        upstream = job.upstream if job is not None else None
         metrics.observe_request(
-            route=route, status=status, model=model, duration=duration, ttft=ttft, queue_wait=queue_wait
+            route=route,
+            status=status,
+            model=model,
+            duration=duration,
+            ttft=ttft,
+            queue_wait=queue_wait,
+            upstream=upstream,
         )
         path = scope.get("path", "")
         fields: dict[str, Any] = {
@@ -187,6 +194,7 @@ class AccessLogMiddleware:
         if job is not None:
             fields["job_id"] = job.job_id
             fields["worker"] = job.worker
+            fields["upstream"] = job.upstream
         if status >= 400 and response_body and not sse:
             try:
                 fields["error_code"] = orjson.loads(response_body)["error"]["code"]

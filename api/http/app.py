@@ -30,11 +30,12 @@ from api.relay.queue import JobQueue
 from api.tenancy.admin import routes as admin_routes
 from api.tenancy.keys import KeyStore
 from api.tenancy.limits import Limiter, LimitsMiddleware
+from api.tenancy.routing_admin import initial_routing, start_routing
+from api.tenancy.routing_admin import routes as routing_admin_routes
 from shared import redis_trouble
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
-from shared.models import ModelTable
 from shared.settings import Settings
 from shared.telemetry import Reporter
 
@@ -127,16 +128,19 @@ def create_app(settings: Settings) -> Starlette:
         app.state.keys = KeyStore(redis)
         app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         app.state.login_throttle = LoginThrottle(redis, settings)
+        live, breakers = await start_routing(app, redis, settings)  # [upstreams]
         try:
             yield
         finally:
+            await breakers.stop()
+            await live.stop()
             await reporter.stop()
             await hub.stop()
             await pubsub_redis.aclose()
             await redis.aclose()
 
     app = Starlette(
-        routes=[*routes, *admin_routes, *dashboard_routes],
+        routes=[*routes, *admin_routes, *routing_admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
@@ -154,7 +158,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.draining = False  # set on SIGTERM/SIGINT by api.http.shutdown.GatewayServer
-    app.state.models = ModelTable(settings.decopy_models, settings.model_aliases)
+    initial_routing(app, settings)  # app.state.models and .routing; kept current from Redis (lifespan)
     app.state.images = ImageFetcher(
         max_bytes=settings.image_max_bytes,
         timeout=settings.image_fetch_timeout,

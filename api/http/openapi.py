@@ -30,6 +30,8 @@ from pydantic.json_schema import models_json_schema
 from api.dialects.chat.schema import ChatCompletionRequest
 from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
+from api.tenancy.routing_schema import SCHEMAS as ROUTING_SCHEMAS
+from api.tenancy.routing_schema import RouteBody, RouteReplacement, UpstreamBody, UpstreamReplacement
 
 REF = "#/components/schemas/{model}"
 
@@ -170,6 +172,12 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
             "upstream": {"type": "string"},
+            "targets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The route's targets in order (`upstream/model`): a failure before the "
+                "first piece of the answer moves to the next.",
+            },
         },
     },
     "ModelList": {
@@ -404,6 +412,65 @@ ENDPOINTS: list[Endpoint] = [
         auth="master",
         errors=(503,),
     ),
+    # [upstreams] the live routing configuration (docs/upstreams.md)
+    Endpoint(
+        "GET", "/admin/upstreams", "Upstreams with their targets' circuit breakers", ok="UpstreamList", auth="master"
+    ),
+    Endpoint(
+        "POST",
+        "/admin/upstreams",
+        "Add an upstream (its API key only as the name of an environment variable)",
+        ok="Upstream",
+        status=201,
+        request=UpstreamBody,
+        errors=(400, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "PUT",
+        "/admin/upstreams/{name}",
+        "Replace an upstream",
+        ok="Upstream",
+        request=UpstreamReplacement,
+        errors=(400, 404, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/upstreams/{name}",
+        "Delete an upstream no route uses",
+        ok="UpstreamDeleted",
+        errors=(400, 404),
+        auth="master",
+    ),
+    Endpoint("GET", "/admin/routes", "Every route (model id and its targets, in order)", ok="RouteList", auth="master"),
+    Endpoint(
+        "POST",
+        "/admin/routes",
+        "Add a route (400 if a target names no upstream)",
+        ok="Route",
+        status=201,
+        request=RouteBody,
+        errors=(400, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "PUT",
+        "/admin/routes/{route_id}",
+        "Replace a route's targets (a default route's too)",
+        ok="Route",
+        request=RouteReplacement,
+        errors=(400, 404, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/routes/{route_id}",
+        "Delete a stored route (a default one comes back)",
+        ok="RouteDeleted",
+        errors=(400, 404),
+        auth="master",
+    ),
 ]
 
 #: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
@@ -467,7 +534,7 @@ def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = END
     """The whole document; ``model_ids`` (the configured model table) become the examples of ``model``."""
     models = [ep.request for ep in endpoints if ep.request is not None]
     models += [ep.ok for ep in endpoints if not isinstance(ep.ok, str)]
-    schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
+    schemas: dict[str, Any] = {**RESPONSE_SCHEMAS, **ROUTING_SCHEMAS}
     if models:
         _, defs = models_json_schema([(m, "validation") for m in dict.fromkeys(models)], ref_template=REF)
         schemas.update(defs.get("$defs", {}))

@@ -18,6 +18,7 @@ from api.http.responses import JSONBody
 from api.http.stats import StatsService
 from shared.errors import ModelNotFound
 from shared.models import ModelTable, Name
+from shared.routing import RoutingConfig
 
 _CREATED = int(time.time())
 
@@ -30,21 +31,25 @@ async def chat_completions(request: Request) -> Response:
     return await service.answer(request, call, CHAT)
 
 
-def _model(entry: Name) -> dict[str, object]:
-    """A model object; aliases and upstream names say which model id they stand for."""
+def _model(entry: Name, routing: RoutingConfig) -> dict[str, object]:
+    """A model object (a route); aliases and upstream names say which model id they stand for."""
+    route = routing.route(entry.model.id)
+    targets = [t.label for t in route.targets] if route is not None else []
     return {
         "id": entry.name,
         "object": "model",
         "created": _CREATED,
-        "owned_by": "decopy",
+        "owned_by": route.targets[0].upstream if route is not None else "decopy",
         "upstream": entry.model.upstream,
         "alias_of": None if entry.is_id else entry.model.id,
+        "targets": targets,
     }
 
 
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
+    routing: RoutingConfig = request.app.state.routing
+    return JSONBody({"object": "list", "data": [_model(entry, routing) for entry in models.names()]})
 
 
 async def get_model(request: Request) -> Response:
@@ -52,7 +57,7 @@ async def get_model(request: Request) -> Response:
     entry = models.entry(request.path_params["model_id"])
     if entry is None:
         raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
-    return JSONBody(_model(entry))
+    return JSONBody(_model(entry, request.app.state.routing))
 
 
 async def healthz(request: Request) -> Response:

@@ -65,6 +65,7 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
+        self.upstream: str | None = None  # [upstreams] the target (upstream/model) serving the answer
         self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
 
     @property
@@ -163,6 +164,8 @@ class JobStream:
         now = time.monotonic()
         self._last_seen = now
         kind = msg["kind"]
+        if "upstream" in msg:
+            self.upstream = msg["upstream"]
         if kind == "delta":
             if self.first_token is None:
                 self.first_token = now
