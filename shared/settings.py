@@ -141,7 +141,8 @@ class Settings:
     max_queue: int = 1000
 
     # --- [compat] settings below this line ---
-    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
+    #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
     model_aliases: dict[str, str] = field(default_factory=dict)
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
     reasoning_split: bool = True

@@ -44,23 +44,25 @@ log = logging.getLogger("api")
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, request.scope)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+        return error_response(NotFound(f"No route for {request.method} {request.url.path}."), request.scope)
     if exc.status_code == 405:
-        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+        return error_response(
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."), request.scope
+        )
     err = GatewayError(str(exc.detail), status=exc.status_code)
     err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(err)
+    return error_response(err, request.scope)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError("The gateway hit an internal error; it has been logged."))
+    return error_response(InternalError("The gateway hit an internal error; it has been logged."), request.scope)
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.dialects.chat.schema import ChatCompletionRequest
+from api.dialects.messages.schema import CountTokensRequest, MessagesRequest
 from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
 
@@ -256,6 +257,77 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+#: The Anthropic Messages API's shapes (``/v1/messages``; its errors are Anthropic's too).
+RESPONSE_SCHEMAS.update(
+    {
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "description": "Anthropic's error shape; also the data of a stream's `event: error`.",
+        },
+        "AnthropicMessage": {
+            "type": "object",
+            "required": ["id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": {"type": "string"},
+                "content": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": ["text", "thinking", "tool_use"]}},
+                    },
+                },
+                "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
+                "stop_sequence": _NULL_STR,
+                "usage": {
+                    "type": "object",
+                    "required": ["input_tokens", "output_tokens"],
+                    "properties": {
+                        "input_tokens": {"type": "integer", "minimum": 0},
+                        "output_tokens": {"type": "integer", "minimum": 0},
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "AnthropicMessageStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` in Anthropic's "
+            "order (`message_start`, `content_block_start`, `content_block_delta`, `content_block_stop`, "
+            "`message_delta`, `message_stop`), `ping` while waiting, `error` for a failure after the start.",
+        },
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+            "description": "The gateway's estimate of the prompt it would send.",
+        },
+    }
+)
+
 _ERRORS: dict[int, str] = {
     400: "The request is invalid; `error.param` names the field when there is one.",
     401: "Missing or wrong API key.",
@@ -287,6 +359,7 @@ class Endpoint:
     media: str = "application/json"
     stream: str | None = None  # RESPONSE_SCHEMAS key of the text/event-stream variant of the success body
     description: str | None = None
+    error: str = "Error"  # RESPONSE_SCHEMAS key of the error body (Anthropic's routes have their own)
 
 
 #: Every public endpoint. One entry per operation; keep in step with the routes.
@@ -299,6 +372,26 @@ ENDPOINTS: list[Endpoint] = [
         stream="ChatCompletionStream",
         request=ChatCompletionRequest,
         errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages",
+        "Create a message, Anthropic's Messages API (whole, or streamed with `stream: true`)",
+        ok="AnthropicMessage",
+        stream="AnthropicMessageStream",
+        request=MessagesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+        error="AnthropicError",
+        description="Authenticate with `x-api-key` or `Authorization: Bearer`; `anthropic-version` is accepted.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages/count_tokens",
+        "Count a message's input tokens (the gateway's estimate)",
+        ok="TokenCount",
+        request=CountTokensRequest,
+        errors=(400, 404, 413, 415, 429),
+        error="AnthropicError",
     ),
     Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
     Endpoint(
@@ -429,7 +522,7 @@ def _operation(ep: Endpoint, model_ids: Sequence[str]) -> dict[str, Any]:
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERRORS[status],
-            "content": _content(_ref("Error"), "application/json"),
+            "content": _content(_ref(ep.error), "application/json"),
         }
     op["responses"] = responses
     if ep.auth != "none":
