@@ -109,3 +109,12 @@ def key_usage_day(key_id: str, day: str) -> str:
 def key_usage_total(key_id: str) -> str:
     """A key's usage since it was created: a hash of counters."""
     return f"{PREFIX}usage:{key_id}:total"
+
+
+# --- [dialects] names below this line ---
+
+
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response: its owner, the response, its input items and the
+    conversation's turns (JSON, expires after ``RESPONSES_TTL_SECONDS``)."""
+    return f"{PREFIX}response:{response_id}"

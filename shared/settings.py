@@ -152,6 +152,14 @@ class Settings:
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
 
+    # --- [dialects] settings below this line ---
+    #: Seconds a stored Responses API response (``store``, on by default) is kept for
+    #: ``GET /v1/responses/{id}`` and ``previous_response_id``.
+    responses_ttl_seconds: float = 86400.0
+    #: Origins a browser page may call ``/v1/*`` from (comma-separated, or ``*``); none by default.
+    #: Starlette's CORS middleware answers their preflights (see docs/clients.md).
+    cors_allow_origins: tuple[str, ...] = ()
+
     # --- [reliability] settings below this line ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
     #: streams in flight finish for at most this long; what is still running then ends with an error.
@@ -229,6 +237,7 @@ class Settings:
             "upstream_read_timeout",
             "api_workers",
             "metrics_interval",
+            "responses_ttl_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -265,6 +274,11 @@ class Settings:
                 )
             if alias.lower() in lowered:
                 raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
+        for origin in self.cors_allow_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path) or *"
+                )
         # REASONING_MODELS is not checked against DECOPY_MODELS: its default must not break a
         # configuration that drops decopy-deepseek-r1; an id that matches nothing does nothing.
         _ = self.image_allow_networks  # raises ConfigError on a bad CIDR
@@ -296,6 +310,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
             return _models(raw)
         if name == "model_aliases":
             return _aliases(raw)
+        if name == "cors_allow_origins":
+            return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.dashboard.routes import routes as dashboard_routes
+from api.dialects.responses.store import ResponseStore
 from api.engine.image_fetch import ImageFetcher
 from api.engine.service import ChatService
 from api.http.access import AccessLogMiddleware
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue, images=app.state.images)
+        app.state.responses = ResponseStore(redis, ttl_s=settings.responses_ttl_seconds)
         reporter = Reporter(
             redis,
             role="api",

@@ -29,6 +29,7 @@ from pydantic.json_schema import models_json_schema
 
 from api.dialects.chat.schema import ChatCompletionRequest
 from api.dialects.messages.schema import CountTokensRequest, MessagesRequest
+from api.dialects.responses.schema import ResponsesRequest
 from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
 
@@ -328,6 +329,63 @@ RESPONSE_SCHEMAS.update(
     }
 )
 
+#: The Responses API's shapes (``/v1/responses``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Response": {
+            "type": "object",
+            "required": ["id", "object", "created_at", "status", "model", "output"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+                "model": {"type": "string"},
+                "output": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "id"],
+                        "properties": {"type": {"enum": ["message", "reasoning", "function_call"]}},
+                    },
+                },
+                "error": {"type": ["object", "null"]},
+                "incomplete_details": {"type": ["object", "null"]},
+                "previous_response_id": _NULL_STR,
+                "usage": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        k: {"type": "integer", "minimum": 0} for k in ("input_tokens", "output_tokens", "total_tokens")
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "ResponseStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` with a rising "
+            "`sequence_number`, from `response.created` to exactly one of `response.completed`, "
+            "`response.incomplete` or `response.failed`; SSE comments (`: ping`) while waiting; no `[DONE]`.",
+        },
+        "ResponseInputItems": {
+            "type": "object",
+            "required": ["object", "data", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": {"type": "object"}},
+                "first_id": _NULL_STR,
+                "last_id": _NULL_STR,
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "ResponseDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "deleted": {"const": True}},
+        },
+    }
+)
+
 _ERRORS: dict[int, str] = {
     400: "The request is invalid; `error.param` names the field when there is one.",
     401: "Missing or wrong API key.",
@@ -392,6 +450,30 @@ ENDPOINTS: list[Endpoint] = [
         request=CountTokensRequest,
         errors=(400, 404, 413, 415, 429),
         error="AnthropicError",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/responses",
+        "Create a response, OpenAI's Responses API (whole, or streamed with `stream: true`)",
+        ok="Response",
+        stream="ResponseStream",
+        request=ResponsesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}",
+        "Retrieve a stored response (the caller's own, within RESPONSES_TTL_SECONDS)",
+        ok="Response",
+        errors=(404,),
+    ),
+    Endpoint("DELETE", "/v1/responses/{response_id}", "Delete a stored response", ok="ResponseDeleted", errors=(404,)),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        "List a stored response's input items (`order`, `limit`, `after`)",
+        ok="ResponseInputItems",
+        errors=(400, 404),
     ),
     Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
     Endpoint(

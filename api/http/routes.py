@@ -11,6 +11,7 @@ from starlette.routing import Route
 from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
 from api.dialects.messages import routes as messages
+from api.dialects.responses import routes as responses
 from api.engine.service import ChatService
 from api.http.body import read_json
 from api.http.health import check_ready
@@ -100,6 +101,7 @@ async def openapi_json(request: Request) -> Response:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     *messages.routes,
+    *responses.routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
