@@ -26,8 +26,9 @@ API_REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
     "decopy_requests",
-    "HTTP requests answered, by route template, status and model.",
-    ["route", "status", "model"],
+    "HTTP requests answered, by route template, status, model and dialect (chat, responses, messages, "
+    "completions; none for other routes).",
+    ["route", "status", "model", "dialect"],
     registry=API_REGISTRY,
 )
 REQUEST_DURATION = Histogram(
@@ -102,11 +103,18 @@ def job_outcome(outcome: str, kind: str | None) -> None:
 
 
 def observe_request(
-    *, route: str, status: int, model: str | None, duration: float, ttft: float | None, queue_wait: float | None
+    *,
+    route: str,
+    status: int,
+    model: str | None,
+    duration: float,
+    ttft: float | None,
+    queue_wait: float | None,
+    dialect: str | None = None,
 ) -> None:
     """Count one answered request (called once per request by the access-log middleware)."""
     label = model or "none"
-    REQUESTS.labels(route=route, status=str(status), model=label).inc()
+    REQUESTS.labels(route=route, status=str(status), model=label, dialect=dialect or "none").inc()
     REQUEST_DURATION.labels(route=route).observe(duration)
     if ttft is not None:
         TTFT.labels(model=label).observe(ttft)

@@ -19,6 +19,7 @@ from api.dialects.responses.store import ResponseStore
 from api.engine.image_fetch import ImageFetcher
 from api.engine.service import ChatService
 from api.http.access import AccessLogMiddleware
+from api.http.cors import APICorsMiddleware
 from api.http.middleware import AuthMiddleware, RequestIdMiddleware
 from api.http.responses import error_response
 from api.http.routes import routes
@@ -108,11 +109,14 @@ def create_app(settings: Settings) -> Starlette:
             await pubsub_redis.aclose()
             await redis.aclose()
 
+    # CORS (when configured) answers preflights before the drain and auth checks could refuse them.
+    cors = [Middleware(APICorsMiddleware, origins=settings.cors_allow_origins)] if settings.cors_allow_origins else []
     app = Starlette(
         routes=[*routes, *admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
+            *cors,
             Middleware(DrainMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key),
             Middleware(LimitsMiddleware),

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.dialects.chat.schema import ChatCompletionRequest
+from api.dialects.completions.schema import CompletionRequest
 from api.dialects.messages.schema import CountTokensRequest, MessagesRequest
 from api.dialects.responses.schema import ResponsesRequest
 from api.http.shutdown import DRAIN_EXEMPT
@@ -329,6 +330,40 @@ RESPONSE_SCHEMAS.update(
     }
 )
 
+#: Legacy completions' shapes (``/v1/completions``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Completion": {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "text_completion"},
+                "created": {"type": "integer"},
+                "model": {"type": "string"},
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["text", "index", "finish_reason"],
+                        "properties": {
+                            "text": {"type": "string"},
+                            "index": {"type": "integer"},
+                            "finish_reason": _NULL_STR,
+                        },
+                    },
+                },
+                "usage": _USAGE,
+            },
+        },
+        "CompletionStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `data: <Completion JSON>` chunks, SSE comments "
+            "(`: ping`) while waiting, `data: [DONE]` at the end (or `data: <Error JSON>` after a failure).",
+        },
+    }
+)
+
 #: The Responses API's shapes (``/v1/responses``).
 RESPONSE_SCHEMAS.update(
     {
@@ -474,6 +509,15 @@ ENDPOINTS: list[Endpoint] = [
         "List a stored response's input items (`order`, `limit`, `after`)",
         ok="ResponseInputItems",
         errors=(400, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/completions",
+        "Create a legacy completion from one prompt (whole, or streamed with `stream: true`)",
+        ok="Completion",
+        stream="CompletionStream",
+        request=CompletionRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
     ),
     Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
     Endpoint(

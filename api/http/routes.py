@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
+from api.dialects.completions import routes as completions
 from api.dialects.messages import routes as messages
 from api.dialects.responses import routes as responses
 from api.engine.service import ChatService
@@ -102,6 +103,7 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     *messages.routes,
     *responses.routes,
+    *completions.routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
