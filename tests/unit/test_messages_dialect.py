@@ -191,3 +191,27 @@ def test_error_shapes() -> None:
     assert error_body(InvalidRequest("bad", param="max_tokens"))["error"]["message"] == "max_tokens: bad"
     enc = MessageStreamEncoder("msg_3", "m", 1, thinking=False)
     assert enc.error(RateLimited("x")).startswith(b"event: error\ndata: {")
+
+
+def test_what_claude_code_sends() -> None:
+    """The fields Claude Code 2.1 sends beyond the public API (see the agents' capture): a system
+    turn inside ``messages``, adaptive thinking, context management, an output config."""
+    body = {
+        "model": "claude-opus-5-5",
+        "max_tokens": 128000,
+        "stream": True,
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<system-reminder>r</system-reminder>"}]},
+            {"role": "system", "content": "environment: linux"},
+            {"role": "user", "content": [{"type": "text", "text": "read notes.txt"}]},
+        ],
+        "tools": [{"name": "Read", "description": "Read", "input_schema": {"type": "object"}, "defer_loading": True}],
+        "metadata": {"user_id": '{"session": "s"}'},
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "medium"},
+    }
+    call, thinking = parse_messages(body, SETTINGS, MODELS)
+    assert [t["role"] for t in call.turns] == ["system", "user", "system", "user"]
+    assert call.model == "decopy-deepseek-v3" and call.stream and thinking and len(call.tools) == 1

@@ -199,3 +199,38 @@ def test_hidden_reasoning_and_whole() -> None:
     )
     assert [o["type"] for o in body["output"]] == ["reasoning", "function_call"]
     assert body["status"] == "completed" and body["usage"]["output_tokens"] == 3
+
+
+def test_what_codex_sends() -> None:
+    """Codex CLI 0.171 (see the agents' capture): no instructions but developer messages with ids,
+    a namespace of tools and a hosted web search (both left out), store false, extra fields."""
+    parsed = _parse(
+        stream=True,
+        store=False,
+        include=["reasoning.encrypted_content"],
+        reasoning={"summary": "auto"},
+        prompt_cache_key="k",
+        client_metadata={"a": "b"},
+        tool_choice="auto",
+        parallel_tool_calls=True,
+        tools=[
+            {"type": "function", "name": "exec_command", "parameters": {"type": "object"}, "strict": False},
+            {"type": "namespace", "name": "multi_agent_v1", "tools": [{"type": "function", "name": "spawn"}]},
+            {"type": "web_search", "external_web_access": False},
+        ],
+        input=[
+            {"type": "message", "id": "msg_1", "role": "developer", "content": [{"type": "input_text", "text": "S"}]},
+            {"type": "message", "id": "msg_2", "role": "user", "content": [{"type": "input_text", "text": "run"}]},
+            {
+                "type": "function_call",
+                "id": "fc_1",
+                "status": "completed",
+                "name": "exec_command",
+                "arguments": "{}",
+                "call_id": "call_1",
+            },
+            {"type": "function_call_output", "id": "fco_1", "call_id": "call_1", "output": "ok"},
+        ],
+    )
+    assert not parsed.store and [t["name"] for t in parsed.call.tools] == ["exec_command"]
+    assert [t["role"] for t in parsed.call.turns] == ["system", "user", "assistant", "tool"]

@@ -74,7 +74,9 @@ Block = Annotated[
 
 
 class Message(_Open):
-    role: Literal["user", "assistant"]
+    """A turn; Claude Code also sends ``system`` turns inside ``messages`` (a beta of Anthropic's)."""
+
+    role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
 
