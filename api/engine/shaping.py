@@ -85,6 +85,8 @@ class Shaper:
         self.stop_hit: str | None = None
         #: No reasoning split, stop sequence or token limit: every delta goes out as it came.
         self._plain = not reasoning and not self._stop and max_tokens is None
+        #: A token limit alone (Anthropic's max_tokens is always set): a delta within it goes out as it came.
+        self._limit_only = not reasoning and not self._stop and max_tokens is not None
 
     @property
     def tokens(self) -> int:
@@ -105,6 +107,11 @@ class Shaper:
                 self._ascii += ascii_chars
                 self._other += len(text) - ascii_chars
             return Shaped([("content", text)])
+        if self._limit_only and text.isascii():
+            ascii_chars = self._ascii + len(text)
+            if tokens_for(ascii_chars, self._other) <= self._max_tokens:  # type: ignore[operator]
+                self._ascii = ascii_chars
+                return Shaped([("content", text)]) if text else Shaped()
         return self._emit(self._split(text, final=False), final=False)
 
     def feed_reasoning(self, text: str) -> Shaped:
