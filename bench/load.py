@@ -151,12 +151,27 @@ async def direct(session: aiohttp.ClientSession, base: str, s: Stream, prompt: s
     s.error = "get-job: stream ended without its end marker"
 
 
-async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str) -> None:
-    body = orjson.dumps(
-        {"model": "decopy-deepseek-v3", "stream": True, "messages": [{"role": "user", "content": prompt}]}
-    )
+#: Each dialect's streamed request (``--dialect``): its path and body. The Responses request does
+#: not store its response, as Codex does not, so the figures compare the encoding alone.
+DIALECTS: dict[str, tuple[str, Any]] = {
+    "chat": ("/v1/chat/completions", lambda p: {"stream": True, "messages": [{"role": "user", "content": p}]}),
+    "responses": ("/v1/responses", lambda p: {"stream": True, "store": False, "input": p}),
+    "messages": (
+        "/v1/messages",
+        lambda p: {"stream": True, "max_tokens": 4096, "messages": [{"role": "user", "content": p}]},
+    ),
+    "completions": ("/v1/completions", lambda p: {"stream": True, "prompt": p}),
+}
+
+
+async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str, dialect: str = "chat") -> None:
+    if dialect in _TYPED:
+        await _typed_events(session, base, s, prompt, dialect)
+        return
+    path, make = DIALECTS[dialect]
+    body = orjson.dumps({"model": "decopy-deepseek-v3", **make(prompt)})
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
-    async with session.post(base + "/v1/chat/completions", data=body, headers=headers) as resp:
+    async with session.post(base + path, data=body, headers=headers) as resp:
         if resp.status != 200:
             s.error = f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
             return
@@ -175,7 +190,7 @@ async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: 
                 s.error = f"error event: {chunk['error']!r:.200}"
                 return
             for choice in chunk.get("choices") or ():
-                piece = choice["delta"].get("content")
+                piece = choice["delta"].get("content") if "delta" in choice else choice.get("text")
                 if piece:
                     if s.ttft is None:
                         s.ttft = time.monotonic() - s.start
@@ -185,15 +200,58 @@ async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: 
     s.error = "stream ended without [DONE]"
 
 
+#: Per dialect with typed events: the event carrying text, its field, and the terminal events.
+_TYPED = {
+    "responses": (b"response.output_text.delta", b"response.completed", (b"response.failed", b"response.incomplete")),
+    "messages": (b"content_block_delta", b"message_stop", (b"error",)),
+}
+
+
+async def _typed_events(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str, dialect: str) -> None:
+    """A Responses or Messages stream: ``event:`` lines name the events, ``data:`` lines carry them."""
+    path, make = DIALECTS[dialect]
+    body = orjson.dumps({"model": "decopy-deepseek-v3", **make(prompt)})
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench", "anthropic-version": "2023-06-01"}
+    text_event, done_event, failed_events = _TYPED[dialect]
+    async with session.post(base + path, data=body, headers=headers) as resp:
+        if resp.status != 200:
+            s.error = f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
+            return
+        event = b""
+        async for line in _lines(resp):
+            if line.startswith(b"event: "):
+                event = line[7:]
+                continue
+            if not line.startswith(b"data: "):
+                continue
+            if event == text_event:
+                data = orjson.loads(line[6:])
+                piece = data["delta"] if dialect == "responses" else data["delta"].get("text")
+                if piece:
+                    if s.ttft is None:
+                        s.ttft = time.monotonic() - s.start
+                    s.events += 1
+                    s.texts.append(piece)
+            elif event == done_event:
+                s.total = time.monotonic() - s.start
+                return
+            elif event in failed_events:
+                s.error = f"{event.decode()} event: {line[6:300]!r}"
+                return
+    s.error = f"stream ended without {done_event.decode()}"
+
+
 async def one(
     session: aiohttp.ClientSession, target: str, base: str, s: Stream, args: argparse.Namespace, timeout: float
 ) -> None:
     prompt = directive(s.sid, args.deltas, args.interval_ms, args.first_ms)
-    run = direct if target == "direct" else gateway
     s.start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            await run(session, base, s, prompt)
+            if target == "direct":
+                await direct(session, base, s, prompt)
+            else:
+                await gateway(session, base, s, prompt, args.dialect)
     except TimeoutError:
         s.error = f"no complete answer within {timeout:g} s"
     except (aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
@@ -270,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-ms", type=int, default=3)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--tag", default="s")
+    p.add_argument("--dialect", choices=tuple(DIALECTS), default="chat", help="the gateway's front door")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = uvloop.run(drive(args))

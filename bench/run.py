@@ -155,6 +155,8 @@ class Bench:
                 str(timeout),
                 "--tag",
                 f"p{self.phase_no}c{j}x",
+                "--dialect",
+                self.args.dialect,
                 "--out",
                 str(out),
             ]
@@ -489,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deltas", type=int, default=30)
     p.add_argument("--interval-ms", type=int, default=20)
     p.add_argument("--first-ms", type=int, default=3)
+    p.add_argument(
+        "--dialect",
+        choices=("chat", "responses", "messages", "completions"),
+        default="chat",
+        help="the gateway's front door the streams use (default chat; the results' name gets it as a suffix)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--worker-concurrency", type=int, default=50)
     p.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -512,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0)
     if a.memory_streams is None:
         a.memory_streams = 0 if a.quick else 1000
-    name = a.name or (dt.date.today().isoformat() + ("-quick" if a.quick else ""))
+    name = a.name or (
+        dt.date.today().isoformat() + ("-quick" if a.quick else "") + ("" if a.dialect == "chat" else f"-{a.dialect}")
+    )
     a.out_dir.mkdir(parents=True, exist_ok=True)
 
     bench = Bench(a)
