@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CORS_ORIGIN, Gateway, directive, wait_until
+from tests.conftest import CORS_ORIGIN, Gateway, directive, team_key, wait_until
 from tests.ops_helpers import fresh_get, total
 
 V3 = "decopy-deepseek-v3"
@@ -126,3 +126,38 @@ def test_metrics_and_access_log_carry_the_dialect(dialects_gateway: Gateway, tag
         )
 
     wait_until(counted, 15, "every dialect counted in /metrics")
+
+
+def test_same_limits_behind_every_door(dialects_gateway: Gateway, tag: str) -> None:
+    """A team key's concurrency slot is taken by a chat in any dialect; its images go through the
+    same SSRF guard."""
+    _, secret = team_key(dialects_gateway, max_concurrent=1)
+    slow = f"{tag} " + directive(reply=["slow ", "answer"], interval_ms=2000)
+    auth = {"Authorization": f"Bearer {secret}"}
+    with httpx.Client(base_url=dialects_gateway.base_url, timeout=30, headers=auth) as http:
+        with http.stream("POST", "/v1/responses", json={"model": V3, "stream": True, "input": slow}) as held:
+            assert held.status_code == 200
+            second = http.post(
+                "/v1/messages",
+                json={"model": V3, "max_tokens": 5, "messages": [{"role": "user", "content": tag}]},
+                headers={"x-api-key": secret, "Authorization": ""},
+            )
+            held.read()
+        private = http.post(
+            "/v1/responses",
+            json={
+                "model": V3,
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": tag},
+                            {"type": "input_image", "image_url": "http://127.0.0.1:9/secret.png"},
+                        ],
+                    }
+                ],
+            },
+        )
+    assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+    assert second.headers["retry-after"]
+    assert private.status_code == 400 and private.json()["error"]["param"] == "input[0].content[1].image_url"

@@ -55,9 +55,9 @@ def bearer_token(scope: Scope) -> str:
 
 def client_key(scope: Scope) -> str:
     """The key of a ``/v1/*`` call: ``Authorization: Bearer <key>`` (OpenAI's SDKs) or, without that
-    header, ``x-api-key: <key>`` (Anthropic's SDKs and Claude Code); raises 401 when missing."""
+    header (or with it blank), ``x-api-key: <key>`` (Anthropic's clients); raises 401 when missing."""
     headers = Headers(scope=scope)
-    if "authorization" not in headers:
+    if not headers.get("authorization", "").strip():  # absent or blank: Anthropic's header, if any
         key = headers.get("x-api-key", "").strip()
         if key:
             return key

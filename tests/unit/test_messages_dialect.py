@@ -214,4 +214,5 @@ def test_what_claude_code_sends() -> None:
     }
     call, thinking = parse_messages(body, SETTINGS, MODELS)
     assert [t["role"] for t in call.turns] == ["system", "user", "system", "user"]
-    assert call.model == "decopy-deepseek-v3" and call.stream and thinking and len(call.tools) == 1
+    assert call.model == "decopy-deepseek-v3" and call.stream and len(call.tools) == 1
+    assert not thinking  # display "omitted": no thinking blocks

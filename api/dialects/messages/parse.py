@@ -34,7 +34,8 @@ MAX_STOP_SEQUENCES = 16
 
 
 def parse_messages(body: Any, settings: Settings, models: ModelTable) -> tuple[ChatCall, bool]:
-    """The call, and whether the answer shows its reasoning (``thinking`` not turned off)."""
+    """The call, and whether the answer shows its reasoning (``thinking`` neither disabled nor
+    ``display: "omitted"``, as Claude Code asks)."""
     req = parse_body(MessagesRequest, body, types_hint=TYPES_HINT)
     stop = [s for s in req.stop_sequences or [] if s]
     if len(stop) > MAX_STOP_SEQUENCES:
@@ -46,7 +47,9 @@ def parse_messages(body: Any, settings: Settings, models: ModelTable) -> tuple[C
     call = _call(req, settings, models, stream=bool(req.stream))
     call.stop = stop
     call.max_tokens = req.max_tokens
-    return finish_call(call), not (req.thinking is not None and req.thinking.type == "disabled")
+    thinking = req.thinking
+    hidden = thinking is not None and (thinking.type == "disabled" or thinking.display == "omitted")
+    return finish_call(call), not hidden
 
 
 def parse_count_tokens(body: Any, settings: Settings, models: ModelTable) -> ChatCall:

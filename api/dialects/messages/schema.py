@@ -98,6 +98,7 @@ class ToolChoice(_Open):
 class Thinking(_Open):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
+    display: str | None = None  # "omitted": the client does not want the reasoning's text
 
 
 class CountTokensRequest(_Open):
