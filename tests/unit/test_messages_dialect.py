@@ -216,3 +216,11 @@ def test_what_claude_code_sends() -> None:
     assert [t["role"] for t in call.turns] == ["system", "user", "system", "user"]
     assert call.model == "decopy-deepseek-v3" and call.stream and len(call.tools) == 1
     assert not thinking  # display "omitted": no thinking blocks
+
+
+def test_an_empty_answer_is_one_empty_text_block() -> None:
+    enc = MessageStreamEncoder("msg_4", "m", 1, thinking=False)
+    final, _ = _replay(enc.open() + enc.finish("stop", Usage(1, 0), "STOP"))
+    assert [(b.type, b.text) for b in final.content] == [("text", "")] and final.stop_sequence == "STOP"
+    whole = message(Answer("", "", "stop", Usage(1, 0)), message_id="m", model="m", thinking=False)
+    assert whole["content"] == [{"type": "text", "text": ""}]

@@ -80,6 +80,8 @@ def message(answer: Answer, *, message_id: str, model: str, thinking: bool) -> d
     if answer.content:
         content.append({"type": "text", "text": answer.content})
     content.extend(_tool_use(c) for c in answer.tool_calls)
+    if not content:  # an empty answer is one empty text block: clients read the first block
+        content.append({"type": "text", "text": ""})
     return {
         "id": message_id,
         "type": "message",
@@ -168,8 +170,12 @@ class MessageStreamEncoder:
 
     def finish(self, reason: FinishReason, usage: Usage, stop_sequence: str | None = None) -> bytes:
         delta = {"stop_reason": stop_reason(reason, stop_sequence), "stop_sequence": stop_sequence}
+        empty = b""
+        if self._index < 0:  # nothing was said: one empty text block, as for a whole answer
+            empty = self._start("text")
         return (
-            self._stop()
+            empty
+            + self._stop()
             + event(
                 "message_delta",
                 {"type": "message_delta", "delta": delta, "usage": {"output_tokens": usage.completion_tokens}},
