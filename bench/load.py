@@ -2,8 +2,9 @@
 
 Starts a new stream every ``1/rate`` seconds whatever the server does (a closed loop would slow
 down with the server and hide its queueing), either straight to the decopy simulator (its own
-protocol: multipart create-job, then the get-job event stream) or through the gateway (OpenAI
-SSE). Every stream asks the simulator, by directive, for ``deltas`` pieces ``"<sid>.<i> "``
+protocol: multipart create-job, then the get-job event stream) or through the gateway in one
+of its dialects (``--dialect``: chat completions, the Responses API, Anthropic Messages, legacy
+completions). Every stream asks the simulator, by directive, for ``deltas`` pieces ``"<sid>.<i> "``
 unique to that stream, so each answer can be checked piece by piece: lost, duplicated,
 reordered and foreign ("mixed-up") pieces are counted.
 
@@ -151,94 +152,85 @@ async def direct(session: aiohttp.ClientSession, base: str, s: Stream, prompt: s
     s.error = "get-job: stream ended without its end marker"
 
 
-#: Each dialect's streamed request (``--dialect``): its path and body. The Responses request does
-#: not store its response, as Codex does not, so the figures compare the encoding alone.
-DIALECTS: dict[str, tuple[str, Any]] = {
-    "chat": ("/v1/chat/completions", lambda p: {"stream": True, "messages": [{"role": "user", "content": p}]}),
-    "responses": ("/v1/responses", lambda p: {"stream": True, "store": False, "input": p}),
-    "messages": (
-        "/v1/messages",
-        lambda p: {"stream": True, "max_tokens": 4096, "messages": [{"role": "user", "content": p}]},
-    ),
-    "completions": ("/v1/completions", lambda p: {"stream": True, "prompt": p}),
-}
+def _request(dialect: str, prompt: str) -> tuple[str, bytes, dict[str, str]]:
+    """Path, body and headers of one streamed request in ``dialect``."""
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    model = "decopy-deepseek-v3"
+    if dialect == "responses":
+        return "/v1/responses", orjson.dumps({"model": model, "stream": True, "store": False, "input": prompt}), headers
+    if dialect == "messages":
+        body = {"model": model, "stream": True, "max_tokens": 4096, "messages": [{"role": "user", "content": prompt}]}
+        return "/v1/messages", orjson.dumps(body), {**headers, "anthropic-version": "2023-06-01"}
+    if dialect == "completions":
+        return "/v1/completions", orjson.dumps({"model": model, "stream": True, "prompt": prompt}), headers
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    return "/v1/chat/completions", orjson.dumps(body), headers
+
+
+def _read_event(dialect: str, event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """One data event of a stream: ``(text piece, terminal kind, error)``.
+
+    The terminal kind is ``"ok"`` for a clean end that the dialect marks inside an event (the
+    Responses API's ``response.completed``, Anthropic's ``message_stop``); chat and completions
+    end with ``[DONE]`` instead.
+    """
+    if dialect == "responses":
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            return event.get("delta"), None, None
+        if kind == "response.completed":
+            return None, "ok", None
+        if kind in ("response.failed", "response.incomplete", "error"):
+            return None, None, f"{kind}: {event!r:.200}"
+        return None, None, None
+    if dialect == "messages":
+        kind = event.get("type")
+        if kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+            return event["delta"].get("text"), None, None
+        if kind == "message_delta" and event["delta"].get("stop_reason") not in (None, "end_turn"):
+            return None, None, f"stop_reason {event['delta'].get('stop_reason')!r}"
+        if kind == "message_stop":
+            return None, "ok", None
+        if kind == "error":
+            return None, None, f"error event: {event.get('error')!r:.200}"
+        return None, None, None
+    if "error" in event:
+        return None, None, f"error event: {event['error']!r:.200}"
+    for choice in event.get("choices") or ():
+        piece = choice.get("text") if dialect == "completions" else choice["delta"].get("content")
+        reason = choice.get("finish_reason")
+        if reason not in (None, "stop"):
+            return piece, None, f"finish_reason {reason!r}"
+        return piece, None, None
+    return None, None, None
 
 
 async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str, dialect: str = "chat") -> None:
-    if dialect in _TYPED:
-        await _typed_events(session, base, s, prompt, dialect)
-        return
-    path, make = DIALECTS[dialect]
-    body = orjson.dumps({"model": "decopy-deepseek-v3", **make(prompt)})
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    path, body, headers = _request(dialect, prompt)
     async with session.post(base + path, data=body, headers=headers) as resp:
         if resp.status != 200:
             s.error = f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
             return
-        finish = None
         async for line in _lines(resp):
             if not line.startswith(b"data: "):
                 continue
             payload = line[6:]
             if payload == b"[DONE]":
                 s.total = time.monotonic() - s.start
-                if finish != "stop":
-                    s.error = f"finish_reason {finish!r}"
                 return
-            chunk = orjson.loads(payload)
-            if "error" in chunk:
-                s.error = f"error event: {chunk['error']!r:.200}"
+            piece, end, error = _read_event(dialect, orjson.loads(payload))
+            if piece:
+                if s.ttft is None:
+                    s.ttft = time.monotonic() - s.start
+                s.events += 1
+                s.texts.append(piece)
+            if error is not None:
+                s.error = error
                 return
-            for choice in chunk.get("choices") or ():
-                piece = choice["delta"].get("content") if "delta" in choice else choice.get("text")
-                if piece:
-                    if s.ttft is None:
-                        s.ttft = time.monotonic() - s.start
-                    s.events += 1
-                    s.texts.append(piece)
-                finish = choice.get("finish_reason") or finish
-    s.error = "stream ended without [DONE]"
-
-
-#: Per dialect with typed events: the event carrying text, its field, and the terminal events.
-_TYPED = {
-    "responses": (b"response.output_text.delta", b"response.completed", (b"response.failed", b"response.incomplete")),
-    "messages": (b"content_block_delta", b"message_stop", (b"error",)),
-}
-
-
-async def _typed_events(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str, dialect: str) -> None:
-    """A Responses or Messages stream: ``event:`` lines name the events, ``data:`` lines carry them."""
-    path, make = DIALECTS[dialect]
-    body = orjson.dumps({"model": "decopy-deepseek-v3", **make(prompt)})
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench", "anthropic-version": "2023-06-01"}
-    text_event, done_event, failed_events = _TYPED[dialect]
-    async with session.post(base + path, data=body, headers=headers) as resp:
-        if resp.status != 200:
-            s.error = f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
-            return
-        event = b""
-        async for line in _lines(resp):
-            if line.startswith(b"event: "):
-                event = line[7:]
-                continue
-            if not line.startswith(b"data: "):
-                continue
-            if event == text_event:
-                data = orjson.loads(line[6:])
-                piece = data["delta"] if dialect == "responses" else data["delta"].get("text")
-                if piece:
-                    if s.ttft is None:
-                        s.ttft = time.monotonic() - s.start
-                    s.events += 1
-                    s.texts.append(piece)
-            elif event == done_event:
+            if end is not None:
                 s.total = time.monotonic() - s.start
                 return
-            elif event in failed_events:
-                s.error = f"{event.decode()} event: {line[6:300]!r}"
-                return
-    s.error = f"stream ended without {done_event.decode()}"
+    s.error = "stream ended before its end"
 
 
 async def one(
@@ -301,6 +293,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         records.append(d)
     return {
         "target": args.target,
+        "dialect": args.dialect,
         "rate": args.rate,
         "duration": args.duration,
         "deltas": args.deltas,
@@ -320,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--target", choices=("direct", "gateway"), required=True)
     p.add_argument("--url", required=True)
+    p.add_argument(
+        "--dialect",
+        choices=("chat", "responses", "messages", "completions"),
+        default="chat",
+        help="the gateway API the streams speak",
+    )
     p.add_argument("--rate", type=float, required=True, help="new streams per second")
     p.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
     p.add_argument("--offset", type=float, default=0.0, help="delay of this client's schedule (several clients)")
@@ -328,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-ms", type=int, default=3)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--tag", default="s")
-    p.add_argument("--dialect", choices=tuple(DIALECTS), default="chat", help="the gateway's front door")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = uvloop.run(drive(args))
