@@ -125,8 +125,8 @@ def test_answer_check_counts_every_fault() -> None:
 
 @pytest.mark.parametrize("dialect", ["responses", "messages", "completions"])
 def test_load_client_drives_each_dialect(gateway: Gateway, tmp_path: Path, dialect: str) -> None:
-    """``make bench BENCH_ARGS=--dialect …`` drives the other front doors: the load client reads
-    each one's stream and checks every answer piece by piece."""
+    """The benchmark's load client drives the other front doors (``make bench BENCH_ARGS=--dialects
+    chat,responses,messages``): it reads each one's stream and checks every answer piece by piece."""
     out = tmp_path / f"{dialect}.json"
     argv = [sys.executable, "-m", "bench.load", "--target", "gateway", "--dialect", dialect, "--url", gateway.base_url]
     argv += ["--rate", "5", "--duration", "1", "--deltas", "5", "--tag", f"d{dialect[:3]}", "--out", str(out)]
