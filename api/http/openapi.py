@@ -652,7 +652,7 @@ def _operation(ep: Endpoint, model_ids: Sequence[str]) -> dict[str, Any]:
         }
     op["responses"] = responses
     if ep.auth != "none":
-        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {}]
+        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {"apiKey": []}, {}]
     return op
 
 
@@ -694,7 +694,13 @@ def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = END
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <key>` (needed when API_MASTER_KEY is set).",
-                }
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "`x-api-key: <key>`, as Anthropic's clients send it (`/v1/*` only).",
+                },
             },
         },
     }
