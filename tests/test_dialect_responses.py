@@ -6,12 +6,15 @@ delete, owned by the key that made them, ``store: false``), a two-turn conversat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
+import redis
 
-from tests.conftest import Gateway, directive, team_key
+from shared import names
+from tests.conftest import Gateway, directive, team_key, wait_until
 
 V3 = "decopy-deepseek-v3"
 
@@ -150,3 +153,26 @@ def test_refusals_name_the_field(dialects_gateway: Gateway, tag: str) -> None:
             headers={"Authorization": f"Bearer {dialects_gateway.api_key}"},
         )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input[0]"
+
+
+def test_stored_record_names_the_key_by_id_and_expires(make_gateway: Callable[..., Gateway], tag: str) -> None:
+    gw = make_gateway({"API_MASTER_KEY": "sk-ttl-master", "RESPONSES_TTL_SECONDS": "1.5"}, workers=1)
+    gw.api_key = "sk-ttl-master"
+    key_id, secret = team_key(gw)
+    client = gw.client(api_key=secret)
+    resp = client.responses.create(model=V3, input=f"{tag} " + directive(reply=["short-lived"]))
+    with redis.Redis.from_url(gw.redis_url) as r:
+        raw = r.get(names.stored_response(resp.id))
+    assert raw is not None and secret.encode() not in raw
+    record = json.loads(raw)
+    assert record["owner"] == f"key:{key_id}" and record["response"]["output"][0]["content"][0]["text"] == "short-lived"
+    assert client.responses.retrieve(resp.id).output_text == "short-lived"
+
+    def expired() -> bool:
+        try:
+            client.responses.retrieve(resp.id)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    wait_until(expired, 15, "the stored response to expire")
