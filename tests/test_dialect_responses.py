@@ -176,3 +176,23 @@ def test_stored_record_names_the_key_by_id_and_expires(make_gateway: Callable[..
         return False
 
     wait_until(expired, 15, "the stored response to expire")
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_client_leaving_closes_the_upstream(dialects_gateway: Gateway, tag: str, store: bool) -> None:
+    """A stored stream runs through the store's wrapper: leaving mid-stream still ends the job."""
+    reply = ["one ", "two ", *[f" filler{i}" for i in range(60)]]  # 15 s if never cut
+    prompt = f"{tag} " + directive(reply=reply, interval_ms=250)
+    stream = dialects_gateway.client().responses.create(model=V3, stream=True, store=store, input=prompt)
+    seen = ""
+    for event in stream:
+        seen += getattr(event, "delta", "") if event.type == "response.output_text.delta" else ""
+        if "two" in seen:
+            break
+    stream.close()
+    entry = wait_until(
+        lambda: next((e for e in dialects_gateway.sim_entries(tag) if e["kind"] == "stream" and e["ended"]), None),
+        15,
+        "upstream stream closed",
+    )
+    assert entry["client_closed"] is True and entry["pieces_sent"] < len(reply) // 2
