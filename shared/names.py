@@ -111,6 +111,20 @@ def key_usage_total(key_id: str) -> str:
     return f"{PREFIX}usage:{key_id}:total"
 
 
+#: Failed master-key attempts from everyone in the current window (api.http.login_throttle).
+LOGIN_FAILURES_ALL = PREFIX + "login:failures"
+
+
+def login_failures(address: str) -> str:
+    """Failed master-key attempts from one client address (or IPv6 /64) in the current window."""
+    return PREFIX + "login:failures:" + address
+
+
+def ready_probe(process_id: str) -> str:
+    """The key each API process writes to check that Redis takes writes (``/readyz``)."""
+    return PREFIX + "ready:" + process_id
+
+
 # --- [dialects] names below this line ---
 
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.engine.call import ChatCall
+from api.engine.call import ChatCall, check_emulation
 from api.engine.events import Answer, Dialect, FinishReason, StreamEncoder, Usage
 from api.engine.image_fetch import ImageFetcher
 from api.engine.shaping import PieceKind, Shaped, Shaper
@@ -112,6 +112,8 @@ class ChatService:
         if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
             call.image = await self.images.fetch(call.image_url, param=call.image_param)
         note(request, model=call.model, dialect=dialect.name)
+        if call.emulated:  # TOOLS_EMULATION and the folded prompt's cap, whichever dialect folded it
+            check_emulation(call, self.settings)
         enforce_prompt_budget(request, call.prompt_tokens)
         stream = await self.start(call, request.state.request_id)
         note(request, job=stream)
@@ -126,7 +128,7 @@ class ChatService:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
-            raise redis_unavailable() from exc
+            raise redis_unavailable(exc) from exc
         if not queued:
             self.hub.unsubscribe(sub)
             raise ServiceUnavailable(

@@ -1,6 +1,6 @@
 """The access log and the per-request metrics, from one pure ASGI middleware.
 
-Each request gets one JSON log line (logger ``api.http.access``) when its response has ended — for a
+Each request gets one JSON log line (logger ``api.access``) when its response has ended — for a
 stream, after its last event — and is counted once in :mod:`shared.metrics`. Route handlers add
 what only they know with :func:`note` (the model, the job stream); the auth layer puts the key's
 *name* (never the key) in ``scope["state"]["key_name"]``.

@@ -11,6 +11,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard import sessions as dashboard_sessions
+from api.http.login_throttle import LoginThrottle
 from api.http.responses import error_response
 from api.tenancy.keys import MASTER, OPEN, KeyStore, Principal
 from shared.errors import AuthenticationFailed, GatewayError, PermissionDenied
@@ -82,7 +83,8 @@ class AuthMiddleware:
     from the next request on; Redis down makes that lookup a 503, never a 500.
 
     With ``API_MASTER_KEY`` unset, ``/v1/*`` is open to anyone, unlimited (``python -m api``
-    allows that only on a loopback address or with ``API_ALLOW_OPEN``), and ``/admin/*`` is
+    allows that only on a loopback address or with ``API_ALLOW_OPEN``), except to web pages of
+    other origins than ``CORS_ALLOW_ORIGINS`` lists (a CSRF guard, 403), and ``/admin/*`` is
     refused (403): there is no admin without a master key.
 
     [operator] ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
@@ -90,9 +92,10 @@ class AuthMiddleware:
     ``api/dashboard/sessions.py`` for the session and its CSRF checks.
     """
 
-    def __init__(self, app: ASGIApp, *, master_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, master_key: str | None, allow_origins: tuple[str, ...] = ()) -> None:
         self.app = app
         self._master = master_key.encode() if master_key else None
+        self._origins = frozenset(allow_origins)
 
     def _is_master(self, token: str) -> bool:
         return self._master is not None and hmac.compare_digest(token.encode(), self._master)
@@ -106,12 +109,23 @@ class AuthMiddleware:
             if _dashboard_call(scope):  # [operator] a logged-in dashboard stands for the master key
                 await dashboard_sessions.require_admin_cookie(scope)
                 return MASTER
-            if not self._is_master(bearer_token(scope)):
+            token = bearer_token(scope)
+            throttle: LoginThrottle = scope["app"].state.login_throttle
+            await throttle.check(scope)  # guesses are refused while too many failed, right or wrong
+            if not self._is_master(token):
+                await throttle.failed(scope)
                 raise AuthenticationFailed("The admin API needs the master key.")
+            await throttle.succeeded(scope)
             return MASTER
         if not path.startswith("/v1/"):
             return None
         if self._master is None:
+            if not self._origin_allowed(scope):
+                raise PermissionDenied(
+                    "Without API_MASTER_KEY the gateway refuses requests from web pages of other origins "
+                    "(add the page's origin to CORS_ALLOW_ORIGINS to allow it).",
+                    code="cross_origin_refused",
+                )
             return OPEN
         token = client_key(scope)
         if self._is_master(token):
@@ -121,6 +135,16 @@ class AuthMiddleware:
         if record is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return Principal("key", record)
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        """Open mode's CSRF guard: a browser names the page that sent a request in ``Origin``; a page
+        of another origin (not listed in CORS_ALLOW_ORIGINS) must not spend a gateway that asks no
+        key, even with a "simple" request (a text/plain POST) that needs no CORS preflight.
+        Clients that are not browsers send no ``Origin`` and pass."""
+        origin = Headers(scope=scope).get("origin")
+        if origin is None or "*" in self._origins or origin.rstrip("/") in self._origins:
+            return True
+        return origin != "null" and dashboard_sessions.same_origin(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""

@@ -42,6 +42,23 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _NULL_STR: dict[str, Any] = {"type": ["string", "null"]}
+#: The calls of an answer with emulated tool calling (docs/tools.md).
+_TOOL_CALLS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            },
+        },
+    },
+}
 _USAGE: dict[str, Any] = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
@@ -94,6 +111,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "content": _NULL_STR,
                                 "reasoning_content": {"type": "string"},
                                 "refusal": {"type": "null"},
+                                "tool_calls": _TOOL_CALLS,
                             },
                         },
                         "logprobs": {"type": "null"},
@@ -164,7 +182,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Text": {"type": "string"},
     "OpenAPI": {"type": "object", "description": "This document."},
-    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Metrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format (see docs/operations.md, Metrics).",
+    },
     "Usage": {
         "type": "object",
         "properties": {
@@ -255,7 +276,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "rate_limit_rejections",
             "history",
         ],
-        "description": "Figures across every API replica and worker (see the README's Metrics).",
+        "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
     },
 }
 
@@ -604,9 +625,9 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
-#: user interface, not part of the API this document describes.
-UI_PREFIX = "/dashboard"
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
+#: icon browsers ask for: a user interface, not part of the API this document describes.
+UI_PREFIX = ("/dashboard", "/favicon.ico")
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:

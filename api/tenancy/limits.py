@@ -36,8 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.http.responses import error_response
 from api.tenancy.keys import KeyRecord, Principal
 from api.tenancy.usage import DAY_TTL_S, RequestUsage, seconds_to_utc_midnight, utc_day
-from shared import metrics, names
-from shared.errors import GatewayError, RateLimited, ServiceUnavailable
+from shared import metrics, names, redis_trouble
+from shared.errors import GatewayError, RateLimited
 from shared.leases import NOW_MS, LeaseKeeper
 
 log = logging.getLogger("api.limits")
@@ -214,10 +214,7 @@ class Limiter:
         try:
             out = await self._admit(keys=self._keys(key.id, day), args=args)
         except (RedisError, OSError) as exc:
-            log.warning("limits check failed, Redis unreachable: %s", exc)
-            raise ServiceUnavailable(
-                "The gateway cannot reach Redis right now.", code="redis_unavailable", retry_after=2
-            ) from exc
+            raise redis_trouble.unavailable(exc) from exc
         refused, now_ms, count, oldest, newest, _inflight, used = out
         return Admission(
             key=key,
@@ -251,9 +248,9 @@ class Limiter:
             log.warning("could not record the usage of key %s (slot expires by itself): %s", admission.key.id, exc)
 
 
-def count_rejection(key_name: str) -> None:
+def count_rejection(key_id: str) -> None:
     """Called once for every 429 a key's limits cause (the usage counters have them already)."""
-    metrics.rate_limit_rejected(key_name)
+    metrics.rate_limit_rejected(key_id)
 
 
 #: The routes whose requests occupy the upstream, whatever the dialect.
@@ -293,7 +290,7 @@ class LimitsMiddleware:
             return
         headers = admission.headers()
         if admission.refused:
-            count_rejection(principal.key.name)
+            count_rejection(principal.key.id)
             response = error_response(admission.error(), scope)
             response.headers.update(headers)
             await response(scope, receive, send)
@@ -333,7 +330,9 @@ def enforce_prompt_budget(request: Request, prompt_tokens: int) -> None:
         return
     if usage.tokens_used + prompt_tokens > usage.daily_tokens:
         usage.rejected = True
-        count_rejection(getattr(request.state, "key_name", None) or "unknown")
+        principal = getattr(request.state, "principal", None)
+        key = getattr(principal, "key", None)
+        count_rejection(key.id if key is not None else "unknown")
         wait = seconds_to_utc_midnight(time.time())
         raise RateLimited(
             f"Rate limit reached for tokens per day: this prompt is about {prompt_tokens} tokens and only "
