@@ -83,7 +83,13 @@ def test_tools_and_choices() -> None:
     assert none.tool_choice == "none"
     with pytest.raises(InvalidRequest) as unknown:
         parse_messages(_body(tools=tools, tool_choice={"type": "tool", "name": "write"}), SETTINGS, MODELS)
-    assert unknown.value.param == "tool_choice.name"
+    assert unknown.value.param == "tool_choice"
+    with pytest.raises(InvalidRequest) as schema:
+        parse_messages(_body(tools=[{"name": "x", "input_schema": {"type": 7}}]), SETTINGS, MODELS)
+    assert schema.value.param == "tools[0].input_schema"
+    with pytest.raises(InvalidRequest) as duplicate:
+        parse_messages(_body(tools=[tools[0], tools[0]]), SETTINGS, MODELS)
+    assert duplicate.value.param == "tools"
 
 
 def test_refusals_name_the_field() -> None:

@@ -99,6 +99,12 @@ def test_tools_choices_and_formats() -> None:
     assert unknown.value.param == "tool_choice"
     with pytest.raises(Unsupported):
         _parse(tool_choice={"type": "web_search"})
+    with pytest.raises(InvalidRequest) as schema:
+        _parse(tools=[{"type": "function", "name": "f", "parameters": {"type": "nope"}}])
+    assert schema.value.param == "tools[0].parameters"
+    with pytest.raises(InvalidRequest) as output:
+        _parse(text={"format": {"type": "json_schema", "name": "x", "schema": {"required": 3}}})
+    assert output.value.param == "text.format.schema"
 
 
 def test_refusals() -> None:

@@ -24,6 +24,7 @@ from api.dialects.messages.schema import (
     ToolUseBlock,
 )
 from api.engine.call import ChatCall, finish_call
+from api.engine.tools import check_schema, check_tool_choice
 from shared.errors import InvalidRequest
 from shared.messages import ToolCall, ToolChoice, ToolSpec, Turn
 from shared.models import ModelTable
@@ -49,13 +50,13 @@ def parse_messages(body: Any, settings: Settings, models: ModelTable) -> tuple[C
     call.max_tokens = req.max_tokens
     thinking = req.thinking
     hidden = thinking is not None and (thinking.type == "disabled" or thinking.display == "omitted")
-    return finish_call(call), not hidden
+    return finish_call(call, settings=settings), not hidden
 
 
 def parse_count_tokens(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
     """The call ``count_tokens`` estimates (the same prompt ``/v1/messages`` would send)."""
     req = parse_body(CountTokensRequest, body, types_hint=TYPES_HINT)
-    return finish_call(_call(req, settings, models, stream=False))
+    return finish_call(_call(req, settings, models, stream=False), settings=settings)
 
 
 def _call(req: CountTokensRequest, settings: Settings, models: ModelTable, *, stream: bool) -> ChatCall:
@@ -126,13 +127,15 @@ def _tool_turn(block: ToolResultBlock) -> Turn:
 def _tools(call: ChatCall, req: CountTokensRequest) -> None:
     # Server tools (web search, code execution…) run on Anthropic's side: there is nothing here
     # to run them, so they are left out and the model is never offered them.
-    call.tools = [
-        ToolSpec(name=t.name, description=t.description or "", parameters=t.input_schema)
-        for t in req.tools or []
-        if t.input_schema is not None
-    ]
+    for i, tool in enumerate(req.tools or []):
+        if tool.input_schema is not None:
+            check_schema(tool.input_schema, param=f"tools[{i}].input_schema")
+            call.tools.append(
+                ToolSpec(name=tool.name, description=tool.description or "", parameters=tool.input_schema)
+            )
     choice = req.tool_choice
     if choice is None:
+        check_tool_choice(call.tool_choice, call.tools, param="tool_choice")  # duplicate names, too
         return
     if choice.disable_parallel_tool_use:
         call.parallel_tool_calls = False
@@ -140,11 +143,7 @@ def _tools(call: ChatCall, req: CountTokensRequest) -> None:
     if choice.type == "tool":
         if not choice.name:
             raise InvalidRequest("tool_choice of type 'tool' needs a 'name'.", param="tool_choice.name")
-        if not any(t["name"] == choice.name for t in call.tools):
-            raise InvalidRequest(
-                f"tool_choice names the tool '{choice.name}', which is not in 'tools'.", param="tool_choice.name"
-            )
         mapped = {"name": choice.name}
     else:
         mapped = {"auto": "auto", "any": "required", "none": "none"}[choice.type]  # type: ignore[assignment]
-    call.tool_choice = mapped
+    call.tool_choice = check_tool_choice(mapped, call.tools, param="tool_choice")

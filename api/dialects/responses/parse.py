@@ -27,6 +27,7 @@ from api.dialects.responses.schema import (
     ResponsesRequest,
 )
 from api.engine.call import ChatCall, finish_call
+from api.engine.tools import check_schema, check_tool_choice
 from shared.errors import InvalidRequest, Unsupported
 from shared.messages import OutputFormat, Role, ToolCall, ToolChoice, ToolSpec, Turn
 from shared.models import ModelTable
@@ -101,12 +102,16 @@ def parse_responses(
     _tools(call, req)
     if req.text is not None and req.text.format is not None and req.text.format.type != "text":
         fmt = req.text.format
-        if fmt.type == "json_schema" and fmt.schema_ is None:
-            raise InvalidRequest("text.format of type 'json_schema' needs a 'schema'.", param="text.format.schema")
+        if fmt.type == "json_schema":
+            if fmt.schema_ is None:
+                raise InvalidRequest("text.format of type 'json_schema' needs a 'schema'.", param="text.format.schema")
+            check_schema(fmt.schema_, param="text.format.schema")
         call.output = OutputFormat(type=fmt.type, name=fmt.name, schema=fmt.schema_, strict=bool(fmt.strict))
     if image is not None:
         last_image(call, image[0], image[1], settings.image_max_bytes)
-    return ResponsesCall(call=finish_call(call, param="input"), request=req, turns=turns, items=items)
+    return ResponsesCall(
+        call=finish_call(call, param="input", settings=settings), request=req, turns=turns, items=items
+    )
 
 
 def _parts(content: str | list[Any], where: str) -> tuple[str, tuple[str, str] | None]:
@@ -134,8 +139,7 @@ def _tools(call: ChatCall, req: ResponsesRequest) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidRequest("A function tool needs a 'name'.", param=f"tools[{i}].name")
         parameters = tool.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(parameters, dict):
-            raise InvalidRequest("A function tool's 'parameters' must be a JSON Schema object.", param=f"tools[{i}]")
+        check_schema(parameters, param=f"tools[{i}].parameters")
         description = tool.get("description")
         specs.append(
             ToolSpec(name=name, description=description if isinstance(description, str) else "", parameters=parameters)
@@ -146,19 +150,16 @@ def _tools(call: ChatCall, req: ResponsesRequest) -> None:
     choice = req.tool_choice
     mapped: ToolChoice
     if choice is None:
+        check_tool_choice(call.tool_choice, specs, param="tool_choice")  # duplicate names, too
         return
     if isinstance(choice, str):
         if choice not in ("auto", "none", "required"):
             raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or a function.", param="tool_choice")
         mapped = choice  # type: ignore[assignment]
     elif choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        if not any(t["name"] == choice["name"] for t in specs):
-            raise InvalidRequest(
-                f"tool_choice names the function '{choice['name']}', which is not in 'tools'.", param="tool_choice"
-            )
         mapped = {"name": choice["name"]}
     else:
         raise Unsupported(
             "tool_choice: only 'auto', 'none', 'required' and a function tool are supported.", param="tool_choice"
         )
-    call.tool_choice = mapped
+    call.tool_choice = check_tool_choice(mapped, specs, param="tool_choice")
