@@ -28,8 +28,9 @@ API_REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
     "decopy_requests",
-    "HTTP requests answered, by route template, status and model.",
-    ["route", "status", "model"],
+    "HTTP requests answered, by route template, status, model and dialect (chat, responses, messages, "
+    "completions; none for other routes).",
+    ["route", "status", "model", "dialect"],
     registry=API_REGISTRY,
 )
 REQUEST_DURATION = Histogram(
@@ -160,13 +161,14 @@ def observe_request(
     duration: float,
     ttft: float | None,
     queue_wait: float | None,
+    dialect: str | None = None,
     upstream: str | None = None,
 ) -> None:
     """Count one answered request (called once per request by the access-log middleware)."""
     label = model or "none"
     if upstream:
         UPSTREAM_SERVED.labels(upstream=upstream).inc()
-    REQUESTS.labels(route=route, status=str(status), model=label).inc()
+    REQUESTS.labels(route=route, status=str(status), model=label, dialect=dialect or "none").inc()
     REQUEST_DURATION.labels(route=route).observe(duration)
     if ttft is not None:
         TTFT.labels(model=label).observe(ttft)

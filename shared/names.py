@@ -125,7 +125,7 @@ def ready_probe(process_id: str) -> str:
     return PREFIX + "ready:" + process_id
 
 
-# --- [upstreams] routing configuration and circuit breakers ---
+# --- routing configuration and circuit breakers ---
 
 #: The stored upstreams and routes (JSON with its version), see ``shared.liveconfig``.
 CONFIG = PREFIX + "config"
@@ -138,3 +138,12 @@ BREAKERS = PREFIX + "breakers"
 def breaker_key(target: str) -> str:
     """One target's circuit breaker (a hash: state, failures, opened_at, last failure)."""
     return f"{PREFIX}breaker:{target}"
+
+
+# --- stored Responses API responses ---
+
+
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response: its owner, the response, its input items and the
+    conversation's turns (JSON, expires after ``RESPONSES_TTL_SECONDS``)."""
+    return f"{PREFIX}response:{response_id}"

@@ -142,7 +142,8 @@ class Settings:
     max_queue: int = 1000
 
     # --- [compat] settings below this line ---
-    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
+    #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
     model_aliases: dict[str, str] = field(default_factory=dict)
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
     reasoning_split: bool = True
@@ -151,6 +152,12 @@ class Settings:
     #: Comma-separated CIDRs an image URL may point into although they are not public
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
+
+    # --- [dialects] settings below this line ---
+    #: Seconds a stored Responses API response (``store``, on by default) is kept for
+    #: ``GET /v1/responses/{id}`` and ``previous_response_id``.
+    responses_ttl_seconds: float = 86400.0
+    # CORS_ALLOW_ORIGINS (below, with the hardening settings) also turns on CORS for /v1/*.
 
     # --- [reliability] settings below this line ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
@@ -294,6 +301,7 @@ class Settings:
             "upstream_read_timeout",
             "api_workers",
             "metrics_interval",
+            "responses_ttl_seconds",
             "tools_prompt_max_chars",
         )
         for name in positive:

@@ -187,6 +187,7 @@ class ChatService:
             finish=reason,
             usage=Usage(call.prompt_tokens, shaper.tokens),
             tool_calls=tool_calls,
+            stop_sequence=shaper.stop_hit,
         )
         headers = {"openai-processing-ms": _processing_ms(request)}
         if stream.upstream:
@@ -252,7 +253,7 @@ class ChatService:
                 if kind != "done":  # stop/length ended the answer: withdraw the job now
                     await stream.close()
                 reason = _reason(out.finish or value, calls)
-                yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens))
+                yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens), shaper.stop_hit)
                 return
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)

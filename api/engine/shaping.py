@@ -99,8 +99,12 @@ class Shaper:
         self._ascii = 0
         self._other = 0
         self.finished = False
+        #: The stop sequence that ended the answer, if one did (Anthropic reports it).
+        self.stop_hit: str | None = None
         #: No reasoning split, stop sequence or token limit: every delta goes out as it came.
         self._plain = not reasoning and not self._stop and max_tokens is None
+        #: A token limit alone (Anthropic's max_tokens is always set): a delta within it goes out as it came.
+        self._limit_only = not reasoning and not self._stop and max_tokens is not None
 
     @property
     def tokens(self) -> int:
@@ -121,6 +125,11 @@ class Shaper:
                 self._ascii += ascii_chars
                 self._other += len(text) - ascii_chars
             return Shaped([("content", text)])
+        if self._limit_only and text.isascii():
+            ascii_chars = self._ascii + len(text)
+            if tokens_for(ascii_chars, self._other) <= self._max_tokens:  # type: ignore[operator]
+                self._ascii = ascii_chars
+                return Shaped([("content", text)]) if text else Shaped()
         return self._emit(self._split(text, final=False), final=False)
 
     def feed_reasoning(self, text: str) -> Shaped:
@@ -208,7 +217,9 @@ class Shaper:
         hits = [at for at in (buf.find(s) for s in self._stop) if at >= 0]
         if hits:
             self._stop_buf = ""
-            return buf[: min(hits)], True
+            at = min(hits)
+            self.stop_hit = next(s for s in self._stop if buf.find(s) == at)
+            return buf[:at], True
         # Text already sent cannot hold the start of a stop sequence: it was held back here.
         keep = 0 if final else _held_prefix(buf, self._stop)
         self._stop_buf = buf[len(buf) - keep :]

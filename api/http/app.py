@@ -16,9 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.dashboard.routes import routes as dashboard_routes
+from api.dialects.responses.store import ResponseStore
 from api.engine.image_fetch import ImageFetcher
 from api.engine.service import ChatService
 from api.http.access import AccessLogMiddleware
+from api.http.cors import APICorsMiddleware
 from api.http.login_throttle import LoginThrottle
 from api.http.middleware import AuthMiddleware, RequestIdMiddleware
 from api.http.responses import error_response
@@ -51,24 +53,25 @@ log = logging.getLogger("api")
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, request.scope)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+        return error_response(NotFound(f"No route for {request.method} {request.url.path}."), request.scope)
     if exc.status_code == 405:
         allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         response = error_response(
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}; allowed: {allowed}.")
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}; allowed: {allowed}."),
+            request.scope,
         )
         if allowed:
             response.headers["Allow"] = allowed  # RFC 9110: a 405 names the methods that would work
         return response
     err = GatewayError(str(exc.detail), status=exc.status_code)
     err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(err)
+    return error_response(err, request.scope)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -89,7 +92,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError("The gateway hit an internal error; it has been logged."))
+    return error_response(InternalError("The gateway hit an internal error; it has been logged."), request.scope)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -116,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue, images=app.state.images)
+        app.state.responses = ResponseStore(redis, ttl_s=settings.responses_ttl_seconds)
         reporter = Reporter(
             redis,
             role="api",
@@ -139,11 +143,14 @@ def create_app(settings: Settings) -> Starlette:
             await pubsub_redis.aclose()
             await redis.aclose()
 
+    # CORS (when configured) answers preflights before the drain and auth checks could refuse them.
+    cors = [Middleware(APICorsMiddleware, origins=settings.cors_allow_origins)] if settings.cors_allow_origins else []
     app = Starlette(
         routes=[*routes, *admin_routes, *routing_admin_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),
+            *cors,
             Middleware(DrainMiddleware),
             Middleware(AuthMiddleware, master_key=settings.api_master_key, allow_origins=settings.cors_allow_origins),
             Middleware(LimitsMiddleware),

@@ -54,13 +54,29 @@ def bearer_token(scope: Scope) -> str:
     return token.strip()
 
 
+def client_key(scope: Scope) -> str:
+    """The key of a ``/v1/*`` call: ``Authorization: Bearer <key>`` (OpenAI's SDKs) or, without that
+    header (or with it blank), ``x-api-key: <key>`` (Anthropic's clients); raises 401 when missing."""
+    headers = Headers(scope=scope)
+    if not headers.get("authorization", "").strip():  # absent or blank: Anthropic's header, if any
+        key = headers.get("x-api-key", "").strip()
+        if key:
+            return key
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            code="missing_api_key",
+        )
+    return bearer_token(scope)
+
+
 def _dashboard_call(scope: Scope) -> bool:
     """[operator] A call the dashboard page makes: its session cookie and no Authorization header."""
     return "authorization" not in Headers(scope=scope) and dashboard_sessions.session_id(scope) is not None
 
 
 class AuthMiddleware:
-    """Guards ``/v1/*`` (the master key or a team key) and ``/admin/*`` (the master key only).
+    """Guards ``/v1/*`` (the master key or a team key, as a Bearer token or in ``x-api-key``) and
+    ``/admin/*`` (the master key only, as a Bearer token).
 
     Puts the caller's :class:`api.tenancy.keys.Principal` into ``scope["state"]["principal"]``. A team key
     is looked up in Redis on every request (no cache), so a revoked key fails on every replica
@@ -111,7 +127,7 @@ class AuthMiddleware:
                     code="cross_origin_refused",
                 )
             return OPEN
-        token = bearer_token(scope)
+        token = client_key(scope)
         if self._is_master(token):
             return MASTER
         keys: KeyStore = scope["app"].state.keys
@@ -135,7 +151,7 @@ class AuthMiddleware:
         try:
             principal = await self._principal(scope, path)
         except GatewayError as err:
-            await error_response(err)(scope, receive, send)
+            await error_response(err, scope)(scope, receive, send)
             return
         if principal is not None:
             state = scope.setdefault("state", {})

@@ -10,6 +10,9 @@ from starlette.routing import Route
 
 from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
+from api.dialects.completions import routes as completions
+from api.dialects.messages import routes as messages
+from api.dialects.responses import routes as responses
 from api.engine.service import ChatService
 from api.http.body import read_json
 from api.http.health import check_ready
@@ -46,9 +49,16 @@ def _model(entry: Name, routing: RoutingConfig) -> dict[str, object]:
     }
 
 
+def _anthropic(request: Request) -> bool:
+    """The Anthropic SDKs (and Claude Code) send ``anthropic-version``: they get Anthropic's shapes."""
+    return "anthropic-version" in request.headers
+
+
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
     routing: RoutingConfig = request.app.state.routing
+    if _anthropic(request):
+        return JSONBody(messages.model_page(models.names()))
     return JSONBody({"object": "list", "data": [_model(entry, routing) for entry in models.names()]})
 
 
@@ -57,6 +67,8 @@ async def get_model(request: Request) -> Response:
     entry = models.entry(request.path_params["model_id"])
     if entry is None:
         raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
+    if _anthropic(request):
+        return JSONBody(messages.model_info(entry))
     return JSONBody(_model(entry, request.app.state.routing))
 
 
@@ -96,6 +108,9 @@ async def openapi_json(request: Request) -> Response:
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    *messages.routes,
+    *responses.routes,
+    *completions.routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

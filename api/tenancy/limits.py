@@ -253,9 +253,13 @@ def count_rejection(key_id: str) -> None:
     metrics.rate_limit_rejected(key_id)
 
 
+#: The routes whose requests occupy the upstream, whatever the dialect.
+_UPSTREAM_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions"})
+
+
 def _holds_slot(scope: Scope) -> bool:
-    """Requests that count against ``max_concurrent``: chat completions (they occupy the upstream)."""
-    return scope.get("method") == "POST" and scope.get("path") == "/v1/chat/completions"
+    """Requests that count against ``max_concurrent``: chats in every dialect (they occupy the upstream)."""
+    return scope.get("method") == "POST" and scope.get("path") in _UPSTREAM_ROUTES
 
 
 class LimitsMiddleware:
@@ -282,12 +286,12 @@ class LimitsMiddleware:
         try:
             admission = await limiter.admit(principal.key, holds_slot=_holds_slot(scope), day=day)
         except GatewayError as err:
-            await error_response(err)(scope, receive, send)
+            await error_response(err, scope)(scope, receive, send)
             return
         headers = admission.headers()
         if admission.refused:
             count_rejection(principal.key.id)
-            response = error_response(admission.error())
+            response = error_response(admission.error(), scope)
             response.headers.update(headers)
             await response(scope, receive, send)
             return
