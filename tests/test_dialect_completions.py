@@ -143,6 +143,9 @@ def test_same_limits_behind_every_door(dialects_gateway: Gateway, tag: str) -> N
                 headers={"x-api-key": secret, "Authorization": ""},
             )
             held.read()
+    # The SSRF guard, checked with the gateway's own key: the team key's one slot is released
+    # only after the held stream's request has ended on the server, a moment after its last byte.
+    with dialects_gateway.http() as http:
         private = http.post(
             "/v1/responses",
             json={
