@@ -63,8 +63,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The test files run on TEST_PROCESSES pytest-xdist processes, a file's tests in one process
+# (module fixtures start their own gateways); most of a test's time is waiting on real processes.
+TEST_PROCESSES ?= 3
+
 test: install redis-server chromium lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
+import httpx
 import openai
 import pytest
 import redis
@@ -81,6 +82,8 @@ def test_jobs_interrupted_by_a_redis_restart_leave_the_queue_within_seconds_and_
             t.join(30)
         # Cleared within the bound (plus a poll), not after the job timeout.
         wait_until(lambda: r.zcard(names.QUEUE) == 0, ORPHAN_SECONDS * 5, "the interrupted jobs to leave the queue")
+        # The API's pub/sub connection reconnects with a backoff: new requests are for a ready API.
+        wait_until(lambda: httpx.get(gw.base_url + "/readyz", timeout=5).status_code == 200, 30, "the API ready again")
 
         with ThreadPoolExecutor(STREAMS) as pool:
             answers = list(
