@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint redis-server chromium bench bench-quick clean
+.PHONY: install run demo test test-fast lint redis-server chromium bench bench-quick clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ lint: install
 
 test: install redis-server chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The in-process unit tests only (tests/unit: one private Redis, no API or worker processes), in seconds.
+test-fast: install redis-server
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).
 BENCH_STAMP := $(VENV)/.installed-bench

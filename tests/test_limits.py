@@ -203,8 +203,8 @@ def test_rpm_holds_across_replicas(cluster: Cluster, tag: str) -> None:
         completion_tokens=completion_tokens,
     )
     # the same rejections in the metrics: per replica on /metrics, cluster-wide in /admin/stats
-    for replica, expected in ((0, 3), (1, 2)):
-        page = httpx.get(cluster.bases[replica] + "/metrics", timeout=10).text
+    for index, expected in ((0, 3), (1, 2)):
+        page = httpx.get(cluster.bases[index] + "/metrics", timeout=10).text
         lines = [
             ln
             for ln in page.splitlines()

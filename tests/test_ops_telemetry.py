@@ -6,7 +6,8 @@ In-process against a real private Redis, with an injected clock so time windows 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -55,11 +56,11 @@ class Clock:
         return self.t
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
 
 
-async def _fresh(url: str) -> Redis:
+async def _fresh(url: str) -> Any:  # redis-py types most replies as "awaitable or not"
     redis = Redis.from_url(url)
     await redis.flushdb()
     return redis

@@ -151,7 +151,7 @@ def test_worker_killed_mid_stream(short_idle: Gateway, tag: str) -> None:
             for chunk in stream:
                 text += chunk.choices[0].delta.content or "" if chunk.choices else ""
         waited = time.monotonic() - t_kill
-        assert "went silent" in exc.value.message and exc.value.code == "idle_timeout"  # type: ignore[attr-defined]
+        assert "went silent" in exc.value.message and exc.value.code == "idle_timeout"
         assert waited < 15, f"error after {waited:.1f}s"
         assert text.startswith("tok0 ")
         entry = ended_stream(gw, tag)
@@ -180,9 +180,9 @@ def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object,
     next(iter(stream))
     with redis_of(gw) as r:
         (job_id,) = queued_ids(r)
-        listener = r.pubsub()
+        listener = r.pubsub()  # type: ignore[no-untyped-call]
         listener.subscribe(names.job_channel(job_id))
-        assert listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
         os.kill(gw.workers[0].pid, signal.SIGKILL)
         os.kill(gw.api_proc.pid, signal.SIGKILL)
         stream.close()
@@ -273,7 +273,7 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
         thread.join(15)
         assert result["text"] == "first "
         err = result["error"]
-        assert isinstance(err, openai.APIError) and err.code == "job_rerun"  # type: ignore[attr-defined]
+        assert isinstance(err, openai.APIError) and err.code == "job_rerun"
         wait_until(lambda: not queued_ids(r), 5, "the job withdrawn")
 
 

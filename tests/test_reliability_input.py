@@ -318,7 +318,7 @@ def test_openapi_documents_what_the_gateway_answers(gw: Gateway) -> None:
 # --- Fuzzing with schemathesis -------------------------------------------------------------------
 
 
-def openai_error_shape(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
+def openai_error_shape(ctx: Any, response: schemathesis.Response, case: schemathesis.Case[Any]) -> bool | None:
     """Every error answer is OpenAI's envelope with a message that says something."""
     if response.status_code < 400:
         return None
@@ -375,7 +375,7 @@ SEEN: Counter[tuple[str, int]] = Counter()  # (operation, status) of every fuzze
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
-def test_fuzz_every_endpoint(case: schemathesis.Case, gw: Gateway) -> None:
+def test_fuzz_every_endpoint(case: schemathesis.Case[Any], gw: Gateway) -> None:
     response = case.call_and_validate(
         base_url=gw.base_url,
         headers={"Authorization": f"Bearer {KEY}"},

@@ -182,7 +182,7 @@ def test_the_fences_work_on_a_live_connection(redis_url: str) -> None:
 
     async def body() -> None:
         client = Redis.from_url(redis_url)
-        conn = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = client.connection_pool.make_connection()
         await conn.connect()
         writer = stream_writer(conn)
         assert isinstance(writer, asyncio.StreamWriter), (
