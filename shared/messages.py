@@ -19,7 +19,6 @@ from typing import Any, Literal, TypedDict
 import orjson
 
 Kind = Literal["start", "delta", "alive", "done", "error"]
-TERMINAL: frozenset[str] = frozenset({"done", "error"})
 
 
 class Message(TypedDict, total=False):

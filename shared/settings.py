@@ -141,7 +141,7 @@ class Settings:
     ping_interval: float = 15.0
     max_queue: int = 1000
 
-    # --- [compat] settings below this line ---
+    # --- OpenAI compatibility: model names, reasoning, images ---
     #: JSON object {"alias": "model-id"}: more names a client may send for a model.
     model_aliases: dict[str, str] = field(default_factory=dict)
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
@@ -152,7 +152,7 @@ class Settings:
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
 
-    # --- [reliability] settings below this line ---
+    # --- shutdown and Redis timeouts ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
     #: streams in flight finish for at most this long; what is still running then ends with an error.
     api_drain_seconds: float = 25.0
@@ -160,7 +160,7 @@ class Settings:
     #: is down or hung costs a client a quick 503 rather than a hang.
     redis_timeout: float = 2.0
 
-    # --- [limits] settings below this line ---
+    # --- access, per-key limits and the pool-wide upstream budget ---
     #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
     api_allow_open: bool = False
     #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
@@ -179,7 +179,7 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
         proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
-    # --- [ops] settings below this line ---
+    # --- operations: processes, logs, metrics ---
     #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
     api_workers: int = 1
     #: Log the conversation and the answer in the access log (off: they are never logged).
@@ -187,9 +187,7 @@ class Settings:
     #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
     metrics_interval: float = 2.0
 
-    # --- [perf] settings below this line ---
-
-    # --- [operator] settings below this line ---
+    # --- the operator's dashboard ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
 

@@ -1,4 +1,4 @@
-"""[compat] Real clients against the real running gateway: the openai SDK for Python (sync and async,
+"""Real clients against the real running gateway: the openai SDK for Python (sync and async,
 streamed and whole, its error classes), the openai npm package under Node, LangChain's ChatOpenAI
 and plain ``curl -N``. Each talks to the ``compat_gateway`` stack (a master key is set)."""
 

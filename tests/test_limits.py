@@ -1,4 +1,4 @@
-"""[limits] Team keys, rate limits and usage across two API replicas and three workers on one Redis."""
+"""Team keys, rate limits and usage across two API replicas and three workers on one Redis."""
 
 from __future__ import annotations
 

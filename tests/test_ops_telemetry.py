@@ -1,4 +1,4 @@
-"""[ops] Metric snapshots in Redis: windows, cluster totals, the 10-s history and quantiles.
+"""Metric snapshots in Redis: windows, cluster totals, the 10-s history and quantiles.
 
 In-process against a real private Redis, with an injected clock so time windows are exact.
 """

@@ -1,4 +1,4 @@
-"""[perf] Upstream sessions read the environment once, and still honour it as requests would."""
+"""Upstream sessions read the environment once, and still honour it as requests would."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""[perf] The workers' one-round-trip poll claims exactly what arq's own poll would.
+"""The workers' one-round-trip poll claims exactly what arq's own poll would.
 
 ``worker/jobs/arq_worker.py`` replaces arq's poll (a WATCH/EXISTS/ZSCORE round trip per queued or
 running job) with one script that claims due jobs and reads the abort set. These prove that it

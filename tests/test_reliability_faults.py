@@ -1,4 +1,4 @@
-"""[reliability] Faults caused for real: clients that leave, workers and APIs killed with
+"""Faults caused for real: clients that leave, workers and APIs killed with
 SIGKILL, jobs re-run by arq. What the client sees (openai SDK, raw httpx) and what the upstream
 saw (the simulator's log) are both checked.
 """

@@ -1,4 +1,4 @@
-"""[reliability] Bad input never reaches a 500 or a worker crash: a table of hostile requests,
+"""Bad input never reaches a 500 or a worker crash: a table of hostile requests,
 then schemathesis fuzzing every operation of ``GET /openapi.json`` against a running gateway
 (no 5xx, every error in OpenAI's shape, responses as documented). Also: the OpenAPI document is
 valid OpenAPI 3.1 and names every route of the app.

@@ -1,4 +1,4 @@
-"""[reliability] Time limits, backpressure, keep-alive pings, and Redis going away (killed, then
+"""Time limits, backpressure, keep-alive pings, and Redis going away (killed, then
 hung) and coming back on the same port, all with real processes.
 """
 

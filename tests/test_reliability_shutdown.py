@@ -1,4 +1,4 @@
-"""[reliability] Graceful shutdown with real signals: the API drains (not ready, refuses new
+"""Graceful shutdown with real signals: the API drains (not ready, refuses new
 requests, lets streams finish within API_DRAIN_SECONDS), a worker finishes its jobs and takes
 no new ones; both exit 0, on SIGTERM and on SIGINT.
 """

@@ -1,4 +1,4 @@
-"""[limits] The global upstream budget (UPSTREAM_RPM, UPSTREAM_MAX_CONCURRENT), shared by every worker."""
+"""The global upstream budget (UPSTREAM_RPM, UPSTREAM_MAX_CONCURRENT), shared by every worker."""
 
 from __future__ import annotations
 

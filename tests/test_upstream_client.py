@@ -1,4 +1,4 @@
-"""[perf] The worker's decopy client, driven in-process against the simulator.
+"""The worker's decopy client, driven in-process against the simulator.
 
 Calls go out with aiohttp under a cloudscraper session's identity; cloudscraper itself only
 steps in for a Cloudflare challenge it can solve. These tests pin that hand-off both ways and

@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from api.http.stats import live_workers
-from shared.errors import ServiceUnavailable
+from shared.errors import RedisUnavailable, ServiceUnavailable
 
 
 async def check_ready(app: Starlette) -> None:
@@ -20,14 +20,12 @@ async def check_ready(app: Starlette) -> None:
     try:
         await asyncio.wait_for(state.redis.ping(), 2)
     except (RedisError, OSError, TimeoutError) as exc:
-        raise ServiceUnavailable(
-            f"Redis does not answer: {exc or type(exc).__name__}.", code="redis_unavailable"
-        ) from exc
+        raise RedisUnavailable(f"Redis does not answer: {exc or type(exc).__name__}.") from exc
     if not state.hub.connected:
-        raise ServiceUnavailable("The pub/sub connection to Redis is down.", code="redis_unavailable")
+        raise RedisUnavailable("The pub/sub connection to Redis is down.")
     try:
         workers = await live_workers(state.redis)
     except (RedisError, OSError) as exc:
-        raise ServiceUnavailable(f"Redis does not answer: {exc}.", code="redis_unavailable") from exc
+        raise RedisUnavailable(f"Redis does not answer: {exc}.") from exc
     if not any(alive for _, alive in workers.values()):
         raise ServiceUnavailable("No worker is alive: requests would wait in the queue.", code="no_workers")

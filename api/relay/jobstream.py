@@ -62,7 +62,7 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
-        self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
+        self.usage = RequestUsage()  # what this request used, for its key's usage counters
 
     @property
     def finished(self) -> bool:

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import names
-from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.errors import InvalidRequest, RedisUnavailable
 
 log = logging.getLogger("api.keys")
 
@@ -147,9 +147,7 @@ async def redis_errors() -> AsyncIterator[None]:
         yield
     except (RedisError, OSError) as exc:
         log.warning("Redis unreachable: %s", exc)
-        raise ServiceUnavailable(
-            "The gateway cannot reach Redis right now.", code="redis_unavailable", retry_after=2
-        ) from exc
+        raise RedisUnavailable() from exc
 
 
 class KeyStore:

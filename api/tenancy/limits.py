@@ -37,7 +37,7 @@ from api.http.responses import error_response
 from api.tenancy.keys import KeyRecord, Principal
 from api.tenancy.usage import DAY_TTL_S, RequestUsage, seconds_to_utc_midnight, utc_day
 from shared import metrics, names
-from shared.errors import GatewayError, RateLimited, ServiceUnavailable
+from shared.errors import GatewayError, RateLimited, RedisUnavailable
 from shared.leases import NOW_MS, LeaseKeeper
 
 log = logging.getLogger("api.limits")
@@ -215,9 +215,7 @@ class Limiter:
             out = await self._admit(keys=self._keys(key.id, day), args=args)
         except (RedisError, OSError) as exc:
             log.warning("limits check failed, Redis unreachable: %s", exc)
-            raise ServiceUnavailable(
-                "The gateway cannot reach Redis right now.", code="redis_unavailable", retry_after=2
-            ) from exc
+            raise RedisUnavailable() from exc
         refused, now_ms, count, oldest, newest, _inflight, used = out
         return Admission(
             key=key,

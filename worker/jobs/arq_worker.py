@@ -37,6 +37,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import names
+from shared.backoff import Backoff
 from shared.queue import MAX_WOKEN_IDS, Claimer
 from worker.jobs.arq_fence import FencedWorker, hide_job_arguments
 
@@ -91,12 +92,12 @@ class WakeableWorker(FencedWorker):
             await self.apply_aborts(aborts)
 
     async def _listen_for_wakeups(self) -> None:
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
                     await pubsub.subscribe(names.WAKE_CHANNEL)
-                    delay = 0.1
+                    backoff.reset()
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                         if message is None:
@@ -111,8 +112,7 @@ class WakeableWorker(FencedWorker):
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("wake-up channel lost (%s); polling every %.2fs until it is back", exc, self.poll_delay_s)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.next())
 
     async def serve(self) -> None:
         # arq's poll loop, with the timer replaced by "timer or wake-up".

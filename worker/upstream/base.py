@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.messages import ChatJob
+from shared.metrics import UpstreamErrorKind
 
-#: Kinds of upstream failure, also the ``kind`` label of the upstream error metric.
-FailureKind = Literal["cloudflare", "rate_limited", "http", "protocol", "timeout", "connection"]
+#: Kinds of upstream failure (one list, with the metric's labels: ``shared.metrics``).
+FailureKind = UpstreamErrorKind
 
 
 class UpstreamFailure(Exception):
