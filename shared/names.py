@@ -109,3 +109,41 @@ def key_usage_day(key_id: str, day: str) -> str:
 def key_usage_total(key_id: str) -> str:
     """A key's usage since it was created: a hash of counters."""
     return f"{PREFIX}usage:{key_id}:total"
+
+
+#: Failed master-key attempts from everyone in the current window (api.http.login_throttle).
+LOGIN_FAILURES_ALL = PREFIX + "login:failures"
+
+
+def login_failures(address: str) -> str:
+    """Failed master-key attempts from one client address (or IPv6 /64) in the current window."""
+    return PREFIX + "login:failures:" + address
+
+
+def ready_probe(process_id: str) -> str:
+    """The key each API process writes to check that Redis takes writes (``/readyz``)."""
+    return PREFIX + "ready:" + process_id
+
+
+# --- routing configuration and circuit breakers ---
+
+#: The stored upstreams and routes (JSON with its version), see ``shared.liveconfig``.
+CONFIG = PREFIX + "config"
+#: The configuration's version alone: what every process polls to notice a change.
+CONFIG_VERSION = PREFIX + "config:version"
+#: Set of the targets (``upstream/model``) that have a breaker record.
+BREAKERS = PREFIX + "breakers"
+
+
+def breaker_key(target: str) -> str:
+    """One target's circuit breaker (a hash: state, failures, opened_at, last failure)."""
+    return f"{PREFIX}breaker:{target}"
+
+
+# --- stored Responses API responses ---
+
+
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response: its owner, the response, its input items and the
+    conversation's turns (JSON, expires after ``RESPONSES_TTL_SECONDS``)."""
+    return f"{PREFIX}response:{response_id}"

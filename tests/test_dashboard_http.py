@@ -28,6 +28,9 @@ DATA_ENDPOINTS = [
     ("GET", "/admin/doctor"),
     ("POST", "/admin/doctor"),
     ("POST", "/dashboard/api/chat"),
+    ("GET", "/admin/upstreams"),
+    ("GET", "/admin/routes"),
+    ("POST", "/admin/routes"),
 ]
 CHAT = {"model": "decopy-deepseek-v3", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -190,3 +193,21 @@ def test_dashboard_disabled_without_a_master_key(make_gateway) -> None:  # type:
     resp = httpx.post(gw.base_url + "/dashboard/login", data={"key": ""})
     assert resp.status_code == 403 and "set-cookie" not in resp.headers
     assert httpx.get(gw.base_url + "/admin/doctor").status_code == 403
+
+
+def test_dashboard_shows_breakers_and_changes_routes(dash: Gateway) -> None:
+    """[upstreams] The page has the section; its calls (a session, the dashboard header) list the
+    targets with their breakers and change a route."""
+    cookie = session_cookie(login(dash))
+    page = httpx.get(dash.base_url + "/dashboard", headers={"Cookie": f"decopy_dashboard={cookie}"}, timeout=10)
+    assert 'id="upstreams"' in page.text and 'id="route-form"' in page.text
+    headers = {"Cookie": f"decopy_dashboard={cookie}", "X-Dashboard": "1"}
+    body = {"id": "dash-route", "targets": [{"upstream": "decopy", "model": "GPT-4o-mini"}]}
+    made = httpx.post(dash.base_url + "/admin/routes", json=body, headers=headers, timeout=10)
+    assert made.status_code == 201, made.text
+    listing = httpx.get(dash.base_url + "/admin/upstreams", headers=headers, timeout=10).json()
+    (decopy,) = [u for u in listing["data"] if u["name"] == "decopy"]
+    targets = {t["target"]: t for t in decopy["targets"]}
+    assert targets["decopy/GPT-4o-mini"]["state"] == "closed"
+    gone = httpx.delete(dash.base_url + "/admin/routes/dash-route", headers=headers, timeout=10)
+    assert gone.status_code == 200 and gone.json()["deleted"] is True

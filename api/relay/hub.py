@@ -29,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from shared import names
+from shared import names, redis_trouble
 from shared.backoff import Backoff
 from shared.errors import GatewayError, RedisUnavailable, ServiceUnavailable
 from shared.redis_fence import stream_writer
@@ -44,8 +44,11 @@ _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-def redis_unavailable() -> RedisUnavailable:
-    """The error for a subscription Redis could not confirm (callers outside the hub use it too)."""
+def redis_unavailable(exc: BaseException | None = None) -> RedisUnavailable:
+    """The error for a subscription Redis could not confirm (callers outside the hub use it too);
+    given the Redis error, it says what Redis did (out of memory is not unreachable)."""
+    if exc is not None:
+        return redis_trouble.unavailable(exc)
     return RedisUnavailable()
 
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from api.dialects.chat.encode import DONE, ChunkEncoder, completion, error_event
+from api.engine.events import Usage
 from shared import messages
 from shared.errors import UpstreamError
 from worker.upstream.decopy.parser import END_MARKER, StreamParser
@@ -54,8 +55,12 @@ def test_parser_holds_an_unfinished_line_until_its_end() -> None:
 
 
 def test_chunk_encoder_writes_openai_chunks() -> None:
-    enc = ChunkEncoder("chatcmpl-1", "m", created=7)
-    frames = [enc.content("a"), enc.content('"b"\n'), enc.reasoning("r"), enc.finish("stop"), enc.usage(3, 2)]
+    enc = ChunkEncoder("chatcmpl-1", "m", created=7, include_usage=True)
+    frames = [enc.content("a"), enc.content('"b"\n'), enc.reasoning("r")]
+    end = enc.finish("stop", Usage(3, 2))  # the finish chunk, the usage chunk, then [DONE]
+    assert end.endswith(DONE)
+    frames += [frame + b"\n\n" for frame in end.removesuffix(DONE).split(b"\n\n")[:-1]]
+    assert len(frames) == 5
     events = [orjson.loads(f.removeprefix(b"data: ").removesuffix(b"\n\n")) for f in frames]
     assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in frames)
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": "a"}  # the role once, first
@@ -75,7 +80,7 @@ def test_chunk_encoder_writes_openai_chunks() -> None:
 
 def test_chunk_encoder_sends_the_role_even_when_no_text_came() -> None:
     enc = ChunkEncoder("chatcmpl-1", "m", created=7)
-    frames = enc.finish("length").split(b"\n\n")[:-1]
+    frames = enc.finish("length", Usage(0, 0)).split(b"\n\n")[:-1]
     first = orjson.loads(frames[0].removeprefix(b"data: "))
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
 

@@ -5,7 +5,9 @@ same cloudscraper sessions and client through :class:`worker.upstream.decopy.cli
 line per step with its timing and verdict, and exits 0 only when an answer streamed end to end.
 The dashboard's "run again" button enqueues the same run as a worker job (:func:`doctor_job`),
 so it too goes out the way real traffic does. Either way the last report is kept in Redis
-(``shared.names.DOCTOR_LAST``) for the dashboard.
+(``shared.names.DOCTOR_LAST``) for the dashboard. Without ``REDIS_URL`` in its environment the CLI
+takes the settings of the ``make run``/``make demo`` running from this checkout
+(:mod:`shared.local_run`); its first line says which Redis and upstream it uses, and why.
 
 Steps, in order; the first failure stops the network steps (later ones are reported as not
 run), while each model is checked even if another model failed:
@@ -27,7 +29,10 @@ The package: :mod:`~worker.doctor.report` (the steps and the report), :mod:`~wor
 (resolve, reach and TLS on asyncio's own sockets), :mod:`~worker.doctor.protocol` (create-job,
 the stream and each model, through the worker's own upstream code), :mod:`~worker.doctor.run`
 (one run, in order) and :mod:`~worker.doctor.render` (the CLI's lines, Redis, the worker job).
-Every step runs on one event loop: the worker job's own, or the CLI's ``asyncio.run``.
+Every step runs on one event loop: the worker job's own, or the CLI's ``asyncio.run``. Two more
+checks have a CLI of their own: ``--transports`` (:mod:`~worker.doctor.transports`: each of
+decopy's transports, aiohttp and curl_cffi, tried the same way) and ``--upstreams``
+(:mod:`~worker.doctor.upstreams`: every route target's breaker, last failure and answer).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from shared import names
+from shared import local_run, names
 from shared.errors import ConfigError
 from shared.settings import Settings, mask_url
 from worker.doctor.report import REPORT_TTL, Report, Step
@@ -65,7 +65,18 @@ async def doctor_job(ctx: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config."""
+    """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config.
+
+    ``--transports`` tries each of decopy's transports instead (:mod:`worker.doctor.transports`),
+    ``--upstreams`` every route target (:mod:`worker.doctor.upstreams`)."""
+    if "--transports" in argv:
+        from worker.doctor.transports import main as transports_main
+
+        return transports_main([a for a in argv if a != "--transports"])
+    if "--upstreams" in argv:
+        from worker.doctor.upstreams import main as upstreams_main
+
+        return upstreams_main([a for a in argv if a != "--upstreams"])
     parser = argparse.ArgumentParser(
         prog="python -m worker doctor", description="Check the configured upstream step by step."
     )
@@ -73,14 +84,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not keep the report in Redis")
     args = parser.parse_args(argv)
     on_step = None if args.json else (lambda step: print(format_step(step), flush=True))
+    env, origin = local_run.environment()
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
         doctor = Doctor(settings, source="cli", on_step=on_step)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     # Upstream warnings (skipped lines) are counted in the report; keep stdout to the report.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    print(local_run.describe(settings.redis_url, settings.decopy_base_url, origin), file=sys.stderr, flush=True)
     if not args.json:
         print(
             f"decopy doctor: {settings.decopy_base_url} "

@@ -7,12 +7,13 @@ The poll timer stays as a fallback (``WORKER_POLL_DELAY``) for a wake-up lost wh
 reconnecting. A worker also wakes itself when one of its jobs ends while it was full, so a job
 that waited for a free slot starts without waiting for the next poll.
 
-A poll is one Redis round trip (:class:`shared.queue.Claimer`). arq's own poll reads up to ``queue_read_limit`` ids
-from the queue, and arq keeps a job there until it *ends*, so it walks every running job of every
-worker with WATCH/EXISTS/ZSCORE/UNWATCH: four round trips per running job per poll, and a poll
-per wake-up. At 25 streams/s that was 180 Redis commands per stream (bench: 22 ms of worker CPU
-per stream). The script claims the same jobs arq would (due, not in progress; in-progress key
-set for ``in_progress_timeout_s``) and reads the abort set in the same call.
+A poll is one Redis round trip (:class:`shared.queue.Claimer`). arq's own poll reads up to
+``queue_read_limit`` ids from the queue, and arq keeps a job there until it *ends*, so it walks
+every running job of every worker with WATCH/EXISTS/ZSCORE/UNWATCH: four round trips per running
+job per poll, and a poll per wake-up. At 25 streams/s that was 180 Redis commands per stream
+(bench: 22 ms of worker CPU per stream). The script claims the same jobs arq would (due, not in
+progress; in-progress key set for ``in_progress_seconds``) and reads the abort set in the same
+call.
 
 The API's wake-up names the job it enqueued, and a worker so woken claims that job by its id
 (a few commands whatever the queue holds) instead of reading the queue: every
@@ -21,9 +22,20 @@ Redis M × R lookups per new job. The full read stays for what an id cannot say:
 timer, a wake-up without an id ("1": a job withdrawn, or an older API), a slot freed in a full
 worker (a job left waiting), and a failed poll.
 
-arq's private parts this needs (its slots, its start-up, the job-argument log line) are behind
-:class:`worker.jobs.arq_fence.FencedWorker`; the claim scripts are the queue protocol's
-(:mod:`shared.queue`).
+Jobs whose worker is gone: arq marks a running job with an in-progress key that lives for the
+job's whole timeout (``TOTAL_TIMEOUT`` + 70 s, about 11 minutes), and a job stays in the queue
+(and counts against ``MAX_QUEUE``) until that key goes. A worker that died, or a Redis restarted
+with its data while jobs ran (their ends could not be written), left such jobs for 11 minutes:
+new requests got ``queue_full`` with nothing running. Here the key lives ``ORPHAN_JOB_SECONDS``
+(``in_progress_seconds``) and the worker renews the keys of the jobs it still runs every third
+of that (:meth:`WakeableWorker._keep_in_progress`, its own task: draining included). A job
+nobody renews is claimed again by the next poll and cleared without running: arq ends it as
+expired when its data is gone (``QUEUE_TIMEOUT``), else the runner refuses the re-run (its run
+key), so the upstream is never called twice (the queue protocol's rule: :mod:`shared.queue`).
+
+arq's private parts this needs (its slots, its running tasks, its start-up, the in-progress
+key's life, the job-argument log line) are behind :class:`worker.jobs.arq_fence.FencedWorker`;
+the claim and renewal commands are the queue protocol's (:mod:`shared.queue`).
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from redis.exceptions import RedisError
 
 from shared import names
 from shared.backoff import Backoff
-from shared.queue import MAX_WOKEN_IDS, Claimer
+from shared.queue import MAX_WOKEN_IDS, Claimer, renew_in_progress
 from worker.jobs.arq_fence import FencedWorker, hide_job_arguments
 
 log = logging.getLogger("worker")
@@ -75,7 +87,7 @@ class WakeableWorker(FencedWorker):
         claim = functools.partial(
             self._claimer.claim,
             want=want,
-            in_progress_ms=int(self.in_progress_timeout_s * 1000),
+            in_progress_ms=self.in_progress_ms,
             read_limit=self.queue_read_limit,
             read_aborts=read_aborts,
         )
@@ -90,6 +102,20 @@ class WakeableWorker(FencedWorker):
             await self.start_claimed(job_id, score)
         if aborts:
             await self.apply_aborts(aborts)
+
+    async def _keep_in_progress(self) -> None:
+        """Renew the in-progress keys of the jobs this worker still runs, every third of their life
+        (:func:`shared.queue.renew_in_progress`: a job that ended meanwhile stays ended)."""
+        ttl_ms = self.in_progress_ms
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            running = self.running_job_ids()
+            if not running:
+                continue
+            try:
+                await renew_in_progress(self.pool, running, ttl_ms)
+            except (RedisError, OSError) as exc:
+                log.warning("could not renew %d running job(s) (%s); retrying", len(running), exc)
 
     async def _listen_for_wakeups(self) -> None:
         backoff = Backoff()
@@ -117,6 +143,7 @@ class WakeableWorker(FencedWorker):
     async def serve(self) -> None:
         # arq's poll loop, with the timer replaced by "timer or wake-up".
         listener = asyncio.create_task(self._listen_for_wakeups(), name="wake-listener")
+        keeper = asyncio.create_task(self._keep_in_progress(), name="in-progress-keeper")
         try:
             while True:
                 self._wake.clear()
@@ -132,6 +159,7 @@ class WakeableWorker(FencedWorker):
                 except TimeoutError:
                     self._read_queue = True  # the fallback poll reads the queue
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
