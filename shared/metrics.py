@@ -195,6 +195,6 @@ def upstream_chars_replaced(count: int) -> None:
 
 
 def breaker_states(states: dict[str, int]) -> None:
-    """[upstreams] The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
+    """The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
     for target, value in states.items():
         BREAKER_STATE.labels(target=target).set(value)

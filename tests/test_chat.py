@@ -150,7 +150,7 @@ def test_upstream_request_headers(gateway: Gateway, tag: str) -> None:
 def test_models(gateway: Gateway) -> None:
     client = gateway.client()
     ids = [m.id for m in client.models.list()]
-    # [compat] /v1/models lists every accepted name: the ids, then the upstream's own names.
+    # /v1/models lists every accepted name: the ids, then the upstream's own names.
     assert ids == [
         "decopy-deepseek-v3",
         "decopy-deepseek-r1",

@@ -196,7 +196,7 @@ def test_dashboard_disabled_without_a_master_key(make_gateway) -> None:  # type:
 
 
 def test_dashboard_shows_breakers_and_changes_routes(dash: Gateway) -> None:
-    """[upstreams] The page has the section; its calls (a session, the dashboard header) list the
+    """The page has the section; its calls (a session, the dashboard header) list the
     targets with their breakers and change a route."""
     cookie = session_cookie(login(dash))
     page = httpx.get(dash.base_url + "/dashboard", headers={"Cookie": f"decopy_dashboard={cookie}"}, timeout=10)

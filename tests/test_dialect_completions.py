@@ -1,4 +1,4 @@
-"""[dialects] Legacy completions end to end with the openai SDK (whole, streamed, stop and limit,
+"""Legacy completions end to end with the openai SDK (whole, streamed, stop and limit,
 the refused fields), then what every door shares: CORS preflights and headers on ``/v1/*`` only,
 and the ``dialect`` label of the request metrics and the access log."""
 

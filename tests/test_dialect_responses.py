@@ -1,4 +1,4 @@
-"""[dialects] OpenAI's Responses API end to end with the openai SDK: whole and streamed (typed
+"""OpenAI's Responses API end to end with the openai SDK: whole and streamed (typed
 events, rising sequence numbers, one terminal event), stored responses (retrieve, input items,
 delete, owned by the key that made them, ``store: false``), a two-turn conversation by
 ``previous_response_id``, reasoning items, the token limit, and a failure after the start."""

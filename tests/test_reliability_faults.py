@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -103,9 +103,9 @@ def test_client_leaves_while_create_job_hangs(one_slot: Gateway, tag: str) -> No
     assert streams(gw, tag) == []
 
 
-def test_api_killed_mid_stream_stops_the_upstream(make_gateway: object, tag: str) -> None:
+def test_api_killed_mid_stream_stops_the_upstream(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """Nobody left to withdraw the job: the worker sees its messages reach no one and stops."""
-    gw = make_gateway({}, workers=1)  # type: ignore[operator]
+    gw = make_gateway({}, workers=1)
     stream = gw.client().chat.completions.create(
         model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
     )
@@ -167,11 +167,11 @@ def test_worker_killed_mid_stream(short_idle: Gateway, tag: str) -> None:
     assert len(creates(gw, tag)) == 1 and len(streams(gw, tag)) == 1, "the job ran upstream again"
 
 
-def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object, tag: str) -> None:
+def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """Worker and API both killed mid-answer, so the job stays in arq's queue; a listener stays on
     its channel. Once arq's in-progress key is gone (deleted here, as if expired), a live worker
     takes the job again: it must refuse it, without calling the upstream or publishing anything."""
-    gw = make_gateway({"QUEUE_TIMEOUT": "120"}, workers=1)  # type: ignore[operator]
+    gw = make_gateway({"QUEUE_TIMEOUT": "120"}, workers=1)
     stream = gw.client().chat.completions.create(
         model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
     )
@@ -201,10 +201,12 @@ def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object,
 
 
 @pytest.mark.parametrize("text_sent", [True, False], ids=["after-text", "before-text"])
-def test_job_cancelled_at_worker_shutdown_is_not_run_again(make_gateway: object, tag: str, text_sent: bool) -> None:
+def test_job_cancelled_at_worker_shutdown_is_not_run_again(
+    make_gateway: Callable[..., Gateway], tag: str, text_sent: bool
+) -> None:
     """arq re-queues a job cancelled at shutdown (here: WORKER_DRAIN_SECONDS ran out) and another
     worker takes it at once: it is refused; the client got an ``interrupted`` error straight away."""
-    gw = make_gateway({"WORKER_DRAIN_SECONDS": "1", "UPSTREAM_READ_TIMEOUT": "60"}, workers=2)  # type: ignore[operator]
+    gw = make_gateway({"WORKER_DRAIN_SECONDS": "1", "UPSTREAM_READ_TIMEOUT": "60"}, workers=2)
     fields = {"n": 400, "interval_ms": 50} if text_sent else {"create_fail": "hang", "hang_ms": 60_000}
     got: dict[str, object] = {}
 
@@ -239,10 +241,10 @@ def test_job_cancelled_at_worker_shutdown_is_not_run_again(make_gateway: object,
     assert closed, "the cancelled job's upstream call was not closed"
 
 
-def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: str) -> None:
+def test_api_fails_a_stream_whose_job_starts_again(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """The API's own guard, should a job ever run twice: here the test plays the worker and
     publishes a second ``start`` (a re-run restarts numbering at 0) after some text."""
-    gw = make_gateway({}, workers=0)  # type: ignore[operator]
+    gw = make_gateway({}, workers=0)
     result: dict[str, object] = {}
 
     def client() -> None:

@@ -43,10 +43,10 @@ async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
-    upstream = decopy_upstream(settings)  # [upstreams] DECOPY_TRANSPORT: aiohttp or curl_cffi
+    upstream = decopy_upstream(settings)  # DECOPY_TRANSPORT: aiohttp or curl_cffi
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        router = Router(settings, ctx["redis"], upstream)  # [upstreams] routes, live configuration, breakers
+        router = Router(settings, ctx["redis"], upstream)  # routes, live configuration, breakers
         await router.start()
         ctx["runner"] = ChatRunner(
             settings=settings,

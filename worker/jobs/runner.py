@@ -167,14 +167,14 @@ class ChatRunner:
         self.settings = settings
         self.redis = redis
         self.upstream = upstream
-        self.router = router  # [upstreams] routes and breakers; None: every job goes to ``upstream``
+        self.router = router  # routes and breakers; None: every job goes to ``upstream``
         self.worker_id = worker_id
         self.out = PipelinedConnection(redis)
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
         #: Called after each emulated attempt: the model, what the reader counted, and the
         #: retry it asked for ("call", "no_call", "json" or None).
         self._on_emulation = on_emulation or (lambda model, counts, retry: None)
-        self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
+        self.budget = UpstreamBudget(redis, settings)  # the pool-wide upstream budget
         self._active: set[Publisher] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._start = StartOnce(redis)  # the queue protocol's start-at-most-once (shared.queue)
@@ -246,7 +246,7 @@ class ChatRunner:
 
     async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
         s = self.settings
-        # [upstreams] The route's targets in order; a single target (every default route) retries
+        # The route's targets in order; a single target (every default route) retries
         # as before: UPSTREAM_RETRIES more attempts with backoff. With more, a failure before the
         # first piece moves to the next target at once; backoff only before a target is tried again.
         if self.router is not None:
@@ -271,7 +271,7 @@ class ChatRunner:
             choice = choices[index]
             pub.upstream = choice.label
             try:
-                async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
+                async with self.budget.slot(pub):  # waits for the upstream budget, holds it for the call
                     if emulation is None or choice.native_tools:
                         await self._one_attempt(pub, choice.job, choice)
                         reason = pub.finish
@@ -290,7 +290,7 @@ class ChatRunner:
             except Refusal as refusal:
                 await pub.error(refusal.error)
                 return self._outcome("refused")
-            except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
+            except UpstreamBusy as busy:  # no budget within QUEUE_TIMEOUT, or the client left
                 await pub.error(busy)
                 return self._outcome(busy.outcome)
             except UpstreamFailure as failure:
@@ -315,7 +315,7 @@ class ChatRunner:
             return self._outcome("completed")
 
     async def _pick(self, choices: list[Choice], tried: set[int], *, first: bool) -> int | None:
-        """[upstreams] The next target not tried in this round whose breaker lets a request through.
+        """The next target not tried in this round whose breaker lets a request through.
         Skipped targets count as tried. None: none is left. When no target of the route is let
         through at all, the first is tried anyway (a route never refuses for its breakers alone)."""
         if self.router is None or len(choices) == 1:
@@ -336,7 +336,7 @@ class ChatRunner:
             async for batch in stream:
                 if type(batch) is list:  # text: the hot path (decopy yields nothing else)
                     await pub.delta(batch[0] if len(batch) == 1 else "".join(batch))
-                elif isinstance(batch, Reasoning):  # [upstreams] typed pieces of other upstreams
+                elif isinstance(batch, Reasoning):  # typed pieces of other upstreams
                     await pub.piece({"kind": "reasoning", "text": batch.text})
                 elif isinstance(batch, ToolCallPiece):
                     await pub.piece({"kind": "tool_call", "call": batch.call})
