@@ -13,22 +13,26 @@ import importlib.util
 import sys
 
 #: The top-level modules of the dependencies in pyproject.toml (uvloop and httptools come with
-#: ``uvicorn[standard]``); tests/test_newcomer_units.py checks the list against pyproject.toml.
+#: ``uvicorn[standard]``); tests/test_operator_commands.py checks the list against pyproject.toml.
 MODULES = (
     "aiohttp",
     "aiohttp_socks",
     "arq",
     "cloudscraper",
+    "curl_cffi",
     "hiredis",
     "httptools",
     "httpx",
+    "jsonschema",
     "orjson",
     "prometheus_client",
     "pydantic",
     "redis",
+    "requests",
     "socks",
     "sse_starlette",
     "starlette",
+    "urllib3",
     "uvicorn",
     "uvloop",
 )
