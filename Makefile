@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo doctor keys usage test lint redis-server chromium bench bench-quick clean
+.PHONY: install run demo doctor keys usage test test-fast lint redis-server chromium bench bench-quick clean
 
 install: $(STAMP)
 
@@ -70,7 +70,11 @@ TEST_PROCESSES ?= 3
 test: install redis-server chromium lint
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
-# Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).
+# The in-process unit tests only (tests/unit: one private Redis, no API or worker processes), in seconds.
+test-fast: install redis-server
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# Benchmark (docs/benchmark.md): needs the `bench` extra (aiohttp load client, matplotlib plot).
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +24,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: process exited with {proc.returncode}")
         try:
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
         except OSError:
             pass

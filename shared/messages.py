@@ -26,7 +26,6 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 
 Kind = Literal["start", "delta", "reasoning", "tool_call", "alive", "done", "error"]
-TERMINAL: frozenset[str] = frozenset({"done", "error"})
 
 
 class ToolCall(TypedDict):

@@ -11,12 +11,17 @@ Other modules call the small functions at the bottom (``rate_limit_rejected``,
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.tools.reader import Counts
 
-#: Upstream failure kinds (``worker.upstream.base.FailureKind``), always reported, zeros included.
-UPSTREAM_ERROR_KINDS = ("cloudflare", "rate_limited", "http", "protocol", "timeout", "connection")
+#: Kinds of upstream failure (``worker.upstream.base.UpstreamFailure.kind``), also the ``kind``
+#: label of the upstream error metric.
+UpstreamErrorKind = Literal["cloudflare", "rate_limited", "http", "protocol", "timeout", "connection"]
+#: The same kinds as a tuple: always reported, zeros included.
+UPSTREAM_ERROR_KINDS: tuple[UpstreamErrorKind, ...] = get_args(UpstreamErrorKind)
 
 #: Time-to-first-token buckets in seconds (also used to estimate p50/p99 in ``/admin/stats``).
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
@@ -86,8 +91,9 @@ WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
     "decopy_jobs",
-    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, duplicate_refused, refused: "
-    "an emulated tool call or JSON answer that could not be given, even after a correction).",
+    "Chat jobs ended, by outcome (completed, failed, cancelled, dropped, abandoned, crashed, rerun_refused, "
+    "upstream_busy, refused: an emulated tool call or JSON answer that could not be given, even after a "
+    "correction).",
     ["outcome"],
     registry=WORKER_REGISTRY,
 )
@@ -189,6 +195,6 @@ def upstream_chars_replaced(count: int) -> None:
 
 
 def breaker_states(states: dict[str, int]) -> None:
-    """[upstreams] The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
+    """The breakers' states as last read from Redis (``shared.breaker.STATE_VALUE``)."""
     for target, value in states.items():
         BREAKER_STATE.labels(target=target).set(value)

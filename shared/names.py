@@ -16,7 +16,7 @@ HUB_CHANNEL = PREFIX + "hub"
 #: Prefix of arq's per-worker health-check keys (one per worker process).
 WORKER_HEALTH_PREFIX = PREFIX + "worker:"
 
-# --- [operator] names below this line ---
+# --- the doctor and the operator's dashboard ---
 #: Name of the arq job function that runs the upstream doctor in a worker.
 DOCTOR_FUNCTION = "doctor"
 #: The last doctor report (JSON), written by the CLI or a worker, read by the dashboard.
@@ -45,7 +45,7 @@ def dashboard_session_key(session_hash: str) -> str:
     return f"{PREFIX}dashboard:session:{session_hash}"
 
 
-# --- [ops] metrics and cluster stats ---
+# --- metrics and cluster stats ---
 
 
 #: Sorted set per role ("api", "worker") of the processes that report metrics: member = process
@@ -71,7 +71,7 @@ def stats_slot_key(slot: int) -> str:
     return f"{PREFIX}stats:slot:{slot}"
 
 
-# --- [limits] names below this line ---
+# --- team keys, per-key limits and the upstream budget ---
 
 #: Set of the ids of every team key.
 KEY_IDS = PREFIX + "keys"

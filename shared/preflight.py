@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 #: The top-level modules of the dependencies in pyproject.toml (uvloop and httptools come with
-#: ``uvicorn[standard]``); tests/test_newcomer_units.py checks the list against pyproject.toml.
+#: ``uvicorn[standard]``); tests/test_operator_commands.py checks the list against pyproject.toml.
 MODULES = (
     "aiohttp",
     "aiohttp_socks",
@@ -28,9 +28,11 @@ MODULES = (
     "prometheus_client",
     "pydantic",
     "redis",
+    "requests",
     "socks",
     "sse_starlette",
     "starlette",
+    "urllib3",
     "uvicorn",
     "uvloop",
 )

@@ -3,9 +3,10 @@
 "Cannot reach Redis" was said for every Redis error, so a Redis that answered but refused writes
 (out of memory under ``noeviction``) was reported as unreachable, and ``/readyz`` (a PING) said
 ready all along. :func:`describe` names the trouble from the exception's type;
-:func:`unavailable` is the client's 503; :func:`probe_write` is readiness's check that Redis
-takes writes; :func:`eviction_warning` is start-up's check that Redis will not evict the
-gateway's keys (team keys evicted under ``allkeys-lru`` answered 401 from then on).
+:func:`unavailable` is the client's 503 (the one :class:`shared.errors.RedisUnavailable`, in
+those words); :func:`probe_write` is readiness's check that Redis takes writes;
+:func:`eviction_warning` is start-up's check that Redis will not evict the gateway's keys (team
+keys evicted under ``allkeys-lru`` answered 401 from then on).
 
 Messages never carry the exception's text: it holds Redis's address, which belongs in the logs,
 not in an unauthenticated answer.
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from shared import names
-from shared.errors import ServiceUnavailable
+from shared.errors import RedisUnavailable
 
 log = logging.getLogger("shared.redis")
 
@@ -40,10 +41,11 @@ def describe(exc: BaseException) -> str:
     return "The gateway cannot reach Redis right now."
 
 
-def unavailable(exc: BaseException, *, retry_after: float = 2) -> ServiceUnavailable:
-    """The 503 a client gets for a Redis error (the detail, with the address, goes to the log)."""
+def unavailable(exc: BaseException, *, retry_after: float = 2) -> RedisUnavailable:
+    """The 503 a client gets for a Redis error: the one :class:`RedisUnavailable`, its message
+    saying what Redis did (the detail, with the address, goes to the log)."""
     log.warning("Redis error: %s: %s", type(exc).__name__, exc)
-    return ServiceUnavailable(describe(exc), code="redis_unavailable", retry_after=retry_after)
+    return RedisUnavailable(describe(exc), retry_after=retry_after)
 
 
 async def probe_write(redis: Redis, process_id: str) -> None:

@@ -62,8 +62,9 @@ def _aliases(raw: str) -> dict[str, str]:
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages (proxy URLs may carry credentials)."""
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs, messages and reports (proxy and
+    Redis URLs carry credentials). Works on malformed URLs too (it is used while validating)."""
     return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
 
 
@@ -85,7 +86,7 @@ def proxy_urls(raw: str) -> list[str]:
             elif parts.path not in ("", "/") or parts.query or parts.fragment:
                 problem = "a proxy URL has no path, query or fragment"
         if problem:
-            shown = _redact(url) if "://" in url else "<not a URL>"
+            shown = mask_url(url) if "://" in url else "<not a URL>"
             raise ConfigError(
                 f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
                 "expected e.g. http://host:3128 or socks5://user:pass@host:1080"
@@ -141,7 +142,7 @@ class Settings:
     ping_interval: float = 15.0
     max_queue: int = 1000
 
-    # --- [compat] settings below this line ---
+    # --- OpenAI compatibility: model names, reasoning, images ---
     #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
     #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
     model_aliases: dict[str, str] = field(default_factory=dict)
@@ -153,13 +154,13 @@ class Settings:
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
 
-    # --- [dialects] settings below this line ---
+    # --- Anthropic Messages, Responses and legacy completions dialects ---
     #: Seconds a stored Responses API response (``store``, on by default) is kept for
     #: ``GET /v1/responses/{id}`` and ``previous_response_id``.
     responses_ttl_seconds: float = 86400.0
     # CORS_ALLOW_ORIGINS (below, with the hardening settings) also turns on CORS for /v1/*.
 
-    # --- [reliability] settings below this line ---
+    # --- shutdown and Redis timeouts ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
     #: streams in flight finish for at most this long; what is still running then ends with an error.
     api_drain_seconds: float = 25.0
@@ -167,7 +168,7 @@ class Settings:
     #: is down or hung costs a client a quick 503 rather than a hang.
     redis_timeout: float = 2.0
 
-    # --- [limits] settings below this line ---
+    # --- access, per-key limits and the pool-wide upstream budget ---
     #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
     api_allow_open: bool = False
     #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
@@ -186,7 +187,7 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
         proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
-    # --- [ops] settings below this line ---
+    # --- operations: processes, logs, metrics ---
     #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
     api_workers: int = 1
     #: Log the conversation and the answer in the access log (off: they are never logged).
@@ -202,9 +203,7 @@ class Settings:
     #: Longest prompt, in characters, once tools or an output format are folded in (over it: a 400).
     tools_prompt_max_chars: int = 200_000
 
-    # --- [perf] settings below this line ---
-
-    # --- [upstreams] settings below this line ---
+    # --- upstreams besides decopy, routes, breakers and decopy's transport (docs/upstreams.md) ---
     #: JSON object of the upstreams besides decopy; seeds the live configuration (docs/upstreams.md).
     upstreams: str = field(default="", repr=False)
     #: JSON object of the routes {"model-id": [{"upstream": ..., "model": ...}, ...]}; seeds it too.
@@ -234,7 +233,7 @@ class Settings:
         if self.decopy_transport not in ("aiohttp", "curl_cffi"):
             raise ConfigError("DECOPY_TRANSPORT must be aiohttp or curl_cffi")
 
-    # --- [operator] settings below this line ---
+    # --- the operator's dashboard ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
 
@@ -354,7 +353,7 @@ class Settings:
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}
-        known = [*self.decopy_models, *_route_ids(self.routes)]  # [upstreams] a seeded route's id too
+        known = [*self.decopy_models, *_route_ids(self.routes)]  # a seeded route's id too
         for alias, target in self.model_aliases.items():
             if target not in known:
                 raise ConfigError(

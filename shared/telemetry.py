@@ -122,7 +122,6 @@ class Reporter:
         interval: float,
         process: str | None = None,
         instance: str | None = None,
-        queue_depth: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis

@@ -166,7 +166,7 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-# --- [compat] fixtures below this line ---
+# --- OpenAI compatibility: fixtures ---
 
 COMPAT_KEY = "sk-compat-master"
 COMPAT_ALIASES = {"gpt-4o": "decopy-deepseek-v3", "deepseek-reasoner": "decopy-deepseek-r1"}
@@ -195,7 +195,7 @@ def compat_gateway() -> Iterator[Gateway]:
     gw.stop()
 
 
-# --- [limits] several API replicas and workers on one Redis ---
+# --- per-key limits: several API replicas and workers on one Redis ---
 
 
 @dataclass
@@ -277,7 +277,7 @@ def make_cluster() -> Iterator[Callable[..., Cluster]]:
         cluster.stop()
 
 
-# --- [dialects] one stack for the Responses, Messages and Completions front doors ---
+# --- the other dialects: one stack for the Responses, Messages and Completions front doors ---
 
 DIALECTS_KEY = "sk-dialects-master"
 #: Claude Code and the Anthropic SDKs send ``claude-…`` ids; one pattern takes them all, and the

@@ -404,8 +404,8 @@ def instance(schema: Any, depth: int = 0) -> Any:
     if kind == "array":
         count = schema.get("minItems", 0) if isinstance(schema.get("minItems"), int) else 0
         return [instance(schema.get("items"), depth + 1) for _ in range(count)]
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    props = p if isinstance(p := schema.get("properties"), dict) else {}
+    required = r if isinstance(r := schema.get("required"), list) else []
     return {name: instance(props.get(name), depth + 1) for name in required if isinstance(name, str)}
 
 
@@ -581,7 +581,7 @@ def failure_response(mode: str) -> Response | None:
     if mode in ("cloudflare", "cloudflare503"):
         cf = {"cf-mitigated": "challenge"} if mode == "cloudflare" else {}
         return Response(CF_HTML, 403 if cf else 503, {**cf, "cf-ray": secrets.token_hex(8)}, HTML)
-    canned = {
+    canned: dict[str, Callable[[], Response]] = {
         "429": lambda: decopy_json(100429, None, "Too many requests", "请求过于频繁", 429, {"retry-after": "1"}),
         "500": lambda: PlainTextResponse("Internal Server Error", 500),
         "502": lambda: Response(b"<html><head><title>502 Bad Gateway</title></head></html>", 502, None, HTML),
@@ -701,7 +701,7 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     split_ms = job.directive.num("split_ms", 0)
     if not split_ms:
         return await answer(scope, receive, send)
-    body, third = answer.body, max(1, len(answer.body) // 3)
+    body, third = bytes(answer.body), max(1, len(answer.body) // 3)
     await send({"type": "http.response.start", "status": 200, "headers": answer.raw_headers})
     for i in range(0, len(body), third):
         await send({"type": "http.response.body", "body": body[i : i + third], "more_body": True})

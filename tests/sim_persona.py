@@ -94,7 +94,8 @@ def _objects(text: str) -> list[dict[str, Any]]:
 def _as_tool(obj: dict[str, Any]) -> Tool | None:
     if "arguments" in obj:  # an example call, not a definition
         return None
-    inner = obj.get("function") if isinstance(obj.get("function"), dict) else obj
+    function = obj.get("function")
+    inner: dict[str, Any] = function if isinstance(function, dict) else obj
     name = inner.get("name")
     if not isinstance(name, str) or not IDENTIFIER_RE.fullmatch(name) or name.lower() in PLACEHOLDERS:
         return None
@@ -172,7 +173,7 @@ def arguments(tool: Tool, request: str) -> dict[str, Any]:
     props = props if isinstance(props, dict) else {}
     required = tool.schema.get("required")
     names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else []
-    return {n: _value(n, props.get(n) if isinstance(props.get(n), dict) else {}, request) for n in names}
+    return {n: _value(n, p if isinstance(p := props.get(n), dict) else {}, request) for n in names}
 
 
 def _reply(conv: Conversation, model: str, rng: random.Random) -> str:

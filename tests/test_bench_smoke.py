@@ -1,4 +1,4 @@
-"""[perf] The benchmark harness runs end to end and checks what it relays (a tiny load, a few seconds).
+"""The benchmark harness runs end to end and checks what it relays (a tiny load, a few seconds).
 
 Speed is not asserted here (it is the benchmark's job, on a quiet machine); this proves the
 harness starts its processes, drives both paths, checks every answer and writes its figures.

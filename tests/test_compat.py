@@ -1,4 +1,4 @@
-"""[compat] OpenAI parameters through the official SDK: usage in streams, stop, max_tokens, refused
+"""OpenAI parameters through the official SDK: usage in streams, stop, max_tokens, refused
 and ignored fields, reasoning, model names, headers. Real Redis, API, workers; decopy simulated."""
 
 from __future__ import annotations

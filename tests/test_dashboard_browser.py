@@ -221,7 +221,7 @@ def test_doctor_runs_in_a_worker_and_names_the_failure(page: Browser, dash: Gate
 
 
 def test_upstreams_panel_shows_breakers_and_saves_a_route(page: Browser, dash: Gateway, tag: str) -> None:
-    """[upstreams] One row per target with its breaker; a route saved from the page serves at once."""
+    """One row per target with its breaker; a route saved from the page serves at once."""
     log_in(page, dash)
     row = page.wait_text('#targets-table tr[data-target="decopy/DeepSeek-V3"]', "closed")
     assert row.startswith("decopy/DeepSeek-V3") and "decopy" in row

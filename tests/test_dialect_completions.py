@@ -1,4 +1,4 @@
-"""[dialects] Legacy completions end to end with the openai SDK (whole, streamed, stop and limit,
+"""Legacy completions end to end with the openai SDK (whole, streamed, stop and limit,
 the refused fields), then what every door shares: CORS preflights and headers on ``/v1/*`` only,
 and the ``dialect`` label of the request metrics and the access log."""
 
@@ -49,7 +49,7 @@ def test_refused_fields_are_named(dialects_gateway: Gateway, field: str, value: 
     body: dict[str, Any] = {"model": V3, "prompt": "hi", field: value}
     with pytest.raises(openai.BadRequestError) as refused:
         dialects_gateway.client().completions.create(**body)
-    assert refused.value.param == field  # type: ignore[attr-defined]
+    assert refused.value.param == field
 
 
 def test_cors_preflight_and_headers_on_v1_only(dialects_gateway: Gateway, tag: str) -> None:
@@ -98,7 +98,7 @@ def _access_record(gw: Gateway, request_id: str) -> dict[str, Any]:
 
 
 def test_metrics_and_access_log_carry_the_dialect(dialects_gateway: Gateway, tag: str) -> None:
-    calls = {
+    calls: dict[str, tuple[str, dict[str, Any]]] = {
         "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": tag}]}),
         "responses": ("/v1/responses", {"input": tag}),
         "messages": ("/v1/messages", {"max_tokens": 20, "messages": [{"role": "user", "content": tag}]}),

@@ -1,11 +1,11 @@
-"""[dialects] Anthropic's Messages API end to end: the anthropic SDK (whole, streamed, count_tokens,
+"""Anthropic's Messages API end to end: the anthropic SDK (whole, streamed, count_tokens,
 its error classes), the wire events in Anthropic's order, x-api-key with a team key and its limits,
 errors in Anthropic's shape from the middleware and the routes, and the model list."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anthropic
 import httpx
@@ -241,8 +241,8 @@ def test_models_in_anthropic_shape(client: anthropic.Anthropic, dialects_gateway
     assert openai_shape["object"] == "list"
 
 
-def test_pings_while_the_upstream_is_silent(make_gateway: object, tag: str) -> None:
-    gw = make_gateway({"PING_INTERVAL": "0.2", "MODEL_ALIASES": '{"claude-*": "decopy-deepseek-v3"}'}, workers=1)  # type: ignore[operator]
+def test_pings_while_the_upstream_is_silent(make_gateway: Callable[..., Gateway], tag: str) -> None:
+    gw = make_gateway({"PING_INTERVAL": "0.2", "MODEL_ALIASES": '{"claude-*": "decopy-deepseek-v3"}'}, workers=1)
     prompt = f"{tag} " + directive(reply=["x", "y"], interval_ms=900)
     body = {"model": CLAUDE, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": prompt}]}
     with gw.http() as http:

@@ -1,4 +1,4 @@
-"""[dialects] OpenAI's Responses API end to end with the openai SDK: whole and streamed (typed
+"""OpenAI's Responses API end to end with the openai SDK: whole and streamed (typed
 events, rising sequence numbers, one terminal event), stored responses (retrieve, input items,
 delete, owned by the key that made them, ``store: false``), a two-turn conversation by
 ``previous_response_id``, reasoning items, the token limit, and a failure after the start."""
@@ -83,7 +83,7 @@ def test_two_turns_by_previous_response_id(dialects_gateway: Gateway, tag: str) 
     assert sent and all("my name is Ada" in t and "Assistant: Hi Ada." in t for t in sent)
     with pytest.raises(openai.NotFoundError) as missing:
         client.responses.create(model=V3, previous_response_id="resp_nope", input=tag)
-    assert missing.value.param == "previous_response_id"  # type: ignore[attr-defined]
+    assert missing.value.param == "previous_response_id"
 
 
 def test_store_false_and_delete_and_other_keys(dialects_gateway: Gateway, tag: str) -> None:
@@ -124,7 +124,7 @@ def test_reasoning_items(dialects_gateway: Gateway, tag: str) -> None:
     resp = client.responses.create(model="decopy-deepseek-r1", input=prompt)
     assert [o.type for o in resp.output] == ["reasoning", "message"] and resp.output_text == "Answer."
     events = list(client.responses.create(model="decopy-deepseek-r1", stream=True, input=prompt))
-    deltas = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")  # type: ignore[union-attr]
+    deltas = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
     assert deltas == "Reasoning here." and events[-1].type == "response.completed"
 
 
@@ -145,7 +145,7 @@ def test_refusals_name_the_field(dialects_gateway: Gateway, tag: str) -> None:
     client = dialects_gateway.client()
     with pytest.raises(openai.BadRequestError) as background:
         client.responses.create(model=V3, background=True, input=tag)
-    assert background.value.param == "background"  # type: ignore[attr-defined]
+    assert background.value.param == "background"
     with httpx.Client(base_url=dialects_gateway.base_url, timeout=10) as http:
         bad = http.post(
             "/v1/responses",

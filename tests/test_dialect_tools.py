@@ -1,4 +1,4 @@
-"""[dialects] Tool calls through the Messages and Responses front doors, end to end with the
+"""Tool calls through the Messages and Responses front doors, end to end with the
 anthropic and openai SDKs against the simulator playing a model that follows the tool-call
 convention: a call comes back as a ``tool_use`` block (``toolu_…``, ``stop_reason: "tool_use"``)
 or a ``function_call`` item (streamed with ``response.function_call_arguments.delta``), and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import httpx
@@ -32,6 +33,7 @@ ORPHAN_SECONDS = 3
 def restart_with_data(gw: Gateway) -> None:
     """Stop the stack's Redis cleanly and start it again on the same port from its append-only file."""
     port = urlparse(gw.redis_url).port
+    assert port is not None
     old = [p for p in gw.stack.procs if p.name == "redis" and p.alive()][-1]
     old.stop()
     binary = shutil.which("redis-server")
@@ -55,8 +57,12 @@ def test_jobs_interrupted_by_a_redis_restart_leave_the_queue_within_seconds_and_
     r = redis.Redis.from_url(gw.redis_url, socket_timeout=5)
     try:
         r.config_set("appendonly", "yes")  # as compose and Kubernetes run it
+
+        def persistence() -> dict[str, Any]:
+            return cast(dict[str, Any], r.info("persistence"))
+
         wait_until(
-            lambda: r.info("persistence")["aof_enabled"] == 1 and r.info("persistence")["aof_rewrite_in_progress"] == 0,
+            lambda: persistence()["aof_enabled"] == 1 and persistence()["aof_rewrite_in_progress"] == 0,
             15,
             "the append-only file",
         )

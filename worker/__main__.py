@@ -18,7 +18,7 @@ import uvloop
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared import metrics, names
+from shared import metrics, names, queue
 from shared.errors import ConfigError
 from shared.logs import request_id_var, setup_logging
 from shared.messages import ChatJob
@@ -43,10 +43,10 @@ async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
-    upstream = decopy_upstream(settings)  # [upstreams] DECOPY_TRANSPORT: aiohttp or curl_cffi
+    upstream = decopy_upstream(settings)  # DECOPY_TRANSPORT: aiohttp or curl_cffi
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        router = Router(settings, ctx["redis"], upstream)  # [upstreams] routes, live configuration, breakers
+        router = Router(settings, ctx["redis"], upstream)  # routes, live configuration, breakers
         await router.start()
         ctx["runner"] = ChatRunner(
             settings=settings,
@@ -80,8 +80,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
         functions=[
-            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3),
-            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),
+            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=queue.CHAT_MAX_TRIES),
+            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=queue.DOCTOR_MAX_TRIES),
         ],
         redis_settings=redis_settings,
         queue_name=names.QUEUE,

@@ -59,6 +59,7 @@ def _page_503(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
+        err: ServiceUnavailable
         try:
             return await handler(request)
         except (RedisError, OSError) as exc:

@@ -35,7 +35,7 @@ from shared.messages import ToolCall
 from shared.settings import Settings
 
 log = logging.getLogger("api.chat")
-#: [upstreams] Names the target (``upstream/model``) that served the answer.
+#: Names the target (``upstream/model``) that served the answer.
 UPSTREAM_HEADER = "x-gateway-upstream"
 T = TypeVar("T")
 
@@ -215,7 +215,7 @@ class ChatService:
             sep="\n",
             ping=self.settings.ping_interval,
             ping_message_factory=encoder.ping,
-            # [upstreams] the first piece (or the end) has arrived: it named the target serving it
+            # the first piece (or the end) has arrived: it named the target serving it
             headers={"Cache-Control": "no-cache", **({UPSTREAM_HEADER: stream.upstream} if stream.upstream else {})},
         )
 

@@ -105,6 +105,8 @@ class Shaper:
         self._plain = not reasoning and not self._stop and max_tokens is None
         #: A token limit alone (Anthropic's max_tokens is always set): a delta within it goes out as it came.
         self._limit_only = not reasoning and not self._stop and max_tokens is not None
+        #: The limit the limit-only path compares against (set whenever that path is taken).
+        self._limit_alone = max_tokens if max_tokens is not None else 0
 
     @property
     def tokens(self) -> int:
@@ -127,7 +129,7 @@ class Shaper:
             return Shaped([("content", text)])
         if self._limit_only and text.isascii():
             ascii_chars = self._ascii + len(text)
-            if tokens_for(ascii_chars, self._other) <= self._max_tokens:  # type: ignore[operator]
+            if tokens_for(ascii_chars, self._other) <= self._limit_alone:
                 self._ascii = ascii_chars
                 return Shaped([("content", text)]) if text else Shaped()
         return self._emit(self._split(text, final=False), final=False)

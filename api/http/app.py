@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.keys = KeyStore(redis)
         app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         app.state.login_throttle = LoginThrottle(redis, settings)
-        live, breakers = await start_routing(app, redis, settings)  # [upstreams]
+        live, breakers = await start_routing(app, redis, settings)  # routes and breakers (docs/upstreams.md)
         try:
             yield
         finally:

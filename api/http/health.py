@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from api.http.stats import live_workers
 from shared import redis_trouble
-from shared.errors import ServiceUnavailable
+from shared.errors import RedisUnavailable, ServiceUnavailable
 
 
 async def check_ready(app: Starlette) -> None:
@@ -26,7 +26,7 @@ async def check_ready(app: Starlette) -> None:
     except (RedisError, OSError, TimeoutError) as exc:
         raise redis_trouble.unavailable(exc) from exc
     if not state.hub.connected:
-        raise ServiceUnavailable("The pub/sub connection to Redis is down.", code="redis_unavailable")
+        raise RedisUnavailable("The pub/sub connection to Redis is down.")
     try:
         workers = await live_workers(state.redis)
     except (RedisError, OSError) as exc:

@@ -70,7 +70,7 @@ def client_key(scope: Scope) -> str:
 
 
 def _dashboard_call(scope: Scope) -> bool:
-    """[operator] A call the dashboard page makes: its session cookie and no Authorization header."""
+    """A call the dashboard page makes: its session cookie and no Authorization header."""
     return "authorization" not in Headers(scope=scope) and dashboard_sessions.session_id(scope) is not None
 
 
@@ -87,7 +87,7 @@ class AuthMiddleware:
     other origins than ``CORS_ALLOW_ORIGINS`` lists (a CSRF guard, 403), and ``/admin/*`` is
     refused (403): there is no admin without a master key.
 
-    [operator] ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
+    ``/admin/*`` and ``/dashboard/api/*`` also accept the dashboard's session cookie
     in place of the master key, when no ``Authorization`` header is sent; see
     ``api/dashboard/sessions.py`` for the session and its CSRF checks.
     """
@@ -106,7 +106,7 @@ class AuthMiddleware:
                 raise PermissionDenied(
                     "The admin API is disabled: set API_MASTER_KEY to enable it.", code="admin_disabled"
                 )
-            if _dashboard_call(scope):  # [operator] a logged-in dashboard stands for the master key
+            if _dashboard_call(scope):  # a logged-in dashboard stands for the master key
                 await dashboard_sessions.require_admin_cookie(scope)
                 return MASTER
             token = bearer_token(scope)

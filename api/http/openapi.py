@@ -631,7 +631,7 @@ ENDPOINTS: list[Endpoint] = [
         auth="master",
         errors=(503,),
     ),
-    # [upstreams] the live routing configuration (docs/upstreams.md)
+    # the live routing configuration (docs/upstreams.md)
     Endpoint(
         "GET", "/admin/upstreams", "Upstreams with their targets' circuit breakers", ok="UpstreamList", auth="master"
     ),

@@ -8,10 +8,11 @@ reader dispatches each message to the :class:`Subscription` of the request that 
 The reader does not go through redis-py's ``PubSub``: its ``parse_response`` / ``handle_message``
 path costs several coroutine layers, a timeout scope and a dict lookup chain per message, which
 was about a fifth of the API's CPU per stream. redis-py still opens the connection (address,
-TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then takes over its socket with a
-protocol of its own (:class:`_Reader`) that parses every complete reply of each chunk with
-hiredis and dispatches them right in the event loop's read callback (no stream reader, no task
-switch), and writes its commands itself, UNSUBSCRIBEs coalesced per event-loop turn.
+TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then takes over its socket
+(through :mod:`shared.redis_fence`) with a protocol of its own (:class:`_Reader`) that parses
+every complete reply of each chunk with hiredis and dispatches them right in the event loop's
+read callback (no stream reader, no task switch), and writes its
+commands itself, UNSUBSCRIBEs coalesced per event-loop turn.
 
 If the connection drops, every subscriber gets a :class:`ServiceUnavailable` (messages published
 meanwhile are gone: pub/sub is at-most-once), and the hub reconnects with backoff.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import hiredis
 from redis.asyncio import Redis
@@ -30,7 +30,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from shared import names, redis_trouble
-from shared.errors import GatewayError, ServiceUnavailable
+from shared.backoff import Backoff
+from shared.errors import GatewayError, RedisUnavailable, ServiceUnavailable
+from shared.redis_fence import stream_writer
 
 log = logging.getLogger("api.hub")
 
@@ -42,12 +44,12 @@ _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-def redis_unavailable(exc: BaseException | None = None) -> ServiceUnavailable:
-    if exc is not None:  # say what Redis did (out of memory is not unreachable)
+def redis_unavailable(exc: BaseException | None = None) -> RedisUnavailable:
+    """The error for a subscription Redis could not confirm (callers outside the hub use it too);
+    given the Redis error, it says what Redis did (out of memory is not unreachable)."""
+    if exc is not None:
         return redis_trouble.unavailable(exc)
-    return ServiceUnavailable(
-        "The gateway cannot reach Redis right now; try again shortly.", code="redis_unavailable", retry_after=2
-    )
+    return RedisUnavailable()
 
 
 def _command(name: bytes, channels: list[bytes]) -> bytes:
@@ -183,6 +185,7 @@ class PubSubHub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
+        self._backoff = Backoff()  # between reconnections
 
     @property
     def connected(self) -> bool:
@@ -252,7 +255,6 @@ class PubSubHub:
         writer.write(data)
 
     async def _run(self) -> None:
-        delay = 0.1
         while not self._closing:
             try:
                 await self._connect()
@@ -265,8 +267,7 @@ class PubSubHub:
                 self._connected.clear()
                 self._fail_all()
                 await self._close_connection()
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(self._backoff.next())
                 continue
 
     async def _connect(self) -> None:
@@ -274,8 +275,9 @@ class PubSubHub:
         await conn.connect()
         # redis-py opened (and authenticated) the connection; from here on the hub owns its socket:
         # replies go straight to _Reader.data_received, without a stream reader or a task switch.
-        assert conn._writer is not None
-        self._writer = conn._writer
+        writer = stream_writer(conn)
+        assert writer is not None
+        self._writer = writer
         transport = self._writer.transport
         self._reader = _Reader(self, transport, asyncio.get_running_loop())
         transport.set_protocol(self._reader)
@@ -297,6 +299,7 @@ class PubSubHub:
                 elif kind == _SUBSCRIBE:
                     if channel == self._hub_channel:
                         self._connected.set()
+                        self._backoff.reset()
                         log.info("pub/sub connected")
                     waiter = self._confirm.get(channel)
                     if waiter is not None and not waiter.done():
@@ -306,11 +309,7 @@ class PubSubHub:
                 raise ResponseError(str(reply))
 
     def _fail_all(self) -> None:
-        err = ServiceUnavailable(
-            "The gateway lost its connection to Redis; the answer was interrupted.",
-            code="redis_unavailable",
-            retry_after=2,
-        )
+        err = RedisUnavailable("The gateway lost its connection to Redis; the answer was interrupted.")
         for sub in self._subs.values():
             sub.put(err)
         self._subs.clear()

@@ -65,8 +65,8 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
-        self.upstream: str | None = None  # [upstreams] the target (upstream/model) serving the answer
-        self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
+        self.upstream: str | None = None  # the target (upstream/model) serving the answer
+        self.usage = RequestUsage()  # what this request used, for its key's usage counters
 
     @property
     def finished(self) -> bool:

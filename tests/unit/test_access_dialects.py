@@ -1,4 +1,4 @@
-"""[dialects] The access log reads every dialect: its dialect by path, and with LOG_PROMPTS the
+"""The access log reads every dialect: its dialect by path, and with LOG_PROMPTS the
 conversation and the answer of each dialect's request and response shapes."""
 
 from __future__ import annotations

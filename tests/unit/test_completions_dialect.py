@@ -1,4 +1,4 @@
-"""[dialects] The legacy completions parser and chunk encoder, in process."""
+"""The legacy completions parser and chunk encoder, in process."""
 
 from __future__ import annotations
 

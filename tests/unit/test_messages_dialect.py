@@ -1,4 +1,4 @@
-"""[dialects] The Messages dialect's parser and encoder, in process (no server): blocks to turns,
+"""The Messages dialect's parser and encoder, in process (no server): blocks to turns,
 tool choices, refusals, and the encoded events replayed through the anthropic SDK's own
 accumulator (the tool-call paths fed engine events directly)."""
 

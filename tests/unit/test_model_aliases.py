@@ -1,4 +1,4 @@
-"""[dialects] MODEL_ALIASES glob patterns: a pattern takes a family of client names, an exact name
+"""MODEL_ALIASES glob patterns: a pattern takes a family of client names, an exact name
 always wins over it, patterns are tried in order, and none is listed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""[dialects] The Responses dialect's parser and encoder, in process (no server): items to turns,
+"""The Responses dialect's parser and encoder, in process (no server): items to turns,
 tools and choices, output formats, refusals, and the encoded events replayed through the openai
 SDK's own stream accumulator (the tool-call paths fed engine events directly)."""
 

@@ -1,4 +1,4 @@
-"""[dialects] The shaper's path for a token limit alone (Anthropic's ``max_tokens`` is always set)
+"""The shaper's path for a token limit alone (Anthropic's ``max_tokens`` is always set)
 gives exactly what the general path gives, for every limit and any split of the text."""
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ without waiting for Redis to answer, in order.
 Guarantees (see ``shared.messages``): every message numbered, exactly one terminal message, and
 a job runs upstream at most once, whatever arq re-runs (after a worker died, or a job cancelled
 at shutdown): the first run claims ``decopy:run:<job>``, and a later run finding the claim is
-dropped without calling the upstream. Its client, if any, was already told by the first run
-(an ``interrupted`` error) or by the API's idle timeout, so nobody waits for a re-run.
+dropped without calling the upstream (the rule, with arq's ``max_tries``, is in :mod:`shared.queue`).
+Its client, if any, was already told by the first run (an ``interrupted`` error) or by the
+API's idle timeout, so nobody waits for a re-run.
 
 Routes (see ``worker.upstream.router``): a job's model id names a route, an ordered list of
 targets. A failure before the first piece of the answer went out moves to the route's next
@@ -43,6 +44,7 @@ from redis.exceptions import RedisError
 from shared import messages, names
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ChatJob, Message, ToolCall
+from shared.queue import RUN_KEY_TTL, StartOnce
 from shared.settings import Settings
 from shared.tools.reader import Action, AnswerReader, Counts, Emulation, Refusal, Retry
 from worker.jobs.budget import UpstreamBudget, UpstreamBusy
@@ -51,19 +53,6 @@ from worker.upstream.base import Finish, Reasoning, ToolCallPiece, Upstream, Ups
 from worker.upstream.router import Choice, Router
 
 log = logging.getLogger("worker.job")
-
-RUN_KEY_TTL = 3600
-
-# KEYS: the job's run key, its channel. ARGV: run key TTL s, the start message.
-# Claims the run (a job runs upstream at most once) and announces it, in one round trip. The
-# PUBLISH answers how many listen: 0 means the client's API left before the job started.
-# A run already claimed answers -1 and what the first run recorded ("claimed" or "text").
-_START = """
-if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'EX', ARGV[1]) then
-  return {-1, redis.call('GET', KEYS[1])}
-end
-return {redis.call('PUBLISH', KEYS[2], ARGV[2]), false}
-"""
 
 
 def backoff_delay(
@@ -178,17 +167,17 @@ class ChatRunner:
         self.settings = settings
         self.redis = redis
         self.upstream = upstream
-        self.router = router  # [upstreams] routes and breakers; None: every job goes to ``upstream``
+        self.router = router  # routes and breakers; None: every job goes to ``upstream``
         self.worker_id = worker_id
         self.out = PipelinedConnection(redis)
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
         #: Called after each emulated attempt: the model, what the reader counted, and the
         #: retry it asked for ("call", "no_call", "json" or None).
         self._on_emulation = on_emulation or (lambda model, counts, retry: None)
-        self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
+        self.budget = UpstreamBudget(redis, settings)  # the pool-wide upstream budget
         self._active: set[Publisher] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._start = redis.register_script(_START)
+        self._start = StartOnce(redis)  # the queue protocol's start-at-most-once (shared.queue)
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:
@@ -205,9 +194,7 @@ class ChatRunner:
             self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         pub = Publisher(self.out, job_id)
         start: Message = {"seq": 0, "kind": "start", "worker": self.worker_id}
-        listeners, recorded = await self._start(
-            keys=[names.job_run_key(job_id), pub.channel], args=[RUN_KEY_TTL, messages.encode(start)]
-        )
+        listeners, recorded = await self._start(job_id, messages.encode(start))
         if listeners == -1:
             log.warning(
                 "job %s: re-run refused (a job runs upstream at most once; text %s out)",
@@ -259,7 +246,7 @@ class ChatRunner:
 
     async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
         s = self.settings
-        # [upstreams] The route's targets in order; a single target (every default route) retries
+        # The route's targets in order; a single target (every default route) retries
         # as before: UPSTREAM_RETRIES more attempts with backoff. With more, a failure before the
         # first piece moves to the next target at once; backoff only before a target is tried again.
         if self.router is not None:
@@ -284,7 +271,7 @@ class ChatRunner:
             choice = choices[index]
             pub.upstream = choice.label
             try:
-                async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
+                async with self.budget.slot(pub):  # waits for the upstream budget, holds it for the call
                     if emulation is None or choice.native_tools:
                         await self._one_attempt(pub, choice.job, choice)
                         reason = pub.finish
@@ -303,7 +290,7 @@ class ChatRunner:
             except Refusal as refusal:
                 await pub.error(refusal.error)
                 return self._outcome("refused")
-            except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
+            except UpstreamBusy as busy:  # no budget within QUEUE_TIMEOUT, or the client left
                 await pub.error(busy)
                 return self._outcome(busy.outcome)
             except UpstreamFailure as failure:
@@ -328,7 +315,7 @@ class ChatRunner:
             return self._outcome("completed")
 
     async def _pick(self, choices: list[Choice], tried: set[int], *, first: bool) -> int | None:
-        """[upstreams] The next target not tried in this round whose breaker lets a request through.
+        """The next target not tried in this round whose breaker lets a request through.
         Skipped targets count as tried. None: none is left. When no target of the route is let
         through at all, the first is tried anyway (a route never refuses for its breakers alone)."""
         if self.router is None or len(choices) == 1:
@@ -349,7 +336,7 @@ class ChatRunner:
             async for batch in stream:
                 if type(batch) is list:  # text: the hot path (decopy yields nothing else)
                     await pub.delta(batch[0] if len(batch) == 1 else "".join(batch))
-                elif isinstance(batch, Reasoning):  # [upstreams] typed pieces of other upstreams
+                elif isinstance(batch, Reasoning):  # typed pieces of other upstreams
                     await pub.piece({"kind": "reasoning", "text": batch.text})
                 elif isinstance(batch, ToolCallPiece):
                     await pub.piece({"kind": "tool_call", "call": batch.call})

@@ -16,13 +16,14 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.messages import ChatJob, ToolCall
+from shared.metrics import UpstreamErrorKind
 
-#: Kinds of upstream failure, also the ``kind`` label of the upstream error metric.
-FailureKind = Literal["cloudflare", "rate_limited", "http", "protocol", "timeout", "connection"]
+#: Kinds of upstream failure (one list, with the metric's labels: ``shared.metrics``).
+FailureKind = UpstreamErrorKind
 
 
 class UpstreamFailure(Exception):
@@ -121,3 +122,9 @@ class Upstream(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def trim(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut to ``limit`` characters (an answer quoted in a message)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"

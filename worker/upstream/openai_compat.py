@@ -31,6 +31,7 @@ from shared.messages import ChatJob, OutputFormat, ToolCall, ToolChoice, Turn
 from shared.routing import UpstreamConfig
 from shared.settings import Settings
 from worker.upstream.base import Batch, Finish, Reasoning, ToolCallPiece, UpstreamFailure
+from worker.upstream.decopy.fence import no_silent_retry
 
 log = logging.getLogger("worker.openai")
 
@@ -188,7 +189,7 @@ class OpenAIUpstream:
     def _session(self) -> aiohttp.ClientSession:
         if self._client is None or self._client.closed:
             self._client = aiohttp.ClientSession(timeout=self._timeout, trust_env=False)
-            self._client._retry_connection = False  # the runner's retries and fallback are the one policy
+            no_silent_retry(self._client)  # the runner's retries and fallback are the one policy
         return self._client
 
     def _headers(self) -> dict[str, str]:

@@ -33,18 +33,10 @@ from curl_cffi.requests import exceptions as curl_errors
 from shared.errors import ConfigError
 from shared.settings import Settings
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy.client import (
-    ANSWER_LIMIT,
-    CREATE_PATH,
-    STREAM_PATH,
-    Answer,
-    DecopyUpstream,
-    Form,
-    classify_status,
-    proxy_of,
-    request_headers,
-)
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.client import CREATE_PATH, STREAM_PATH, DecopyUpstream, Form
+from worker.upstream.decopy.identity import proxy_of, request_headers
+from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
+from worker.upstream.decopy.transport import ANSWER_LIMIT, Answer, classify_status
 
 log = logging.getLogger("worker.decopy.curl")
 
@@ -64,7 +56,7 @@ CURL_ERRORS = (curl_errors.RequestException, CurlError, OSError, TimeoutError)
 
 
 def curl_failure(exc: BaseException, what: str, *, begun: bool = False) -> UpstreamFailure:
-    """A curl_cffi failure in the vocabulary of ``client.exception_failure``."""
+    """A curl_cffi failure in the vocabulary of ``transport.exception_failure``."""
     if isinstance(exc, curl_errors.ConnectTimeout):
         return UpstreamFailure("timeout", f"{what}: ConnectTimeout", retryable=True, replace_session=True)
     if isinstance(exc, (curl_errors.Timeout, TimeoutError)):
@@ -175,7 +167,10 @@ class CurlDecopyUpstream(DecopyUpstream):
                     raise curl_failure(exc, what, begun=True) from exc
                 if not data:
                     break
-                deltas = parser.feed(data)
+                try:
+                    deltas = parser.feed(data)
+                except UnreadablePiece as exc:
+                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
                 if deltas:
                     yield deltas
             if not parser.ended:

@@ -25,8 +25,9 @@ from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.settings import Settings
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy.client import DecopyUpstream, is_cloudflare
+from worker.upstream.decopy.client import DecopyUpstream
 from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.transport import is_cloudflare
 
 TRANSPORTS = ("aiohttp", "curl_cffi")
 PROMPT = "Reply with one word: OK"
