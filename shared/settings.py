@@ -28,6 +28,9 @@ DEFAULT_MODELS: dict[str, str] = {
     "decopy-gpt-4o-mini": "GPT-4o-mini",
 }
 
+#: What Anthropic's model names (``claude-*``) reach when MODEL_ALIASES is unset.
+DEFAULT_CLAUDE_TARGET = "decopy-deepseek-v3"
+
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
@@ -145,7 +148,8 @@ class Settings:
     # --- OpenAI compatibility: model names, reasoning, images ---
     #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
     #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
-    model_aliases: dict[str, str] = field(default_factory=dict)
+    #: By default Anthropic's model names reach decopy-deepseek-v3, so Claude Code works as is.
+    model_aliases: dict[str, str] = field(default_factory=lambda: {"claude-*": DEFAULT_CLAUDE_TARGET})
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
     reasoning_split: bool = True
     #: Comma-separated model ids whose answers may open with ``<think>…</think>``.
@@ -276,6 +280,8 @@ class Settings:
             values[f.name] = _convert(f.name, f.type, raw)
         if values.get("api_master_key") == "":
             values["api_master_key"] = None
+        if "model_aliases" not in values and DEFAULT_CLAUDE_TARGET not in values.get("decopy_models", DEFAULT_MODELS):
+            values["model_aliases"] = {}  # the default alias's model is not configured
         settings = cls(**values)
         settings.validate()
         return settings
