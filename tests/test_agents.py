@@ -157,8 +157,9 @@ class Rig:
     tag: str
 
     def prompts(self) -> list[str]:
-        """The texts the simulator received for this test (the gateway's folded prompts), in order."""
-        return [e["entertext"] for e in self.gw.sim_entries(self.tag)]
+        """The texts the simulator received for this test (the gateway's folded prompts), in order:
+        one per upstream call (create-job; its get-job stream is logged separately)."""
+        return [e["entertext"] for e in self.gw.sim_entries(self.tag) if e["kind"] == "create"]
 
     def workdir(self) -> Path:
         work = self.tmp / "work"
