@@ -48,7 +48,7 @@ def tool_loop(name: str, arguments: dict[str, Any], answer: str) -> str:
     """The simulator's directive for a one-call agent loop: until a tool result is in the prompt
     it answers with one call of ``name`` (the gateway's ``<tool_call>`` convention), then with
     ``answer``."""
-    return directive(tool_call={"name": name, "arguments": arguments}, after_tool={"reply": [answer]})
+    return directive(call={"name": name, "arguments": arguments}, after_tool={"reply": [answer]})
 
 
 # --- installs and the egress trap ----------------------------------------------------------------
