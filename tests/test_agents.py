@@ -155,11 +155,26 @@ class Rig:
     trap: EgressTrap
     tmp: Path
     tag: str
+    #: Where the API's log stood when the test began (the module's tests run one after another).
+    log_start: int = 0
 
     def prompts(self) -> list[str]:
         """The texts the simulator received for this test (the gateway's folded prompts), in order:
         one per upstream call (create-job; its get-job stream is logged separately)."""
         return [e["entertext"] for e in self.gw.sim_entries(self.tag) if e["kind"] == "create"]
+
+    def answers(self) -> list[tuple[str, str, int]]:
+        """What the gateway answered since the test began: (method, path, status) per request,
+        from the API's access log."""
+        out = []
+        for line in self.gw.api_proc.log()[self.log_start :].splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("logger") == "api.access":
+                out.append((str(record.get("method")), str(record.get("path")), int(record.get("status", 0))))
+        return out
 
     def workdir(self) -> Path:
         work = self.tmp / "work"
@@ -226,12 +241,18 @@ class Rig:
 @pytest.fixture
 def rig(agents_gateway: Gateway, tmp_path: Path, tag: str) -> Iterator[Rig]:
     trap = EgressTrap()
-    yield Rig(agents_gateway, trap, tmp_path, tag)
+    yield Rig(agents_gateway, trap, tmp_path, tag, log_start=len(agents_gateway.api_proc.log()))
     trap.close()
 
 
 def done_offline(rig: Rig) -> None:
-    """Nothing of this test's client tried to leave the machine."""
+    """The client's whole conversation went through the gateway as it should: every request it
+    made was answered without an error (a client that silently retries a refused request in
+    another shape would otherwise hide the refusal), and nothing tried to leave the machine."""
+    answers = rig.answers()
+    assert answers, "the gateway logged no request for this test"
+    refused = [a for a in answers if a[2] >= 400]
+    assert refused == [], f"the gateway refused some of the client's requests: {refused} (all: {answers})"
     assert rig.trap.seen == [], f"a client tried to reach outside the machine: {rig.trap.seen}"
 
 
