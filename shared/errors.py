@@ -80,6 +80,7 @@ def from_wire(data: dict[str, Any]) -> GatewayError:
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"  # every 400 has a code a client can branch on; most raise sites name a closer one
 
 
 class Unsupported(InvalidRequest):

@@ -109,3 +109,26 @@ def key_usage_day(key_id: str, day: str) -> str:
 def key_usage_total(key_id: str) -> str:
     """A key's usage since it was created: a hash of counters."""
     return f"{PREFIX}usage:{key_id}:total"
+
+
+#: Failed master-key attempts from everyone in the current window (api.http.login_throttle).
+LOGIN_FAILURES_ALL = PREFIX + "login:failures"
+
+
+def login_failures(address: str) -> str:
+    """Failed master-key attempts from one client address (or IPv6 /64) in the current window."""
+    return PREFIX + "login:failures:" + address
+
+
+def ready_probe(process_id: str) -> str:
+    """The key each API process writes to check that Redis takes writes (``/readyz``)."""
+    return PREFIX + "ready:" + process_id
+
+
+# --- [dialects] names below this line ---
+
+
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response: its owner, the response, its input items and the
+    conversation's turns (JSON, expires after ``RESPONSES_TTL_SECONDS``)."""
+    return f"{PREFIX}response:{response_id}"

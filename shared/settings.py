@@ -1,7 +1,7 @@
 """One typed settings object, built from the environment once in each entry point and passed down.
 
 Every field maps to one environment variable (the upper-case field name unless ``env`` says
-otherwise); the README's settings table lists them all.
+otherwise); docs/settings.md lists them all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.tools.convention import DEFAULT_INSTRUCTION
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,7 +142,8 @@ class Settings:
     max_queue: int = 1000
 
     # --- [compat] settings below this line ---
-    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
+    #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
     model_aliases: dict[str, str] = field(default_factory=dict)
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
     reasoning_split: bool = True
@@ -150,6 +152,12 @@ class Settings:
     #: Comma-separated CIDRs an image URL may point into although they are not public
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
+
+    # --- [dialects] settings below this line ---
+    #: Seconds a stored Responses API response (``store``, on by default) is kept for
+    #: ``GET /v1/responses/{id}`` and ``previous_response_id``.
+    responses_ttl_seconds: float = 86400.0
+    # CORS_ALLOW_ORIGINS (below, with the hardening settings) also turns on CORS for /v1/*.
 
     # --- [reliability] settings below this line ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
@@ -186,11 +194,46 @@ class Settings:
     #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
     metrics_interval: float = 2.0
 
+    # --- tool calling and JSON output, emulated (shared.tools; docs/tools.md) ---
+    #: Emulate tools and JSON output through the prompt (off: ``tools`` and JSON formats get a 400).
+    tools_emulation: bool = True
+    #: The instruction folded in before the tool list (the ``<tool_call>`` markup itself is fixed).
+    tools_instruction: str = DEFAULT_INSTRUCTION
+    #: Longest prompt, in characters, once tools or an output format are folded in (over it: a 400).
+    tools_prompt_max_chars: int = 200_000
+
     # --- [perf] settings below this line ---
 
     # --- [operator] settings below this line ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
+
+    # --- Defences against hostile clients and a strange upstream (docs/hardening.md) ---
+    #: Seconds a client has, from connecting (or a keep-alive request's first byte), to send a
+    #: request's headers; then 408 and the connection is closed. Idle sockets end this way too.
+    api_header_timeout: float = 10.0
+    #: Seconds a client has, after the headers, to send the whole body; then 408 and closed.
+    api_body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    api_keepalive_timeout: float = 5.0
+    #: Connections per API process; a request arriving over this answers 503. Lowered at start
+    #: to what the process's open-file limit allows (which start-up raises to the hard limit).
+    api_max_connections: int = 2048
+    #: Failed logins (dashboard form or master-key Bearer on /admin) one client address may make
+    #: per LOGIN_WINDOW seconds before it gets 429 with Retry-After.
+    login_max_failures: int = 10
+    #: Failed logins from all addresses together per LOGIN_WINDOW seconds before every login
+    #: attempt gets 429 (a distributed guess); counters live in Redis, shared by all replicas.
+    login_max_failures_global: int = 200
+    #: The window of the two login counters, in seconds.
+    login_window: float = 300.0
+    #: Origins a browser page may call the gateway from (comma-separated, or ``*``). Without a
+    #: master key, a request whose ``Origin`` is not listed is refused (a foreign page must not
+    #: spend an open gateway); the CORS middleware answers these origins.
+    cors_allow_origins: tuple[str, ...] = ()
+    #: Seconds after which a job whose worker is gone (no heartbeat) is cleared from the queue's
+    #: in-progress count, e.g. after a Redis restart that kept its data; such a job never re-runs.
+    orphan_job_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -228,6 +271,8 @@ class Settings:
             "upstream_read_timeout",
             "api_workers",
             "metrics_interval",
+            "responses_ttl_seconds",
+            "tools_prompt_max_chars",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -244,9 +289,31 @@ class Settings:
             raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
         if self.redis_timeout <= 0:
             raise ConfigError("REDIS_TIMEOUT must be greater than 0")
+        self._validate_hardening()
+        if "<tool_call>" not in self.tools_instruction:
+            raise ConfigError("TOOLS_INSTRUCTION must show the call format, <tool_call>{...}</tool_call>")
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+
+    def _validate_hardening(self) -> None:
+        for name in (
+            "api_header_timeout",
+            "api_body_timeout",
+            "api_keepalive_timeout",
+            "api_max_connections",
+            "login_max_failures",
+            "login_max_failures_global",
+            "login_window",
+            "orphan_job_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be greater than 0")
+        for origin in self.cors_allow_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path) or *"
+                )
 
     def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:
@@ -295,6 +362,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
             return _models(raw)
         if name == "model_aliases":
             return _aliases(raw)
+        if name == "cors_allow_origins":
+            return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -208,9 +208,10 @@ def test_rpm_holds_across_replicas(cluster: Cluster, tag: str) -> None:
         lines = [
             ln
             for ln in page.splitlines()
-            if ln.startswith("decopy_rate_limit_rejections_total{") and f'key="{tag}"' in ln
+            if ln.startswith("decopy_rate_limit_rejections_total{") and f'key="{key_id}"' in ln
         ]
         assert sum(float(ln.rsplit(" ", 1)[1]) for ln in lines) == expected, lines
+        assert tag not in page  # labelled by key id: /metrics needs no key and must not name teams
     wait_until(lambda: rejections_in_stats(cluster) >= rejections_before + 5, 15, "rejections in /admin/stats")
 
 

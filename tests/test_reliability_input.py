@@ -319,13 +319,21 @@ def test_openapi_documents_what_the_gateway_answers(gw: Gateway) -> None:
 
 
 def openai_error_shape(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
-    """Every error answer is OpenAI's envelope with a message that says something."""
+    """Every error answer is OpenAI's envelope with a message that says something (Anthropic's
+    shape, exactly, on Anthropic's routes)."""
     if response.status_code < 400:
         return None
     try:
         body = json.loads(response.content)
     except ValueError:
         raise AssertionError(f"error body is not JSON: {response.content[:200]!r}") from None
+    if case.path.startswith("/v1/messages"):
+        err = body.get("error") if isinstance(body, dict) else None
+        if set(body) != {"type", "error"} or not isinstance(err, dict) or set(err) != {"type", "message"}:
+            raise AssertionError(f"not Anthropic's error shape: {body!r:.300}")
+        if not isinstance(err["message"], str) or not err["message"].strip():
+            raise AssertionError(f"error without a message: {body!r:.300}")
+        return None
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict) or set(err) != {"message", "type", "param", "code"}:
         raise AssertionError(f"not OpenAI's error envelope: {body!r:.300}")

@@ -9,6 +9,11 @@ import asyncio
 import sys
 from typing import Any
 
+from shared.preflight import require_dependencies
+
+# Before the imports below: a Python without them gets a sentence saying which one to use, not a traceback.
+require_dependencies("worker")
+
 import uvloop
 from arq.connections import RedisSettings
 from arq.worker import func
@@ -47,6 +52,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
             upstream=upstream,
             worker_id=worker_id,
             on_outcome=metrics.job_outcome,
+            on_emulation=metrics.emulation_counts,
         )
         ctx["reporter"] = Reporter(
             ctx["redis"],
@@ -81,6 +87,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         allow_abort_jobs=True,
         keep_result=0,
         job_timeout=int(settings.total_timeout) + 60,
+        # A job whose worker is gone leaves the queue within seconds (worker/jobs/arq_worker.py).
+        in_progress_seconds=settings.orphan_job_seconds,
         job_completion_wait=int(settings.worker_drain_seconds),
         health_check_key=names.worker_health_key(worker_id),
         health_check_interval=5,

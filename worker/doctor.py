@@ -5,7 +5,9 @@ same cloudscraper sessions and client through :class:`worker.upstream.decopy.cli
 line per step with its timing and verdict, and exits 0 only when an answer streamed end to end.
 The dashboard's "run again" button enqueues the same run as a worker job (:func:`doctor_job`),
 so it too goes out the way real traffic does. Either way the last report is kept in Redis
-(``shared.names.DOCTOR_LAST``) for the dashboard.
+(``shared.names.DOCTOR_LAST``) for the dashboard. Without ``REDIS_URL`` in its environment the CLI
+takes the settings of the ``make run``/``make demo`` running from this checkout
+(:mod:`shared.local_run`); its first line says which Redis and upstream it uses, and why.
 
 Steps, in order; the first failure stops the network steps (later ones are reported as not
 run), while each model is checked even if another model failed:
@@ -45,7 +47,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import certifi
 import requests
 
-from shared import names
+from shared import local_run, names
 from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
@@ -695,14 +697,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not keep the report in Redis")
     args = parser.parse_args(argv)
     on_step = None if args.json else (lambda step: print(format_step(step), flush=True))
+    env, origin = local_run.environment()
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
         doctor = Doctor(settings, source="cli", on_step=on_step)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     # Upstream warnings (skipped lines) are counted in the report; keep stdout to the report.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    print(local_run.describe(settings.redis_url, settings.decopy_base_url, origin), file=sys.stderr, flush=True)
     if not args.json:
         print(
             f"decopy doctor: {settings.decopy_base_url} "

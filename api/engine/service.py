@@ -1,4 +1,10 @@
-"""The chat-completions service: start a job, then answer as a stream or as one JSON body."""
+"""The chat service every dialect shares: start a job, then answer as a stream or as one body.
+
+A dialect's route parses its request into a :class:`~api.engine.call.ChatCall`, then calls
+:meth:`ChatService.start` and :meth:`ChatService.respond` with its
+:class:`~api.engine.events.Dialect`; everything between (the queue, the job's messages, shaping,
+time limits, cancellation, keep-alive, usage) happens here once for all of them.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.dialects.chat import encode as fmt
-from api.dialects.chat.parse import ChatCall
-from api.engine.shaping import PieceKind, Shaper
-from api.http.responses import JSONBody
+from api.engine.call import ChatCall, check_emulation
+from api.engine.events import Answer, Dialect, FinishReason, StreamEncoder, Usage
+from api.engine.image_fetch import ImageFetcher
+from api.engine.shaping import PieceKind, Shaped, Shaper
+from api.http.access import note
 from api.http.sse import EventSourceResponse
 from api.relay.hub import PubSubHub, redis_unavailable
 from api.relay.jobstream import Event, JobStream
 from api.relay.queue import JobQueue, new_job_id
+from api.tenancy.limits import enforce_prompt_budget
 from api.tenancy.usage import request_usage
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
-from shared.messages import ChatJob
+from shared.messages import ToolCall
 from shared.settings import Settings
 
 log = logging.getLogger("api.chat")
@@ -83,8 +91,9 @@ class _JobEventSource(EventSourceResponse):
 class ChatService:
     """Runs chat calls through the queue; one per API process, kept in ``app.state``."""
 
-    def __init__(self, *, settings: Settings, hub: PubSubHub, queue: JobQueue) -> None:
+    def __init__(self, *, settings: Settings, hub: PubSubHub, queue: JobQueue, images: ImageFetcher) -> None:
         self.settings = settings
+        self.images = images
         self.hub = hub
         self.queue = queue
         #: Chat calls in flight in this process (queued, waiting or streaming); the graceful
@@ -97,22 +106,29 @@ class ChatService:
             stream.abort(error)
         return len(self.in_flight)
 
+    async def answer(self, request: Request, call: ChatCall, dialect: Dialect) -> Response:
+        """Everything after parsing, for every dialect: fetch the image, check the prompt against
+        the key's budget, queue the job, and answer as a stream or whole."""
+        if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
+            call.image = await self.images.fetch(call.image_url, param=call.image_param)
+        note(request, model=call.model, dialect=dialect.name)
+        if call.emulated:  # TOOLS_EMULATION and the folded prompt's cap, whichever dialect folded it
+            check_emulation(call, self.settings)
+        enforce_prompt_budget(request, call.prompt_tokens)
+        stream = await self.start(call, request.state.request_id)
+        note(request, job=stream)
+        return await self.respond(request, call, stream, dialect)
+
     async def start(self, call: ChatCall, request_id: str) -> JobStream:
         """Subscribe to a new job's channel (confirmed), then enqueue the job."""
         job_id = new_job_id()
         sub = await self.hub.subscribe(job_id)
-        job = ChatJob(
-            request_id=request_id,
-            model=call.model,
-            upstream_model=call.upstream_model,
-            prompt=call.prompt,
-            image=call.image,
-        )
+        job = call.job(request_id)
         try:
             queued = await self.queue.enqueue(job_id, job)
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
-            raise redis_unavailable() from exc
+            raise redis_unavailable(exc) from exc
         if not queued:
             self.hub.unsubscribe(sub)
             raise ServiceUnavailable(
@@ -126,50 +142,59 @@ class ChatService:
         self.in_flight.add(stream)
         return stream
 
-    async def respond(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
-        stream.usage = request_usage(request)  # [limits] the key's usage, written when the request ends
+    async def respond(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
+        stream.usage = request_usage(request)  # the key's usage, written when the request ends
         stream.usage.prompt_tokens = call.prompt_tokens
         if call.stream:
-            return await self._stream(request, call, stream)
-        return await self._whole(request, call, stream)
+            return await self._stream(request, call, stream, dialect)
+        return await self._whole(request, call, stream, dialect)
 
-    async def _whole(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
-        async def collect() -> tuple[dict[PieceKind, list[str]], str]:
-            parts: dict[PieceKind, list[str]] = {"content": [], "reasoning": []}
+    async def _whole(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
+        parts: dict[PieceKind, list[str]] = {"content": [], "reasoning": []}
+        tool_calls: list[ToolCall] = []
+
+        async def collect() -> FinishReason:
             while True:
                 kind, value = await _next(stream)
-                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                if kind == "tool_call":
+                    out = shaper.end() if not tool_calls else Shaped()
+                    if not out.finish:
+                        tool_calls.append(value)
+                        shaper.count(value["arguments"])
+                elif kind == "reasoning":
+                    out = shaper.feed_reasoning(value)
+                else:
+                    out = shaper.feed(value) if kind == "delta" else shaper.end()
                 for piece_kind, text in out.pieces:
                     parts[piece_kind].append(text)
                 if out.finish or kind == "done":  # stop/length end it here; finally withdraws the job
-                    return parts, out.finish or value
+                    return _reason(out.finish or value, tool_calls)
 
         shaper = _shaper(call)
         try:
-            parts, reason = await unless_disconnected(request, collect())
+            reason = await unless_disconnected(request, collect())
         except ClientGone:
             log.info("client left before its answer was ready; job %s withdrawn", stream.job_id)
             return Response(status_code=499)
         finally:
             await stream.close()
         stream.usage.completion_tokens = shaper.tokens
-        body = fmt.completion(
-            completion_id=fmt.new_completion_id(),
-            model=call.model,
+        answer = Answer(
             content="".join(parts["content"]),
-            finish_reason=reason,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=shaper.tokens,
-            reasoning="".join(parts["reasoning"]) if call.reasoning else None,
+            reasoning="".join(parts["reasoning"]),
+            finish=reason,
+            usage=Usage(call.prompt_tokens, shaper.tokens),
+            tool_calls=tool_calls,
+            stop_sequence=shaper.stop_hit,
         )
-        return JSONBody(body, headers={"openai-processing-ms": _processing_ms(request)})
+        return dialect.whole(call, answer, {"openai-processing-ms": _processing_ms(request)})
 
-    async def _stream(self, request: Request, call: ChatCall, stream: JobStream) -> Response:
+    async def _stream(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
         # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
         # until the first piece (or error) arrives, for at most one ping interval: a full queue,
         # a queue timeout or an upstream failure before any text is then still a real HTTP status
         # with Retry-After, which clients (the openai SDK among them) retry by themselves. From
-        # then on the stream is open and sends an SSE comment every PING_INTERVAL.
+        # then on the stream is open and sends the dialect's ping every PING_INTERVAL.
         try:
             first = await unless_disconnected(request, stream.next(wait=self.settings.ping_interval, from_start=True))
         except ClientGone:
@@ -178,47 +203,71 @@ class ChatService:
         except BaseException:
             await stream.close()
             raise
+        encoder = dialect.stream_encoder(call)
         return _JobEventSource(
             stream,
-            self._events(call, stream, first),
+            self._events(call, stream, first, encoder),
             sep="\n",
             ping=self.settings.ping_interval,
+            ping_message_factory=encoder.ping,
             headers={"Cache-Control": "no-cache"},
         )
 
-    async def _events(self, call: ChatCall, stream: JobStream, first: Event | None) -> AsyncIterator[bytes]:
-        enc = fmt.ChunkEncoder(fmt.new_completion_id(), call.model)
+    async def _events(
+        self, call: ChatCall, stream: JobStream, first: Event | None, enc: StreamEncoder
+    ) -> AsyncIterator[bytes]:
         shaper = _shaper(call)
         event = first
+        calls = 0
         try:
+            opening = enc.open()
+            if opening:
+                yield opening
             while True:
                 if event is None:
                     event = await stream.next()
                     assert event is not None  # no wait given: next() returns an event or raises
                 kind, value = event
                 event = None
-                out = shaper.feed(value) if kind == "delta" else shaper.end()
+                if kind == "tool_call":
+                    out = shaper.end() if not calls else Shaped()  # text held back goes out first
+                elif kind == "reasoning":
+                    out = shaper.feed_reasoning(value)
+                else:
+                    out = shaper.feed(value) if kind == "delta" else shaper.end()
                 for piece_kind, text in out.pieces:
                     yield enc.content(text) if piece_kind == "content" else enc.reasoning(text)
-                if kind == "delta" and not out.finish:
+                if kind == "tool_call" and not out.finish:
+                    calls += 1
+                    shaper.count(value["arguments"])
+                    yield enc.tool_call(value)
                     continue
-                if kind == "delta":  # stop/length ended the answer: withdraw the job now
+                if kind != "done" and not out.finish:
+                    continue
+                if kind != "done":  # stop/length ended the answer: withdraw the job now
                     await stream.close()
-                yield enc.finish(out.finish or value)
-                if call.include_usage:
-                    yield enc.usage(call.prompt_tokens, shaper.tokens)
-                yield fmt.DONE
+                reason = _reason(out.finish or value, calls)
+                yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens), shaper.stop_hit)
                 return
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)
             stream.usage.failed = True
-            yield fmt.error_event(exc)
+            yield enc.error(exc)
         except Exception:  # a bug: the client still gets an error event, not a cut stream
             log.exception("stream of job %s failed", stream.job_id)
-            yield fmt.error_event(InternalError("The gateway hit an internal error; it has been logged."))
+            yield enc.error(InternalError("The gateway hit an internal error; it has been logged."))
         finally:
             stream.usage.completion_tokens = shaper.tokens
             await asyncio.shield(stream.close())
+
+
+def _reason(reason: str, calls: object) -> FinishReason:
+    """The finish reason: ``tool_calls`` when the answer ended with calls (and was not cut)."""
+    if calls and reason == "stop":
+        return "tool_calls"
+    if reason in ("stop", "length", "tool_calls"):
+        return reason  # type: ignore[return-value]
+    return "stop"
 
 
 def _shaper(call: ChatCall) -> Shaper:

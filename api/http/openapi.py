@@ -28,6 +28,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.dialects.chat.schema import ChatCompletionRequest
+from api.dialects.completions.schema import CompletionRequest
+from api.dialects.messages.schema import CountTokensRequest, MessagesRequest
+from api.dialects.responses.schema import ResponsesRequest
 from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
 
@@ -39,6 +42,23 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _NULL_STR: dict[str, Any] = {"type": ["string", "null"]}
+#: The calls of an answer with emulated tool calling (docs/tools.md).
+_TOOL_CALLS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            },
+        },
+    },
+}
 _USAGE: dict[str, Any] = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
@@ -91,6 +111,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "content": _NULL_STR,
                                 "reasoning_content": {"type": "string"},
                                 "refusal": {"type": "null"},
+                                "tool_calls": _TOOL_CALLS,
                             },
                         },
                         "logprobs": {"type": "null"},
@@ -161,7 +182,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Text": {"type": "string"},
     "OpenAPI": {"type": "object", "description": "This document."},
-    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Metrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format (see docs/operations.md, Metrics).",
+    },
     "Usage": {
         "type": "object",
         "properties": {
@@ -252,9 +276,171 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "rate_limit_rejections",
             "history",
         ],
-        "description": "Figures across every API replica and worker (see the README's Metrics).",
+        "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
     },
 }
+
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+#: The Anthropic Messages API's shapes (``/v1/messages``; its errors are Anthropic's too).
+RESPONSE_SCHEMAS.update(
+    {
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "description": "Anthropic's error shape; also the data of a stream's `event: error`.",
+        },
+        "AnthropicMessage": {
+            "type": "object",
+            "required": ["id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": {"type": "string"},
+                "content": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": ["text", "thinking", "tool_use"]}},
+                    },
+                },
+                "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
+                "stop_sequence": _NULL_STR,
+                "usage": {
+                    "type": "object",
+                    "required": ["input_tokens", "output_tokens"],
+                    "properties": {
+                        "input_tokens": {"type": "integer", "minimum": 0},
+                        "output_tokens": {"type": "integer", "minimum": 0},
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "AnthropicMessageStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` in Anthropic's "
+            "order (`message_start`, `content_block_start`, `content_block_delta`, `content_block_stop`, "
+            "`message_delta`, `message_stop`), `ping` while waiting, `error` for a failure after the start.",
+        },
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+            "description": "The gateway's estimate of the prompt it would send.",
+        },
+    }
+)
+
+#: Legacy completions' shapes (``/v1/completions``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Completion": {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "text_completion"},
+                "created": {"type": "integer"},
+                "model": {"type": "string"},
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["text", "index", "finish_reason"],
+                        "properties": {
+                            "text": {"type": "string"},
+                            "index": {"type": "integer"},
+                            "finish_reason": _NULL_STR,
+                        },
+                    },
+                },
+                "usage": _USAGE,
+            },
+        },
+        "CompletionStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `data: <Completion JSON>` chunks, SSE comments "
+            "(`: ping`) while waiting, `data: [DONE]` at the end (or `data: <Error JSON>` after a failure).",
+        },
+    }
+)
+
+#: The Responses API's shapes (``/v1/responses``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Response": {
+            "type": "object",
+            "required": ["id", "object", "created_at", "status", "model", "output"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+                "model": {"type": "string"},
+                "output": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "id"],
+                        "properties": {"type": {"enum": ["message", "reasoning", "function_call"]}},
+                    },
+                },
+                "error": {"type": ["object", "null"]},
+                "incomplete_details": {"type": ["object", "null"]},
+                "previous_response_id": _NULL_STR,
+                "usage": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        k: {"type": "integer", "minimum": 0} for k in ("input_tokens", "output_tokens", "total_tokens")
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "ResponseStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` with a rising "
+            "`sequence_number`, from `response.created` to exactly one of `response.completed`, "
+            "`response.incomplete` or `response.failed`; SSE comments (`: ping`) while waiting; no `[DONE]`.",
+        },
+        "ResponseInputItems": {
+            "type": "object",
+            "required": ["object", "data", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": {"type": "object"}},
+                "first_id": _NULL_STR,
+                "last_id": _NULL_STR,
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "ResponseDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "deleted": {"const": True}},
+        },
+    }
+)
 
 _ERRORS: dict[int, str] = {
     400: "The request is invalid; `error.param` names the field when there is one.",
@@ -287,6 +473,7 @@ class Endpoint:
     media: str = "application/json"
     stream: str | None = None  # RESPONSE_SCHEMAS key of the text/event-stream variant of the success body
     description: str | None = None
+    error: str = "Error"  # RESPONSE_SCHEMAS key of the error body (Anthropic's routes have their own)
 
 
 #: Every public endpoint. One entry per operation; keep in step with the routes.
@@ -298,6 +485,59 @@ ENDPOINTS: list[Endpoint] = [
         ok="ChatCompletion",
         stream="ChatCompletionStream",
         request=ChatCompletionRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages",
+        "Create a message, Anthropic's Messages API (whole, or streamed with `stream: true`)",
+        ok="AnthropicMessage",
+        stream="AnthropicMessageStream",
+        request=MessagesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+        error="AnthropicError",
+        description="Authenticate with `x-api-key` or `Authorization: Bearer`; `anthropic-version` is accepted.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages/count_tokens",
+        "Count a message's input tokens (the gateway's estimate)",
+        ok="TokenCount",
+        request=CountTokensRequest,
+        errors=(400, 404, 413, 415, 429),
+        error="AnthropicError",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/responses",
+        "Create a response, OpenAI's Responses API (whole, or streamed with `stream: true`)",
+        ok="Response",
+        stream="ResponseStream",
+        request=ResponsesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}",
+        "Retrieve a stored response (the caller's own, within RESPONSES_TTL_SECONDS)",
+        ok="Response",
+        errors=(404,),
+    ),
+    Endpoint("DELETE", "/v1/responses/{response_id}", "Delete a stored response", ok="ResponseDeleted", errors=(404,)),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        "List a stored response's input items (`order`, `limit`, `after`)",
+        ok="ResponseInputItems",
+        errors=(400, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/completions",
+        "Create a legacy completion from one prompt (whole, or streamed with `stream: true`)",
+        ok="Completion",
+        stream="CompletionStream",
+        request=CompletionRequest,
         errors=(400, 404, 413, 415, 429, 502, 503, 504),
     ),
     Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
@@ -385,9 +625,9 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
-#: user interface, not part of the API this document describes.
-UI_PREFIX = "/dashboard"
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
+#: icon browsers ask for: a user interface, not part of the API this document describes.
+UI_PREFIX = ("/dashboard", "/favicon.ico")
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:
@@ -429,11 +669,11 @@ def _operation(ep: Endpoint, model_ids: Sequence[str]) -> dict[str, Any]:
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERRORS[status],
-            "content": _content(_ref("Error"), "application/json"),
+            "content": _content(_ref(ep.error), "application/json"),
         }
     op["responses"] = responses
     if ep.auth != "none":
-        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {}]
+        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {"apiKey": []}, {}]
     return op
 
 
@@ -475,7 +715,13 @@ def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = END
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <key>` (needed when API_MASTER_KEY is set).",
-                }
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "`x-api-key: <key>`, as Anthropic's clients send it (`/v1/*` only).",
+                },
             },
         },
     }

@@ -8,15 +8,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
+from api.dialects.completions import routes as completions
+from api.dialects.messages import routes as messages
+from api.dialects.responses import routes as responses
 from api.engine.service import ChatService
-from api.http.access import note
 from api.http.body import read_json
 from api.http.health import check_ready
 from api.http.openapi import build_document
 from api.http.responses import JSONBody
 from api.http.stats import StatsService
-from api.tenancy.limits import enforce_prompt_budget
 from shared.errors import ModelNotFound
 from shared.models import ModelTable, Name
 
@@ -28,13 +30,7 @@ async def chat_completions(request: Request) -> Response:
     service: ChatService = state.chat
     body = await read_json(request, state.settings.max_body_bytes)
     call = parse_chat(body, state.settings, state.models)
-    if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
-        call.image = await state.images.fetch(call.image_url, param=call.image_param)
-    note(request, model=call.model)
-    enforce_prompt_budget(request, call.prompt_tokens)
-    stream = await service.start(call, request.state.request_id)
-    note(request, job=stream)
-    return await service.respond(request, call, stream)
+    return await service.answer(request, call, CHAT)
 
 
 def _model(entry: Name) -> dict[str, object]:
@@ -49,8 +45,15 @@ def _model(entry: Name) -> dict[str, object]:
     }
 
 
+def _anthropic(request: Request) -> bool:
+    """The Anthropic SDKs (and Claude Code) send ``anthropic-version``: they get Anthropic's shapes."""
+    return "anthropic-version" in request.headers
+
+
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
+    if _anthropic(request):
+        return JSONBody(messages.model_page(models.names()))
     return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
 
 
@@ -59,7 +62,7 @@ async def get_model(request: Request) -> Response:
     entry = models.entry(request.path_params["model_id"])
     if entry is None:
         raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
-    return JSONBody(_model(entry))
+    return JSONBody(messages.model_info(entry) if _anthropic(request) else _model(entry))
 
 
 async def healthz(request: Request) -> Response:
@@ -98,6 +101,9 @@ async def openapi_json(request: Request) -> Response:
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    *messages.routes,
+    *responses.routes,
+    *completions.routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

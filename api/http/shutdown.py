@@ -63,7 +63,8 @@ class DrainMiddleware:
                     "This gateway instance is shutting down; retry the request (another instance will answer).",
                     code="draining",
                     retry_after=1,
-                )
+                ),
+                scope,
             )
             response.headers["Connection"] = "close"
             await response(scope, receive, send)

@@ -29,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from shared import names
+from shared import names, redis_trouble
 from shared.errors import GatewayError, ServiceUnavailable
 
 log = logging.getLogger("api.hub")
@@ -42,7 +42,9 @@ _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-def redis_unavailable() -> ServiceUnavailable:
+def redis_unavailable(exc: BaseException | None = None) -> ServiceUnavailable:
+    if exc is not None:  # say what Redis did (out of memory is not unreachable)
+        return redis_trouble.unavailable(exc)
     return ServiceUnavailable(
         "The gateway cannot reach Redis right now; try again shortly.", code="redis_unavailable", retry_after=2
     )

@@ -1,8 +1,9 @@
 """Follow one job's channel: order the messages and apply the client-facing time limits.
 
-:class:`JobStream` turns the raw channel into ``("delta", text)`` and ``("done", reason)``
-events, and raises a :class:`GatewayError` for a worker error, a gap in the sequence numbers,
-a lost Redis connection or one of the time limits:
+:class:`JobStream` turns the raw channel into ``("delta", text)``, ``("reasoning", text)``,
+``("tool_call", call)`` and ``("done", reason)`` events, and raises a :class:`GatewayError`
+for a worker error, a gap in the sequence numbers, a lost Redis connection or one of the time
+limits:
 
 - queue wait: no worker took the job within ``QUEUE_TIMEOUT`` (503, the job is withdrawn);
 - first token: no text within ``FIRST_TOKEN_TIMEOUT`` after a worker took it (504);
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from api.relay.hub import PubSubHub, Subscription
 from api.relay.queue import JobQueue
@@ -32,7 +33,9 @@ from shared.settings import Settings
 
 log = logging.getLogger("api.stream")
 
-Event = tuple[Literal["delta", "done"], str]
+#: ``delta`` / ``reasoning``: text; ``tool_call``: a :class:`shared.messages.ToolCall`; ``done``: the
+#: finish reason.
+Event = tuple[Literal["delta", "reasoning", "tool_call", "done"], Any]
 
 
 class JobStream:
@@ -164,6 +167,14 @@ class JobStream:
             if self.first_token is None:
                 self.first_token = now
             return ("delta", msg.get("text", ""))
+        if kind == "reasoning":
+            if self.first_token is None:
+                self.first_token = now
+            return ("reasoning", msg.get("text", ""))
+        if kind == "tool_call":
+            if self.first_token is None:
+                self.first_token = now
+            return ("tool_call", msg["call"])
         if kind == "start":
             self.started = now
             self.worker = msg.get("worker")

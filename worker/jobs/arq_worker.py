@@ -20,6 +20,17 @@ worker hears every wake-up, so with M workers and R jobs running a read of the q
 Redis M × R lookups per new job. The full read stays for what an id cannot say: the fallback
 timer, a wake-up without an id ("1": a job withdrawn, or an older API), a slot freed in a full
 worker (a job left waiting), and a failed poll.
+
+Jobs whose worker is gone: arq marks a running job with an in-progress key that lives for the
+job's whole timeout (``TOTAL_TIMEOUT`` + 70 s, about 11 minutes), and a job stays in the queue
+(and counts against ``MAX_QUEUE``) until that key goes. A worker that died, or a Redis restarted
+with its data while jobs ran (their ends could not be written), left such jobs for 11 minutes:
+new requests got ``queue_full`` with nothing running. Here the key lives ``ORPHAN_JOB_SECONDS``
+(``in_progress_seconds``) and the worker renews the keys of the jobs it still runs every third
+of that (:meth:`WakeableWorker._keep_in_progress`, its own task: draining included). A job nobody renews is
+claimed again by the next poll and cleared without running: arq ends it as expired when its
+data is gone (``QUEUE_TIMEOUT``), else the runner refuses the re-run (its run key,
+``worker/jobs/runner.py``), so the upstream is never called twice.
 """
 
 from __future__ import annotations
@@ -123,8 +134,10 @@ QUEUE_READ_PAGES = 20
 class WakeableWorker(Worker):
     """arq's ``Worker``, woken by ``WAKE_CHANNEL`` and polling in one round trip (see the module doc)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, in_progress_seconds: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if in_progress_seconds is not None:  # short-lived, renewed while the job runs (module doc)
+            self.in_progress_timeout_s = in_progress_seconds
         self._wake = asyncio.Event()
         self._claim: Any = None
         self._claim_ids: Any = None
@@ -182,6 +195,25 @@ class WakeableWorker(Worker):
                 del self.tasks[job_id]
                 t.result()  # as arq does: an error in run_job surfaces here
         await self.heart_beat()
+
+    async def _keep_in_progress(self) -> None:
+        """Renew the in-progress keys of the jobs this worker still runs, every third of their life.
+
+        PEXPIRE never creates a key: a job that ended meanwhile (arq deleted its key) stays ended.
+        """
+        ttl_ms = int(self.in_progress_timeout_s * 1000)
+        while True:
+            await asyncio.sleep(self.in_progress_timeout_s / 3)
+            running = [job_id for job_id, t in self.tasks.items() if not t.done()]
+            if not running:
+                continue
+            try:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for job_id in running:
+                        pipe.pexpire(in_progress_key_prefix + job_id, ttl_ms)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("could not renew %d running job(s) (%s); retrying", len(running), exc)
 
     async def _start_claimed(self, job_id: str, score: int) -> None:
         # The part of arq's start_jobs after a successful claim. The semaphore (released when the
@@ -245,6 +277,7 @@ class WakeableWorker(Worker):
         if self.on_startup:
             await self.on_startup(self.ctx)
         listener = asyncio.create_task(self._listen_for_wakeups(), name="wake-listener")
+        keeper = asyncio.create_task(self._keep_in_progress(), name="in-progress-keeper")
         try:
             while True:
                 self._wake.clear()
@@ -260,6 +293,7 @@ class WakeableWorker(Worker):
                 except TimeoutError:
                     self._read_queue = True  # the fallback poll reads the queue
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

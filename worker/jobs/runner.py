@@ -15,6 +15,11 @@ A job also stops as soon as nobody listens: every PUBLISH answers how many subsc
 message, and 0 means the client's API unsubscribed or died. The job looks at that answer when
 it publishes its next message (one piece later), or the heartbeat does while the upstream is
 silent; the upstream call is then closed.
+
+A job with tools or a JSON output format is read through :class:`shared.tools.reader.AnswerReader`
+(tool calls published whole and validated, JSON checked); when that answer cannot be given and
+nothing has gone out yet, the upstream is asked once more with a correction appended to the
+prompt (:meth:`ChatRunner._attempts`). A job without them takes the plain path, unchanged.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from redis.exceptions import RedisError
 
 from shared import messages, names
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
-from shared.messages import ChatJob, Message
+from shared.messages import ChatJob, Message, ToolCall
 from shared.settings import Settings
+from shared.tools.reader import Action, AnswerReader, Counts, Emulation, Refusal, Retry
 from worker.jobs.budget import UpstreamBudget, UpstreamBusy
 from worker.jobs.publish import PipelinedConnection, Reply
 from worker.upstream.base import Upstream, UpstreamFailure
@@ -112,6 +118,12 @@ class Publisher:
             await self._out.send("SET", self._run_key, b"text", "EX", RUN_KEY_TTL)
         await self._publish({"kind": "delta", "text": text})
 
+    async def tool_call(self, call: ToolCall) -> None:
+        if not self.text_sent:  # a call is part of the answer, as text is (see delta)
+            self.text_sent = True
+            await self._out.send("SET", self._run_key, b"text", "EX", RUN_KEY_TTL)
+        await self._publish({"kind": "tool_call", "call": call})
+
     async def _terminal(self, message: Message) -> None:
         self.terminated = True
         reply = await self._publish(message, check=False)
@@ -135,6 +147,7 @@ class ChatRunner:
         upstream: Upstream,
         worker_id: str,
         on_outcome: Callable[[str, str | None], None] | None = None,
+        on_emulation: Callable[[str, Counts, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -142,6 +155,9 @@ class ChatRunner:
         self.worker_id = worker_id
         self.out = PipelinedConnection(redis)
         self._on_outcome = on_outcome or (lambda outcome, kind: None)
+        #: Called after each emulated attempt: the model, what the reader counted, and the
+        #: retry it asked for ("call", "no_call", "json" or None).
+        self._on_emulation = on_emulation or (lambda model, counts, retry: None)
         self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
         self._active: set[Publisher] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -215,11 +231,26 @@ class ChatRunner:
     async def _attempts(self, pub: Publisher, job: ChatJob) -> str:
         s = self.settings
         attempt = 0
+        emulation = Emulation.of(job)  # None: no tools, no JSON output (the plain path)
+        corrected = False
+        reason = "stop"
         while True:
             attempt += 1
             try:
                 async with self.budget.slot(pub):  # [limits] waits for the upstream budget, holds it for the call
-                    await self._one_attempt(pub, job)
+                    if emulation is None:
+                        await self._one_attempt(pub, job)
+                    else:
+                        reason = await self._emulated_attempt(pub, job, emulation, may_retry=not corrected)
+            except Retry as retry:  # nothing went out: ask once more, with the correction
+                log.info("job %s: corrective retry (%s)", pub.job_id, retry.reason)
+                corrected = True
+                job = {**job, "prompt": job["prompt"] + retry.correction}
+                attempt -= 1  # not an upstream failure: the retry budget for those stays whole
+                continue
+            except Refusal as refusal:
+                await pub.error(refusal.error)
+                return self._outcome("refused")
             except UpstreamBusy as busy:  # [limits] no budget within QUEUE_TIMEOUT, or the client left
                 await pub.error(busy)
                 return self._outcome(busy.outcome)
@@ -231,7 +262,7 @@ class ChatRunner:
                     return self._outcome("failed", failure.kind)
                 await asyncio.sleep(backoff_delay(attempt, s.upstream_backoff_base, s.upstream_backoff_max))
                 continue  # (the heartbeat keeps the client's stream alive meanwhile)
-            await pub.done("stop")
+            await pub.done(reason)
             return self._outcome("completed")
 
     async def _one_attempt(self, pub: Publisher, job: ChatJob) -> None:
@@ -242,6 +273,33 @@ class ChatRunner:
         finally:
             # Closing it ends the upstream call at once, whatever stopped the loop.
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    async def _emulated_attempt(self, pub: Publisher, job: ChatJob, emulation: Emulation, *, may_retry: bool) -> str:
+        """One attempt of a job with tools or a JSON format; returns the finish reason."""
+        reader = AnswerReader(emulation, may_retry=may_retry)
+        stream = self.upstream.stream(job)
+        retry: str | None = None
+        try:
+            async for batch in stream:
+                await self._publish_actions(pub, reader.feed(batch[0] if len(batch) == 1 else "".join(batch)))
+                if reader.done:  # e.g. the one call parallel_tool_calls=false allows: stop the upstream now
+                    break
+            else:
+                await self._publish_actions(pub, reader.end())
+        except Retry as exc:
+            retry = exc.reason
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            self._on_emulation(job["model"], reader.counts, retry)
+        return reader.finish_reason
+
+    async def _publish_actions(self, pub: Publisher, actions: list[Action]) -> None:
+        for action in actions:
+            if action[0] == "text":
+                await pub.delta(action[1])
+            else:
+                await pub.tool_call(action[1])
 
     async def _beat(self) -> None:
         """While a job's upstream is silent, tell its client it is alive; stop jobs nobody listens

@@ -15,7 +15,7 @@ captcha challenges) fails the attempt and the session is replaced, as before.
 Why not cloudscraper for every call: ``requests`` is synchronous, so each call ran in a thread
 and every piece of an answer woke that thread, took the GIL and woke the event loop, through
 urllib3 and ``http.client``'s chunked decoding: 0.34 ms of CPU per piece and ~3.3 ms per job
-(``make bench``, README "Where the time goes"), about half the gateway's CPU per answer. On the
+(``make bench``, docs/benchmark.md "Where the time goes"), about half the gateway's CPU per answer. On the
 event loop with aiohttp's C parser each piece is one callback and one read.
 
 Outbound proxies (``DECOPY_PROXY``): http and https proxies through aiohttp's own support,
@@ -55,7 +55,7 @@ from shared.messages import ChatJob
 from shared.settings import Settings, proxy_urls
 from worker.upstream.base import Call, UpstreamFailure
 from worker.upstream.decopy import interruptible
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
 
 log = logging.getLogger("worker.decopy")
 
@@ -561,7 +561,10 @@ class DecopyUpstream:
                     raise exception_failure(exc, what, begun=True) from exc
                 if not data:
                     break
-                deltas = parser.feed(data)
+                try:
+                    deltas = parser.feed(data)
+                except UnreadablePiece as exc:
+                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
                 if deltas:
                     yield deltas
             if not parser.ended:
