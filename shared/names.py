@@ -109,3 +109,9 @@ def key_usage_day(key_id: str, day: str) -> str:
 def key_usage_total(key_id: str) -> str:
     """A key's usage since it was created: a hash of counters."""
     return f"{PREFIX}usage:{key_id}:total"
+
+
+# --- [teams] request log and fair queuing ---
+
+#: The request log: a capped stream, one entry (field ``e``, JSON) per chat request.
+REQUEST_LOG = PREFIX + "requests"

@@ -188,6 +188,18 @@ class Settings:
 
     # --- [perf] settings below this line ---
 
+    # --- [teams] settings below this line ---
+    #: Entries the request log keeps at most (the oldest go first; 0 turns the request log off).
+    request_log_max_entries: int = 100_000
+    #: Seconds a request-log entry is kept at most (0: only REQUEST_LOG_MAX_ENTRIES limits it).
+    request_log_max_age: float = 7 * 86400.0
+
+    def _validate_teams(self) -> None:
+        if self.request_log_max_entries < 0:
+            raise ConfigError("REQUEST_LOG_MAX_ENTRIES must be 0 (off) or more")
+        if self.request_log_max_age < 0:
+            raise ConfigError("REQUEST_LOG_MAX_AGE must be 0 (no age limit) or more")
+
     # --- [operator] settings below this line ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
@@ -247,6 +259,7 @@ class Settings:
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+        self._validate_teams()
 
     def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:

@@ -29,6 +29,7 @@ from api.relay.hub import PubSubHub, redis_unavailable
 from api.relay.jobstream import Event, JobStream
 from api.relay.queue import JobQueue, new_job_id
 from api.tenancy.limits import enforce_prompt_budget
+from api.tenancy.requestlog import caller_of
 from api.tenancy.usage import request_usage
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ToolCall
@@ -113,12 +114,15 @@ class ChatService:
             call.image = await self.images.fetch(call.image_url, param=call.image_param)
         note(request, model=call.model, dialect=dialect.name)
         enforce_prompt_budget(request, call.prompt_tokens)
-        stream = await self.start(call, request.state.request_id)
+        stream = await self.start(call, request.state.request_id, caller=caller_of(request.scope))
         note(request, job=stream)
         return await self.respond(request, call, stream, dialect)
 
-    async def start(self, call: ChatCall, request_id: str) -> JobStream:
-        """Subscribe to a new job's channel (confirmed), then enqueue the job."""
+    async def start(self, call: ChatCall, request_id: str, *, caller: tuple[str, str] = ("open", "open")) -> JobStream:
+        """Subscribe to a new job's channel (confirmed), then enqueue the job.
+
+        ``caller`` is the (id, name) of the key it runs for (``api.tenancy.requestlog.caller_of``).
+        """
         job_id = new_job_id()
         sub = await self.hub.subscribe(job_id)
         job = call.job(request_id)
@@ -137,6 +141,7 @@ class ChatService:
         stream = JobStream(
             hub=self.hub, queue=self.queue, sub=sub, settings=self.settings, on_close=self.in_flight.discard
         )
+        stream.caller = caller
         self.in_flight.add(stream)
         return stream
 
@@ -249,6 +254,7 @@ class ChatService:
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)
             stream.usage.failed = True
+            stream.error_code = exc.code
             yield enc.error(exc)
         except Exception:  # a bug: the client still gets an error event, not a cut stream
             log.exception("stream of job %s failed", stream.job_id)

@@ -28,6 +28,9 @@ from api.relay.queue import JobQueue
 from api.tenancy.admin import routes as admin_routes
 from api.tenancy.keys import KeyStore
 from api.tenancy.limits import Limiter, LimitsMiddleware
+from api.tenancy.requestlog import RequestLog
+from api.tenancy.requestlog_routes import routes as requestlog_routes
+from api.tenancy.waiting import WaitingCollector
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
@@ -85,6 +88,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue, images=app.state.images)
+        waiting = WaitingCollector(app.state.chat.in_flight)  # jobs waiting per key, in the snapshots
+        API_REGISTRY.register(waiting)
         reporter = Reporter(
             redis,
             role="api",
@@ -96,16 +101,22 @@ def create_app(settings: Settings) -> Starlette:
         await reporter.start()
         app.state.keys = KeyStore(redis)
         app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
+        app.state.request_log = RequestLog(
+            redis, max_entries=settings.request_log_max_entries, max_age=settings.request_log_max_age
+        )
+        await app.state.request_log.start()
         try:
             yield
         finally:
+            API_REGISTRY.unregister(waiting)
+            await app.state.request_log.stop()
             await reporter.stop()
             await hub.stop()
             await pubsub_redis.aclose()
             await redis.aclose()
 
     app = Starlette(
-        routes=[*routes, *admin_routes, *dashboard_routes],
+        routes=[*routes, *admin_routes, *requestlog_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),

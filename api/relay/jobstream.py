@@ -65,6 +65,9 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
+        self.caller: tuple[str, str] = ("open", "open")  # (id, name) of the key it runs for
+        self.target: str | None = None  # the upstream target that served it, when the worker says
+        self.error_code: str | None = None  # the code of the error that ended it after its 200
         self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
 
     @property
@@ -178,6 +181,8 @@ class JobStream:
         if kind == "start":
             self.started = now
             self.worker = msg.get("worker")
+            target = msg.get("target")
+            self.target = None if target is None else str(target)
             return None
         if kind == "alive":
             return None
