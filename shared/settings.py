@@ -193,12 +193,21 @@ class Settings:
     request_log_max_entries: int = 100_000
     #: Seconds a request-log entry is kept at most (0: only REQUEST_LOG_MAX_ENTRIES limits it).
     request_log_max_age: float = 7 * 86400.0
+    #: Sentinels to ask for the Redis primary (``host:port``, comma-separated); empty: REDIS_URL's host.
+    redis_sentinels: str = ""
+    #: The name the sentinels know the gateway's Redis primary by.
+    redis_sentinel_master: str = "mymaster"
 
     def _validate_teams(self) -> None:
         if self.request_log_max_entries < 0:
             raise ConfigError("REQUEST_LOG_MAX_ENTRIES must be 0 (off) or more")
         if self.request_log_max_age < 0:
             raise ConfigError("REQUEST_LOG_MAX_AGE must be 0 (no age limit) or more")
+        from shared.redis_connect import sentinel_hosts  # here: that module needs this one
+
+        sentinel_hosts(self.redis_sentinels)  # raises ConfigError on a malformed entry
+        if self.redis_sentinels.strip() and not self.redis_sentinel_master.strip():
+            raise ConfigError("REDIS_SENTINEL_MASTER must name the primary when REDIS_SENTINELS is set")
 
     # --- [operator] settings below this line ---
     dashboard_session_ttl: float = 12 * 3600.0

@@ -10,13 +10,13 @@ import sys
 from typing import Any
 
 import uvloop
-from arq.connections import RedisSettings
 from arq.worker import func
 
 from shared import metrics, names
 from shared.errors import ConfigError
 from shared.logs import request_id_var, setup_logging
 from shared.messages import ChatJob
+from shared.redis_connect import arq_redis_settings
 from shared.settings import Settings
 from shared.telemetry import Reporter, process_id
 from worker import doctor
@@ -65,7 +65,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         if reporter is not None:
             await reporter.stop()
 
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings = arq_redis_settings(settings)  # REDIS_URL, or the primary REDIS_SENTINELS name
     # Keep trying to reach Redis at start-up rather than crash-looping.
     redis_settings.conn_retries = 1_000_000
     redis_settings.conn_retry_delay = 1

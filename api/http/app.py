@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -35,6 +34,7 @@ from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFoun
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
 from shared.models import ModelTable
+from shared.redis_connect import async_redis
 from shared.settings import Settings
 from shared.telemetry import Reporter
 
@@ -75,11 +75,9 @@ def create_app(settings: Settings) -> Starlette:
         # hung costs a client a quick 503, never a hang. The hub's pub/sub connection blocks on
         # reads by design, so it gets its own client without a read timeout.
         timeout = settings.redis_timeout
-        redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=0
-        )
-        pubsub_redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0
+        redis = async_redis(settings, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=0)
+        pubsub_redis = async_redis(
+            settings, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0
         )
         hub = PubSubHub(pubsub_redis, subscribe_timeout=timeout)
         await hub.start()
