@@ -8,8 +8,11 @@ listens). The primary is killed with SIGKILL while streams are in flight.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +24,8 @@ import httpx
 import pytest
 import redis
 
-from devtools.procs import Proc, Stack, free_port, http_ok, wait_for, wait_workers
+from devtools.procs import ROOT, Proc, Stack, free_port, http_ok, wait_for, wait_workers
+from shared import names
 from tests.conftest import directive
 
 MASTER = "sk-master-sentinel-test"
@@ -42,6 +46,8 @@ class HA:
     sentinel_ports: list[int]
     base_url: str
     sim_url: str
+    env: dict[str, str]
+    workers: list[Proc]
 
     def sentinel(self) -> redis.Redis:
         return redis.Redis(port=self.sentinel_ports[0], socket_timeout=2)
@@ -119,12 +125,11 @@ def ha() -> Iterator[HA]:
             "UPSTREAM_BACKOFF_MAX": "0.2",
             "WORKER_POLL_DELAY": "0.2",
         }
-        for _ in range(2):
-            stack.worker(env)
+        workers = [stack.worker(env) for _ in range(2)]
         wait_workers(f"redis://127.0.0.1:{primary_port}/0", 2)
         api, base = stack.api(env)
         wait_for(lambda: http_ok(base + "/readyz"), 30, "api", api.popen)
-        yield HA(stack, primary, primary_port, replica_port, sentinel_ports, base, sim_url)
+        yield HA(stack, primary, primary_port, replica_port, sentinel_ports, base, sim_url, env, workers)
     finally:
         stack.stop()
 
@@ -152,6 +157,11 @@ def _stream(base: str, key: str, content: str, started: threading.Event) -> dict
                 events.append(line[6:])
                 started.set()
     return {"status": resp.status_code, "events": events, "ended": time.monotonic()}
+
+
+def _run(ha: HA, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ha.env}
+    return subprocess.run([sys.executable, "-m", *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_failover_is_followed_without_a_restart(ha: HA, tag: str) -> None:
@@ -202,7 +212,16 @@ def test_failover_is_followed_without_a_restart(ha: HA, tag: str) -> None:
     streamed = _stream(ha.base_url, team["key"], f"{tag} streamed after", threading.Event())
     assert streamed["events"][-1] == "[DONE]"
     assert admin.get("/admin/keys").status_code == 200
-    # The workers follow too (a job needs a worker to claim it and publish its answer): shown above.
+    # The workers followed too (a job needs a worker to claim it and publish its answer): shown
+    # above. So do the CLI, the doctor and the workers' health check, started after the failover.
+    cli = _run(ha, "api", "keys", "list", "--json")
+    assert team["id"] in cli.stdout, cli.stdout + cli.stderr
+    doctor = _run(ha, "worker", "doctor", "--json")
+    assert doctor.returncode == 0, doctor.stdout[-2000:] + doctor.stderr[-2000:]
+    with redis.Redis(port=ha.replica_port) as new_primary:
+        assert new_primary.get(names.DOCTOR_LAST) is not None
+    health = _run(ha, "worker", "health", *(a for w in ha.workers for a in ("--pid", str(w.pid))))
+    assert health.returncode == 0, health.stdout + health.stderr
     # No job ran twice: every prompt reached the upstream at most once.
     creates = [e for e in httpx.get(ha.sim_url + "/_sim/log", timeout=5).json() if e["kind"] == "create"]
     prompts = [e["entertext"] for e in creates if tag in (e.get("entertext") or "")]
