@@ -115,3 +115,18 @@ def key_usage_total(key_id: str) -> str:
 
 #: The request log: a capped stream, one entry (field ``e``, JSON) per chat request.
 REQUEST_LOG = PREFIX + "requests"
+
+# Fair queuing (shared.queue): start-time fair queuing over keys, decided in Redis.
+#: Sorted set of the chat jobs waiting for a worker, scored by their virtual start time.
+FQ_READY = PREFIX + "fq:ready"
+#: Sorted set of jobs that are not shared out by key (the doctor), scored by enqueue time.
+FQ_DIRECT = PREFIX + "fq:direct"
+#: The queue's virtual time: the virtual start time of the job taken last.
+FQ_CLOCK = PREFIX + "fq:clock"
+#: Hash key id -> virtual finish time of that key's newest job (where its next job starts).
+FQ_FINISH = PREFIX + "fq:finish"
+#: Hash key id -> weight (1 when absent), set through the admin API.
+FQ_WEIGHTS = PREFIX + "fq:weights"
+#: Sorted set of jobs a worker took, scored by when its arq in-progress key runs out: a job whose
+#: worker died before finishing goes back into the ready set (arq's redelivery).
+FQ_TAKEN = PREFIX + "fq:taken"

@@ -45,3 +45,24 @@ def test_request_log_table_filters_and_detail(page: Browser, dash: Gateway, tag:
     # The key's three jobs are counted in the live "Waiting by key" table (started over 5 minutes).
     row = page.wait_text(f'#waiting tr[data-key-id="{key["id"]}"]', f"^log-{tag}", timeout=30)
     assert row.split("\t")[-1].strip() == "3", row
+
+
+def test_weights_are_set_from_the_dashboard(page: Browser, dash: Gateway, tag: str) -> None:  # noqa: F811
+    admin = {"Authorization": f"Bearer {MASTER}"}
+    key = httpx.post(dash.base_url + "/admin/keys", json={"name": f"w-{tag}"}, headers=admin, timeout=10).json()
+    log_in(page, dash)
+    row = f'#weights tr[data-key-id="{key["id"]}"]'
+    page.wait_text(row, f"^w-{tag}")
+    assert page("eval", expr=f"document.querySelector('{row} input.weight').value") == "1"
+    page("fill", sel=f"{row} input.weight", value="3")
+    page("click", sel=f"{row} button.save-weight")
+
+    def saved() -> bool:
+        listed = httpx.get(dash.base_url + "/admin/weights", headers=admin, timeout=10).json()["data"]
+        return any(w["key_id"] == key["id"] and w["weight"] == 3 for w in listed)
+
+    wait_until(saved, 10, "the weight to be saved")
+    page.wait_text('#weights tr[data-key-id="dashboard"]', "^dashboard")  # the dashboard is a key too
+    page("fill", sel=f"{row} input.weight", value="0")
+    page("click", sel=f"{row} button.save-weight")
+    page.wait_text("#shares-notice", "400")

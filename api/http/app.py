@@ -30,6 +30,7 @@ from api.tenancy.limits import Limiter, LimitsMiddleware
 from api.tenancy.requestlog import RequestLog
 from api.tenancy.requestlog_routes import routes as requestlog_routes
 from api.tenancy.waiting import WaitingCollector
+from api.tenancy.weights import routes as weight_routes
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
@@ -114,7 +115,7 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=[*routes, *admin_routes, *requestlog_routes, *dashboard_routes],
+        routes=[*routes, *admin_routes, *requestlog_routes, *weight_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),

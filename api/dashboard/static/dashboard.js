@@ -230,6 +230,50 @@
     $('copy-state').textContent = 'copied';
   });
 
+  // ---- fair shares -------------------------------------------------------------------------
+  async function refreshWeights() {
+    const r = await call('GET', '/admin/weights');
+    if (!r.ok || !r.data) {
+      notice('shares-notice', 'Weights unavailable: ' + failure(r, 'GET /admin/weights'));
+      return;
+    }
+    const rows = Array.isArray(r.data.data) ? r.data.data : [];
+    // Not while the operator is typing a weight: the input would be replaced under the cursor.
+    if ($('weights').contains(document.activeElement) || !changed('weights', rows)) return;
+    notice('shares-notice', null);
+    const tbody = $('weights').tBodies[0];
+    tbody.textContent = '';
+    for (const w of rows) {
+      const tr = document.createElement('tr');
+      tr.dataset.keyId = w.key_id;
+      cell(tr, w.name);
+      cell(tr, w.key_id, 'mono');
+      const td = cell(tr, '', 'num');
+      const input = document.createElement('input');
+      input.type = 'number';
+      input.min = '0.01';
+      input.max = '1000';
+      input.step = 'any';
+      input.value = String(w.weight);
+      input.className = 'weight';
+      td.appendChild(input);
+      const act = cell(tr, '');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'save-weight';
+      button.textContent = 'Save';
+      button.addEventListener('click', async () => {
+        const res = await call('PUT', '/admin/weights/' + encodeURIComponent(w.key_id), { weight: Number(input.value) });
+        delete lastRender.weights;
+        button.blur();
+        await refreshWeights();
+        notice('shares-notice', res.ok ? null : failure(res, 'PUT /admin/weights'));  // after: a refresh clears it
+      });
+      act.appendChild(button);
+      tbody.appendChild(tr);
+    }
+  }
+
   // ---- request log -------------------------------------------------------------------------
   // Filled on load and on "Show" (not on every refresh: the operator may be reading a detail).
   let reqCursor = null;
@@ -438,7 +482,7 @@
 
   // ---- the refresh loop --------------------------------------------------------------------
   async function tick() {
-    const parts = await Promise.allSettled([refreshStats(), refreshKeys(), refreshDoctor()]);
+    const parts = await Promise.allSettled([refreshStats(), refreshKeys(), refreshDoctor(), refreshWeights()]);
     const failed = parts.filter((p) => p.status === 'rejected');
     $('updated').textContent = failed.length
       ? `update failed at ${new Date().toLocaleTimeString()}: ${failed[0].reason.message}`
