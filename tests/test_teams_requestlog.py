@@ -232,3 +232,21 @@ def test_the_log_is_capped_by_count_and_by_age(cluster: Cluster) -> None:
     by_count, by_age = asyncio.run(run())
     assert 100 <= by_count < 300  # MAXLEN ~ trims whole stream nodes (100 entries each)
     assert 150 <= by_age < 250
+
+
+def test_prompts_and_answers_only_with_log_prompts(make_gateway: Any, tag: str) -> None:
+    gw = make_gateway({"API_MASTER_KEY": MASTER, "LOG_PROMPTS": "true"}, workers=1)
+    headers = {"Authorization": f"Bearer {MASTER}"}
+    with httpx.Client(base_url=gw.base_url, headers=headers, timeout=30) as http:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": f"{tag} tell me"}]}
+        resp = http.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 200
+        answer = resp.json()["choices"][0]["message"]["content"]
+
+        def entry() -> dict[str, Any] | None:
+            data = http.get("/admin/requests", params={"key": "master"}).json()["data"]
+            return next((e for e in data if e["request_id"] == resp.headers["x-request-id"]), None)
+
+        logged_entry = wait_until(entry, 15, "the entry")
+    assert logged_entry["prompt"] == [{"role": "user", "content": f"{tag} tell me"}]
+    assert logged_entry["answer"] == answer and logged_entry["key_id"] == "master"

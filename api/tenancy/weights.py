@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,14 @@ DEFAULT_WEIGHT = 1.0
 MAX_WEIGHT = 1000.0
 #: Callers that are not team keys but share the queue as keys do.
 BUILTIN = {"master": "master key", "dashboard": "dashboard"}
+
+
+class WeightBody(BaseModel):
+    """The body of ``PUT /admin/weights/{key_id}`` (its schema for the OpenAPI document)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(gt=0, le=MAX_WEIGHT)
 
 
 def parse_weight(body: Any) -> float:
