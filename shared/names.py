@@ -119,20 +119,17 @@ REQUEST_LOG = PREFIX + "requests"
 # Fair queuing (shared.queue): start-time fair queuing over keys, decided in Redis.
 #: Sorted set of the keys with jobs waiting, scored by the virtual start time of their head job.
 FQ_KEYS = PREFIX + "fq:keys"
-#: Prefix of each key's line of waiting job ids (a list, first come first served): + key id.
+#: Prefix of each key's line of waiting job ids (a list, first come first served): + key id
+#: ('' for jobs without a key, the doctor's: that line always goes first).
 FQ_LINE_PREFIX = PREFIX + "fq:line:"
-#: Sorted set of jobs that are not shared out by key (the doctor), scored by enqueue time.
-FQ_DIRECT = PREFIX + "fq:direct"
 #: The queue's virtual time: the virtual start time of the job taken last.
 FQ_CLOCK = PREFIX + "fq:clock"
 #: Hash key id -> the virtual time at which the key's next job starts once it is active again.
 FQ_FINISH = PREFIX + "fq:finish"
 #: Hash key id -> weight (1 when absent), set through the admin API.
 FQ_WEIGHTS = PREFIX + "fq:weights"
-#: Hash job id -> the key whose line it waits in (to withdraw it, or put it back after a crash).
-FQ_JOB_KEY = PREFIX + "fq:jobkey"
-#: Sorted set of jobs a worker took, scored by when its arq in-progress key runs out: a job whose
-#: worker died before finishing goes back to the front of its key's line (arq's redelivery).
+#: Sorted set of "<key id> <job id>" a worker took, scored by when its arq in-progress key runs out:
+#: a job whose worker died before finishing goes back to the front of its key's line (redelivery).
 FQ_TAKEN = PREFIX + "fq:taken"
 
 
