@@ -61,8 +61,9 @@ def _aliases(raw: str) -> dict[str, str]:
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages (proxy URLs may carry credentials)."""
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs, messages and reports (proxy and
+    Redis URLs carry credentials). Works on malformed URLs too (it is used while validating)."""
     return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
 
 
@@ -84,7 +85,7 @@ def proxy_urls(raw: str) -> list[str]:
             elif parts.path not in ("", "/") or parts.query or parts.fragment:
                 problem = "a proxy URL has no path, query or fragment"
         if problem:
-            shown = _redact(url) if "://" in url else "<not a URL>"
+            shown = mask_url(url) if "://" in url else "<not a URL>"
             raise ConfigError(
                 f"DECOPY_PROXY: {shown!r} is not a proxy URL ({problem}); "
                 "expected e.g. http://host:3128 or socks5://user:pass@host:1080"

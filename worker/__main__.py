@@ -12,7 +12,7 @@ from typing import Any
 import uvloop
 from arq.worker import func
 
-from shared import metrics, names
+from shared import metrics, names, queue
 from shared.errors import ConfigError
 from shared.logs import request_id_var, setup_logging
 from shared.messages import ChatJob
@@ -71,8 +71,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
     redis_settings.conn_retry_delay = 1
     return WakeableWorker(
         functions=[
-            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=3),
-            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=1),
+            func(observed_chat, name=names.CHAT_FUNCTION, max_tries=queue.CHAT_MAX_TRIES),
+            func(doctor.doctor_job, name=names.DOCTOR_FUNCTION, max_tries=queue.DOCTOR_MAX_TRIES),
         ],
         redis_settings=redis_settings,
         queue_name=names.QUEUE,

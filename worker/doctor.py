@@ -48,8 +48,8 @@ import requests
 from shared import names
 from shared.errors import ConfigError
 from shared.messages import ChatJob
-from shared.settings import Settings, proxy_urls
-from worker.upstream.base import UpstreamFailure
+from shared.settings import Settings, mask_url, proxy_urls
+from worker.upstream.base import UpstreamFailure, trim
 from worker.upstream.decopy.client import Answer, DecopyUpstream, classify_status, is_cloudflare
 from worker.upstream.decopy.parser import StreamParser
 
@@ -59,7 +59,6 @@ log = logging.getLogger("worker.doctor")
 PROMPT = "Reply with one word: OK"
 #: How long the last report stays in Redis.
 REPORT_TTL = 30 * 24 * 3600
-BODY_LIMIT = 300
 
 StepStatus = Literal["ok", "fail", "skip"]
 T = TypeVar("T")
@@ -106,7 +105,7 @@ class Report:
             if failed.http_status is not None or failed.body:
                 status = f"HTTP {failed.http_status}" if failed.http_status is not None else "no status"
                 repeat = failed.body and failed.body[:40] not in failed.verdict
-                answered = f" — upstream answered {status}" + (f": {_trim(failed.body or '', 160)}" if repeat else "")
+                answered = f" — upstream answered {status}" + (f": {trim(failed.body or '', 160)}" if repeat else "")
             return f"FAILED at {failed.step}: {failed.verdict}{answered}"
         if self.ok:
             return f"OK: an answer streamed end to end ({len(self.models)} model(s) checked)"
@@ -128,20 +127,6 @@ class Report:
             "took_ms": None if self.finished is None else round((self.finished - self.started) * 1000, 1),
             "steps": [dataclasses.asdict(s) for s in self.steps],
         }
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (proxy URLs carry credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _trim(text: str, limit: int = BODY_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _reason(failure: UpstreamFailure, settings: Settings | None = None) -> str:
@@ -368,7 +353,7 @@ class Doctor:
                     f"{self.target}: {status_line or 'no answer'}",
                     _ms(started),
                     http_status=code,
-                    body=_trim(head.decode("latin-1")),
+                    body=trim(head.decode("latin-1")),
                     kind="connection",
                 )
             )
@@ -493,7 +478,7 @@ class Doctor:
                         _reason(failure, self.settings),
                         took,
                         http_status=answer.status,
-                        body=failure.body or _trim(answer.text),
+                        body=failure.body or trim(answer.text),
                         kind=failure.kind,
                     )
                 )
@@ -598,7 +583,7 @@ class Doctor:
                 "stream",
                 "ok",
                 f"{len(pieces)} event(s) parsed{skipped}, end marker seen; first text after "
-                f"{first[0]:.0f} ms: {_trim(text, 60)!r}",
+                f"{first[0]:.0f} ms: {trim(text, 60)!r}",
                 _ms(started),
                 http_status=200,
             )

@@ -1,8 +1,8 @@
 """``/admin/doctor``: the last upstream doctor report, and asking a worker for a new one.
 
 The doctor must run where the upstream traffic goes (the worker's settings, proxy and
-cloudscraper sessions), so the API does not run it: it enqueues an arq job (``doctor``) that
-the next free worker runs (``worker.doctor.doctor_job``), which writes the report to Redis.
+cloudscraper sessions), so the API does not run it: it enqueues an arq job (``doctor``, through
+:mod:`shared.queue`) that the next free worker runs (``worker.doctor.doctor_job``), which writes the report to Redis.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import uuid
 from typing import Any
 
 import orjson
-from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from shared import names
+from shared.queue import JobQueue
 
 #: How long a requested run may stay queued or running before the dashboard stops waiting.
 PENDING_TTL = 300
@@ -35,11 +33,8 @@ async def request_run(redis: Redis) -> dict[str, Any]:
     pending = {"job_id": job_id, "requested": time.time()}
     if not await redis.set(names.DOCTOR_PENDING, orjson.dumps(pending), nx=True, ex=PENDING_TTL):
         return {"started": False, **await status(redis)}
-    now = timestamp_ms()
-    data = serialize_job(names.DOCTOR_FUNCTION, (), {}, None, now)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(job_key_prefix + job_id, data, px=PENDING_TTL * 1000)
-        pipe.zadd(names.QUEUE, {job_id: now})
-        pipe.publish(names.WAKE_CHANNEL, b"1")  # an idle worker takes it now, not at its next poll
-        await pipe.execute()
+    # Through the queue's one enqueue path: never refused by the cap (an operator asked), and
+    # the wake-up names the job so an idle worker takes it now, not at its next poll.
+    queue = JobQueue(redis, max_queue=0, expires_s=PENDING_TTL)
+    await queue.enqueue(job_id, None, function=names.DOCTOR_FUNCTION, capped=False)
     return {"started": True, **await status(redis)}

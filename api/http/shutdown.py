@@ -19,6 +19,9 @@ sse-starlette, by default, stops every stream the moment uvicorn is asked to exi
 ``should_exit``. :class:`GatewayServer` overrides ``handle_exit`` (so the patch never runs) and
 sets ``should_exit`` only once the drain is over; sse-starlette's automatic drain is turned off
 too, so nothing else can cut the streams this module lets finish.
+
+This module is uvicorn's fence (:mod:`shared.fence`): uvicorn has no public drain hook, so
+:class:`GatewayServer` overrides three of ``uvicorn.Server``'s methods, listed in :data:`PRIVATE_USES`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,32 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.http.responses import error_response
 from shared.errors import ServiceUnavailable
+from shared.fence import PrivateUse
 
 log = logging.getLogger("api.shutdown")
+
+PRIVATE_USES = (
+    PrivateUse(
+        "uvicorn",
+        "uvicorn.server:Server.handle_exit",
+        "the first signal starts the drain instead of closing the listening socket",
+        params=("self", "sig", "frame"),
+    ),
+    PrivateUse(
+        "uvicorn",
+        "uvicorn.server:Server.on_tick",
+        "the main loop's once-per-tick call: where the drain checks the calls still in flight",
+        params=("self", "counter"),
+    ),
+    PrivateUse(
+        "uvicorn",
+        "uvicorn.server:Server.capture_signals",
+        "uvicorn's re-raises the signal at exit (status -15 or a traceback); the gateway exits 0",
+        params=("self",),
+    ),
+    PrivateUse("uvicorn", "uvicorn.server:Server().should_exit", "set once the drain is over: uvicorn's own shutdown"),
+    PrivateUse("uvicorn", "uvicorn.server:Server().force_exit", "a second Ctrl-C forces the exit, as uvicorn's does"),
+)
 
 #: Paths still served while draining: probes and metrics must keep answering.
 DRAIN_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/cluster"})

@@ -25,6 +25,9 @@ with ``send_timeout`` unset (the gateway never sets it) that scope can never fir
 entering and leaving it was a good part of the per-event cost (30 events per answer). For the
 same reason the body loop passes ``bytes`` events through as they are, without the library's
 per-event debug log call and conversion helper.
+
+This module is sse-starlette's fence (:mod:`shared.fence`): every private part of the library the
+gateway relies on is used here, and listed in :data:`PRIVATE_USES`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,44 @@ from sse_starlette import EventSourceResponse as _LibraryEventSourceResponse
 from sse_starlette.event import ServerSentEvent, ensure_bytes
 from starlette.types import Message, Receive, Scope, Send
 
+from shared.fence import PrivateUse
+
 log = logging.getLogger("sse_starlette.sse")
+
+_RESPONSE = "sse_starlette.sse:EventSourceResponse"
+
+PRIVATE_USES = (
+    PrivateUse(
+        "sse-starlette",
+        f"{_RESPONSE}.__call__",
+        "driven by the request's task and one watcher, not a task group of four (memory and CPU per stream)",
+        params=("self", "scope", "receive", "send"),
+    ),
+    PrivateUse(
+        "sse-starlette",
+        f"{_RESPONSE}._stream_response",
+        "the library's body loop without its per-event cancel scope, log call and conversion",
+        params=("self", "send"),
+    ),
+    PrivateUse(
+        "sse-starlette",
+        f"{_RESPONSE}._send_with_timeout",
+        "a send without a timeout skips the no-op cancel scope around it",
+        params=("self", "send", "message"),
+    ),
+    PrivateUse(
+        "sse-starlette",
+        f"{_RESPONSE}._listen_for_exit_signal",
+        "the library's shutdown listener, awaited once per event loop for every open stream",
+        params=(),
+    ),
+    PrivateUse("sse-starlette", f"{_RESPONSE}()._send_lock", "the final and ping sends hold it, as the library's do"),
+    PrivateUse(
+        "sse-starlette", f"{_RESPONSE}()._shutdown_event", "a response given a shutdown event goes the library's way"
+    ),
+    PrivateUse("sse-starlette", f"{_RESPONSE}()._shutdown_grace_period", "given a grace period: the library's way"),
+    PrivateUse("sse-starlette", f"{_RESPONSE}()._cleanup_timeout", "cleanup bounded as the library does"),
+)
 
 
 class _Stop:
@@ -163,7 +203,7 @@ class EventSourceResponse(_LibraryEventSourceResponse):
 
     async def _watch(self, receive: Receive, send: Send, stop: _Stop) -> None:
         """Wait for the client's disconnect, sending the ping comment every ``ping`` seconds meanwhile."""
-        interval = self._ping_interval
+        interval = self.ping_interval
         loop = asyncio.get_running_loop()
         next_ping = loop.time() + interval
         try:

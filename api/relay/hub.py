@@ -8,10 +8,11 @@ reader dispatches each message to the :class:`Subscription` of the request that 
 The reader does not go through redis-py's ``PubSub``: its ``parse_response`` / ``handle_message``
 path costs several coroutine layers, a timeout scope and a dict lookup chain per message, which
 was about a fifth of the API's CPU per stream. redis-py still opens the connection (address,
-TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then takes over its socket with a
-protocol of its own (:class:`_Reader`) that parses every complete reply of each chunk with
-hiredis and dispatches them right in the event loop's read callback (no stream reader, no task
-switch), and writes its commands itself, UNSUBSCRIBEs coalesced per event-loop turn.
+TLS, AUTH, client name: everything in ``REDIS_URL``); the hub then takes over its socket
+(through :mod:`shared.redis_fence`) with a protocol of its own (:class:`_Reader`) that parses
+every complete reply of each chunk with hiredis and dispatches them right in the event loop's
+read callback (no stream reader, no task switch), and writes its
+commands itself, UNSUBSCRIBEs coalesced per event-loop turn.
 
 If the connection drops, every subscriber gets a :class:`ServiceUnavailable` (messages published
 meanwhile are gone: pub/sub is at-most-once), and the hub reconnects with backoff.
@@ -31,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from shared import names
 from shared.errors import GatewayError, ServiceUnavailable
+from shared.redis_fence import stream_writer
 
 log = logging.getLogger("api.hub")
 
@@ -272,8 +274,9 @@ class PubSubHub:
         await conn.connect()
         # redis-py opened (and authenticated) the connection; from here on the hub owns its socket:
         # replies go straight to _Reader.data_received, without a stream reader or a task switch.
-        assert conn._writer is not None
-        self._writer = conn._writer
+        writer = stream_writer(conn)
+        assert writer is not None
+        self._writer = writer
         transport = self._writer.transport
         self._reader = _Reader(self, transport, asyncio.get_running_loop())
         transport.set_protocol(self._reader)

@@ -10,8 +10,9 @@ listening) and waits only for its terminal message. Measured on this machine (uv
 Redis): 8.6 µs of CPU per message when several are in flight, 47 µs when each is waited for.
 
 No library does this for redis-py's asyncio client (its ``Pipeline`` also waits, for the
-whole batch), so it is written here; redis-py still does everything else: connecting (URL,
-AUTH, SELECT, TLS, RESP), packing commands and parsing replies (hiredis).
+whole batch), so it is written here, on the socket's writer (:mod:`shared.redis_fence`);
+redis-py still does everything else: connecting (URL, AUTH, SELECT, TLS, RESP), packing
+commands and parsing replies (hiredis).
 
 Commands sent in the same turn of the event loop leave in one write (one system call): on this
 2-core VM a ``send()`` to a Redis that sleeps costs more than all the Python around it (py-spy:
@@ -35,6 +36,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+
+from shared.redis_fence import stream_writer
 
 log = logging.getLogger("worker.publish")
 
@@ -106,7 +109,7 @@ class PipelinedConnection:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        writer = conn._writer  # redis-py's StreamWriter (private; redis-py is pinned in constraints.txt)
+        writer = stream_writer(conn)
         if writer is not None and writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             await writer.drain()  # Redis reads slower than we write: wait, as redis-py would
         return reply
@@ -115,10 +118,11 @@ class PipelinedConnection:
         self._flush_scheduled = False
         out, self._out = self._out, []
         conn = self._conn
-        if conn is None or conn._writer is None or not out:
+        writer = stream_writer(conn) if conn is not None else None
+        if conn is None or writer is None or not out:
             return  # it broke meanwhile: these commands' replies have failed already (see _broken)
         try:
-            conn._writer.writelines(out)  # one system call for all of them
+            writer.writelines(out)  # one system call for all of them
         except (RedisError, OSError, RuntimeError) as exc:
             self._broken(conn, exc)
 

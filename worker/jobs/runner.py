@@ -8,8 +8,9 @@ without waiting for Redis to answer, in order.
 Guarantees (see ``shared.messages``): every message numbered, exactly one terminal message, and
 a job runs upstream at most once, whatever arq re-runs (after a worker died, or a job cancelled
 at shutdown): the first run claims ``decopy:run:<job>``, and a later run finding the claim is
-dropped without calling the upstream. Its client, if any, was already told by the first run
-(an ``interrupted`` error) or by the API's idle timeout, so nobody waits for a re-run.
+dropped without calling the upstream (the rule, with arq's ``max_tries``, is in :mod:`shared.queue`).
+Its client, if any, was already told by the first run (an ``interrupted`` error) or by the
+API's idle timeout, so nobody waits for a re-run.
 
 A job also stops as soon as nobody listens: every PUBLISH answers how many subscribers got the
 message, and 0 means the client's API unsubscribed or died. The job looks at that answer when
@@ -32,25 +33,13 @@ from redis.exceptions import RedisError
 from shared import messages, names
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ChatJob, Message
+from shared.queue import RUN_KEY_TTL, StartOnce
 from shared.settings import Settings
 from worker.jobs.budget import UpstreamBudget, UpstreamBusy
 from worker.jobs.publish import PipelinedConnection, Reply
 from worker.upstream.base import Upstream, UpstreamFailure
 
 log = logging.getLogger("worker.job")
-
-RUN_KEY_TTL = 3600
-
-# KEYS: the job's run key, its channel. ARGV: run key TTL s, the start message.
-# Claims the run (a job runs upstream at most once) and announces it, in one round trip. The
-# PUBLISH answers how many listen: 0 means the client's API left before the job started.
-# A run already claimed answers -1 and what the first run recorded ("claimed" or "text").
-_START = """
-if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'EX', ARGV[1]) then
-  return {-1, redis.call('GET', KEYS[1])}
-end
-return {redis.call('PUBLISH', KEYS[2], ARGV[2]), false}
-"""
 
 
 def backoff_delay(
@@ -145,7 +134,7 @@ class ChatRunner:
         self.budget = UpstreamBudget(redis, settings)  # [limits] the pool-wide upstream budget
         self._active: set[Publisher] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._start = redis.register_script(_START)
+        self._start = StartOnce(redis)  # the queue protocol's start-at-most-once (shared.queue)
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:
@@ -160,9 +149,7 @@ class ChatRunner:
             self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         pub = Publisher(self.out, job_id)
         start: Message = {"seq": 0, "kind": "start", "worker": self.worker_id}
-        listeners, recorded = await self._start(
-            keys=[names.job_run_key(job_id), pub.channel], args=[RUN_KEY_TTL, messages.encode(start)]
-        )
+        listeners, recorded = await self._start(job_id, messages.encode(start))
         if listeners == -1:
             log.warning(
                 "job %s: re-run refused (a job runs upstream at most once; text %s out)",

@@ -87,3 +87,9 @@ class Upstream(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def trim(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut to ``limit`` characters (an answer quoted in a message)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
