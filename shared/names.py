@@ -128,8 +128,8 @@ FQ_CLOCK = PREFIX + "fq:clock"
 FQ_FINISH = PREFIX + "fq:finish"
 #: Hash key id -> weight (1 when absent), set through the admin API.
 FQ_WEIGHTS = PREFIX + "fq:weights"
-#: Sorted set of "<key id> <job id>" a worker took, scored by when its arq in-progress key runs out:
-#: a job whose worker died before finishing goes back to the front of its key's line (redelivery).
+#: Sorted set of "<key id> <job id>" taken by a worker (scored by when), looked at by full polls: a
+#: job still queued without its in-progress key goes back to the front of its key's line.
 FQ_TAKEN = PREFIX + "fq:taken"
 
 

@@ -86,6 +86,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         health_check_interval=5,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        upstream_max_concurrent=settings.upstream_max_concurrent,
+        lease_ttl_s=settings.limit_lease_ttl,
     )
 
 

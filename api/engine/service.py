@@ -127,7 +127,7 @@ class ChatService:
         sub = await self.hub.subscribe(job_id)
         job = call.job(request_id)
         try:
-            queued = await self.queue.enqueue(job_id, job)
+            queued = await self.queue.enqueue(job_id, job, key=caller[0])  # waits in its key's fair share
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
             raise redis_unavailable() from exc

@@ -201,6 +201,6 @@ class JobStream:
         self._hub.unsubscribe(self._sub)
         if not self._finished:
             try:
-                await self._queue.cancel(self.job_id)
+                await self._queue.cancel(self.job_id, key=self.caller[0])
             except Exception as exc:  # Redis down: the worker notices nobody listens
                 log.warning("job %s: could not withdraw: %s", self.job_id, exc)

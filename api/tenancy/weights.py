@@ -3,8 +3,8 @@
 The fair queue (``shared.queue``) gives every key that has jobs waiting a share of the workers
 and the upstream in proportion to its weight (1 unless set). The master key and the dashboard
 count as keys of their own (ids ``master`` and ``dashboard``). Weights live in one Redis hash
-(``shared.names.FQ_WEIGHTS``) that the enqueue script reads, so a change applies to the next job
-queued, on every replica. Admin routes: ``GET /admin/weights``, ``PUT`` / ``DELETE
+(``shared.names.FQ_WEIGHTS``) that the claim script reads, so a change applies to the next job
+taken, on every replica. Admin routes: ``GET /admin/weights``, ``PUT`` / ``DELETE
 /admin/weights/{key_id}``.
 """
 

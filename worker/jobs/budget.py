@@ -12,7 +12,13 @@ fire. The wait is bounded by ``QUEUE_TIMEOUT`` (a job waiting that long for the 
 gateway that is too busy, as much as one waiting that long for a worker): past it, the client
 gets a 503 ``upstream_busy`` with ``Retry-After``. The wait also counts towards the API's
 ``FIRST_TOKEN_TIMEOUT``. A job whose client went away stops waiting at the next heartbeat.
-Waiters are not served in arrival order (each polls), which is fair enough at this scale.
+Waiters are not served in arrival order (each polls).
+
+With ``UPSTREAM_MAX_CONCURRENT`` set, a job rarely waits here: the fair queue's claim
+(``shared.queue``) takes a job only when an upstream stream is free, and takes that stream's
+lease for it (member: the job id), which :meth:`UpstreamBudget.slot` adopts. So jobs wait in the
+queue, in fair order across keys, rather than in worker slots; what still waits here is a job
+over ``UPSTREAM_RPM``, or a retry whose stream another job took meanwhile.
 """
 
 from __future__ import annotations
