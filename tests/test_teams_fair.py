@@ -78,7 +78,7 @@ def _creates(cluster: Cluster, tag: str) -> list[str]:
 def _line(cluster: Cluster, key_id: str) -> int:
     r = redis.Redis.from_url(cluster.redis_url)
     try:
-        return int(r.llen(names.fq_line(key_id)))
+        return int(r.llen(names.fq_line(key_id)))  # type: ignore[arg-type]  # redis-py's sync/async union
     finally:
         r.close()
 

@@ -111,26 +111,29 @@ def test_every_chat_request_is_logged_with_its_fields_and_never_the_key(cluster:
         ids["failed"] = streamed.headers["x-request-id"]
 
     entries = wait_logged(cluster, set(ids.values()))
-    whole, stream, bad, limited, failed = (entries[ids[k]] for k in ("whole", "stream", "bad", "limited", "failed"))
+    whole_e, stream_e, bad_e, limited_e, failed_e = (
+        entries[ids[k]] for k in ("whole", "stream", "bad", "limited", "failed")
+    )
     for entry in entries.values():
         assert FIELDS <= set(entry), entry
         assert entry["dialect"] == "chat"
         assert entry["client"] == "127.0.0.1"
         assert "prompt" not in entry and "answer" not in entry
-    for entry in (whole, stream):
+    for entry in (whole_e, stream_e):
         assert (entry["key_id"], entry["key_name"], entry["status"], entry["model"]) == (a_id, "team-a", 200, MODEL)
         assert entry["error_code"] is None
         assert entry["tokens_in"] > 0 and entry["tokens_out"] > 0
         assert entry["queue_wait_ms"] >= 0 and entry["ttft_ms"] > 0 and entry["duration_ms"] >= entry["ttft_ms"]
-    assert stream["stream"] is True and whole["stream"] is False
-    assert (bad["status"], bad["error_code"], bad["queue_wait_ms"]) == (404, "model_not_found", None)
-    assert (limited["status"], limited["error_code"], limited["key_id"]) == (429, "rate_limit_exceeded", a_id)
-    assert failed["key_id"] == b_id and failed["status"] == 200 and failed["error_code"]
+    assert stream_e["stream"] is True and whole_e["stream"] is False
+    assert (bad_e["status"], bad_e["error_code"], bad_e["queue_wait_ms"]) == (404, "model_not_found", None)
+    assert (limited_e["status"], limited_e["error_code"], limited_e["key_id"]) == (429, "rate_limit_exceeded", a_id)
+    assert failed_e["key_id"] == b_id and failed_e["status"] == 200 and failed_e["error_code"]
 
     # Neither a secret nor a prompt is anywhere in Redis' copy of the log.
     raw = redis.Redis.from_url(cluster.redis_url)
     try:
-        dump = b"".join(v for _, fields in raw.xrange(names.REQUEST_LOG) for v in fields.values())
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = raw.xrange(names.REQUEST_LOG)  # type: ignore[assignment]
+        dump = b"".join(v for _, fields in rows for v in fields.values())
     finally:
         raw.close()
     assert a_secret.encode() not in dump and b_secret.encode() not in dump and tag.encode() not in dump
