@@ -114,7 +114,7 @@ def observe_request(
         QUEUE_WAIT.labels(model=label).observe(queue_wait)
 
 
-# --- [teams] waiting per key ---------------------------------------------------------------
+# --- waiting per key ---------------------------------------------------------------------
 
 KEY_QUEUE_WAIT = Histogram(
     "decopy_key_queue_wait_seconds",

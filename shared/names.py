@@ -111,7 +111,7 @@ def key_usage_total(key_id: str) -> str:
     return f"{PREFIX}usage:{key_id}:total"
 
 
-# --- [teams] request log and fair queuing ---
+# --- the request log and fair queuing ---
 
 #: The request log: a capped stream, one entry (field ``e``, JSON) per chat request.
 REQUEST_LOG = PREFIX + "requests"

@@ -189,7 +189,7 @@ class Settings:
 
     # --- [perf] settings below this line ---
 
-    # --- [teams] settings below this line ---
+    # --- several teams: the request log and Redis Sentinel ---
     #: Entries the request log keeps at most (the oldest go first; 0 turns the request log off).
     request_log_max_entries: int = 100_000
     #: Seconds a request-log entry is kept at most (0: only REQUEST_LOG_MAX_ENTRIES limits it).

@@ -160,7 +160,7 @@ def test_compose_services() -> None:
     services = _compose()["services"]
     sentinel_profile = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
     assert set(services) == {"redis", "api", "worker", "nginx", *sentinel_profile}
-    for name in sentinel_profile:  # [teams] optional: only with --profile sentinel
+    for name in sentinel_profile:  # optional: only with --profile sentinel
         assert services[name]["profiles"] == ["sentinel"]
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["redis-replica"]["command"][5:8] == ["--replicaof", "redis", "6379"]

@@ -255,7 +255,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         ],
         "description": "Figures across every API replica and worker (see the README's Metrics).",
     },
-    # --- [teams] the request log and the fair queue's weights ---
+    # --- the request log and the fair queue's weights ---
     "RequestLogPage": {
         "type": "object",
         "required": ["object", "data", "next_cursor", "has_more"],
@@ -429,7 +429,7 @@ ENDPOINTS: list[Endpoint] = [
         auth="master",
         errors=(503,),
     ),
-    # --- [teams] ---
+    # --- the request log and the fair queue's weights ---
     Endpoint(
         "GET",
         "/admin/requests",

@@ -143,7 +143,7 @@ class StatsService:
             "ttft_p99_ms": ms(quantile(0.99, buckets)),
             "streams_in_flight": int(sum(s["gauges"].get("streams_in_flight", 0) for s in api)),
             "queue_depth": int(depth),
-            "waiting_by_key": waiting_by_key(api),  # [teams] jobs waiting and wait times per key
+            "waiting_by_key": waiting_by_key(api),  # jobs waiting and wait times per key
             "workers": [
                 {"id": wid, "jobs_running": running.get(wid, 0) if ok else 0, "last_seen": seen, "alive": ok}
                 for wid, (seen, ok) in sorted(workers.items())
