@@ -1,10 +1,11 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+# Another checkout's environment may be used (VENV=/path/to/.venv): the newcomer test does.
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint redis-server chromium bench bench-quick clean
+.PHONY: install run demo doctor keys usage test test-fast lint redis-server chromium bench bench-quick clean
 
 install: $(STAMP)
 
@@ -45,6 +46,18 @@ run: install redis-server
 demo: install redis-server
 	$(PY) -m devtools.run --demo
 
+# Operator commands. Against the `make run` or `make demo` running from this checkout (they read
+# the .run/gateway.json it writes), or against REDIS_URL and DECOPY_BASE_URL when those are set;
+# each says first which Redis and which upstream it talks to. ARGS: the command's arguments.
+doctor: install
+	@$(PY) -m devtools.running && $(PY) -m worker doctor $(ARGS)
+
+keys: install
+	@$(PY) -m devtools.running && $(PY) -m api keys $(or $(ARGS),list)
+
+usage: install
+	@$(PY) -m devtools.running && $(PY) -m api usage $(ARGS)
+
 # ruff: lint (E, F, I) and the formatter's check, before the tests (configured in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
@@ -53,7 +66,11 @@ lint: install
 test: install redis-server chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Benchmark (README "Benchmark"): needs the `bench` extra (aiohttp load client, matplotlib plot).
+# The in-process unit tests only (tests/unit: one private Redis, no API or worker processes), in seconds.
+test-fast: install redis-server
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# Benchmark (docs/benchmark.md): needs the `bench` extra (aiohttp load client, matplotlib plot).
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)

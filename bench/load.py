@@ -2,8 +2,9 @@
 
 Starts a new stream every ``1/rate`` seconds whatever the server does (a closed loop would slow
 down with the server and hide its queueing), either straight to the decopy simulator (its own
-protocol: multipart create-job, then the get-job event stream) or through the gateway (OpenAI
-SSE). Every stream asks the simulator, by directive, for ``deltas`` pieces ``"<sid>.<i> "``
+protocol: multipart create-job, then the get-job event stream) or through the gateway in one
+of its dialects (``--dialect``: chat completions, the Responses API, Anthropic Messages, legacy
+completions). Every stream asks the simulator, by directive, for ``deltas`` pieces ``"<sid>.<i> "``
 unique to that stream, so each answer can be checked piece by piece: lost, duplicated,
 reordered and foreign ("mixed-up") pieces are counted.
 
@@ -151,49 +152,98 @@ async def direct(session: aiohttp.ClientSession, base: str, s: Stream, prompt: s
     s.error = "get-job: stream ended without its end marker"
 
 
-async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str) -> None:
-    body = orjson.dumps(
-        {"model": "decopy-deepseek-v3", "stream": True, "messages": [{"role": "user", "content": prompt}]}
-    )
+def _request(dialect: str, prompt: str) -> tuple[str, bytes, dict[str, str]]:
+    """Path, body and headers of one streamed request in ``dialect``."""
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
-    async with session.post(base + "/v1/chat/completions", data=body, headers=headers) as resp:
+    model = "decopy-deepseek-v3"
+    if dialect == "responses":
+        return "/v1/responses", orjson.dumps({"model": model, "stream": True, "store": False, "input": prompt}), headers
+    if dialect == "messages":
+        body = {"model": model, "stream": True, "max_tokens": 4096, "messages": [{"role": "user", "content": prompt}]}
+        return "/v1/messages", orjson.dumps(body), {**headers, "anthropic-version": "2023-06-01"}
+    if dialect == "completions":
+        return "/v1/completions", orjson.dumps({"model": model, "stream": True, "prompt": prompt}), headers
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    return "/v1/chat/completions", orjson.dumps(body), headers
+
+
+def _read_event(dialect: str, event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """One data event of a stream: ``(text piece, terminal kind, error)``.
+
+    The terminal kind is ``"ok"`` for a clean end that the dialect marks inside an event (the
+    Responses API's ``response.completed``, Anthropic's ``message_stop``); chat and completions
+    end with ``[DONE]`` instead.
+    """
+    if dialect == "responses":
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            return event.get("delta"), None, None
+        if kind == "response.completed":
+            return None, "ok", None
+        if kind in ("response.failed", "response.incomplete", "error"):
+            return None, None, f"{kind}: {event!r:.200}"
+        return None, None, None
+    if dialect == "messages":
+        kind = event.get("type")
+        if kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+            return event["delta"].get("text"), None, None
+        if kind == "message_delta" and event["delta"].get("stop_reason") not in (None, "end_turn"):
+            return None, None, f"stop_reason {event['delta'].get('stop_reason')!r}"
+        if kind == "message_stop":
+            return None, "ok", None
+        if kind == "error":
+            return None, None, f"error event: {event.get('error')!r:.200}"
+        return None, None, None
+    if "error" in event:
+        return None, None, f"error event: {event['error']!r:.200}"
+    for choice in event.get("choices") or ():
+        piece = choice.get("text") if dialect == "completions" else choice["delta"].get("content")
+        reason = choice.get("finish_reason")
+        if reason not in (None, "stop"):
+            return piece, None, f"finish_reason {reason!r}"
+        return piece, None, None
+    return None, None, None
+
+
+async def gateway(session: aiohttp.ClientSession, base: str, s: Stream, prompt: str, dialect: str = "chat") -> None:
+    path, body, headers = _request(dialect, prompt)
+    async with session.post(base + path, data=body, headers=headers) as resp:
         if resp.status != 200:
             s.error = f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
             return
-        finish = None
         async for line in _lines(resp):
             if not line.startswith(b"data: "):
                 continue
             payload = line[6:]
             if payload == b"[DONE]":
                 s.total = time.monotonic() - s.start
-                if finish != "stop":
-                    s.error = f"finish_reason {finish!r}"
                 return
-            chunk = orjson.loads(payload)
-            if "error" in chunk:
-                s.error = f"error event: {chunk['error']!r:.200}"
+            piece, end, error = _read_event(dialect, orjson.loads(payload))
+            if piece:
+                if s.ttft is None:
+                    s.ttft = time.monotonic() - s.start
+                s.events += 1
+                s.texts.append(piece)
+            if error is not None:
+                s.error = error
                 return
-            for choice in chunk.get("choices") or ():
-                piece = choice["delta"].get("content")
-                if piece:
-                    if s.ttft is None:
-                        s.ttft = time.monotonic() - s.start
-                    s.events += 1
-                    s.texts.append(piece)
-                finish = choice.get("finish_reason") or finish
-    s.error = "stream ended without [DONE]"
+            if end is not None:
+                s.total = time.monotonic() - s.start
+                return
+    s.error = "stream ended before its end"
 
 
 async def one(
     session: aiohttp.ClientSession, target: str, base: str, s: Stream, args: argparse.Namespace, timeout: float
 ) -> None:
     prompt = directive(s.sid, args.deltas, args.interval_ms, args.first_ms)
-    run = direct if target == "direct" else gateway
     s.start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            await run(session, base, s, prompt)
+            if target == "direct":
+                await direct(session, base, s, prompt)
+            else:
+                await gateway(session, base, s, prompt, args.dialect)
     except TimeoutError:
         s.error = f"no complete answer within {timeout:g} s"
     except (aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
@@ -243,6 +293,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         records.append(d)
     return {
         "target": args.target,
+        "dialect": args.dialect,
         "rate": args.rate,
         "duration": args.duration,
         "deltas": args.deltas,
@@ -262,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--target", choices=("direct", "gateway"), required=True)
     p.add_argument("--url", required=True)
+    p.add_argument(
+        "--dialect",
+        choices=("chat", "responses", "messages", "completions"),
+        default="chat",
+        help="the gateway API the streams speak",
+    )
     p.add_argument("--rate", type=float, required=True, help="new streams per second")
     p.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
     p.add_argument("--offset", type=float, default=0.0, help="delay of this client's schedule (several clients)")

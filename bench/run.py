@@ -123,6 +123,7 @@ class Bench:
         interval_ms: int,
         first_ms: int,
         timeout: float = 60.0,
+        dialect: str = "chat",
     ) -> list[dict[str, Any]]:
         """Run the client processes for one phase; their JSON documents."""
         self.phase_no += 1
@@ -137,6 +138,8 @@ class Bench:
                 "bench.load",
                 "--target",
                 target,
+                "--dialect",
+                dialect,
                 "--url",
                 url,
                 "--rate",
@@ -167,18 +170,24 @@ class Bench:
             docs.append(orjson.loads(out.read_bytes()))
         return docs
 
-    def phase(self, target: str, rate: float, duration: float) -> dict[str, Any]:
+    def phase(self, target: str, rate: float, duration: float, dialect: str = "chat") -> dict[str, Any]:
         a = self.args
+        kw: dict[str, Any] = {
+            "deltas": a.deltas,
+            "interval_ms": a.interval_ms,
+            "first_ms": a.first_ms,
+            "dialect": dialect,
+        }
         # Warm up at the phase's own rate first (not measured): each worker's pool of upstream
         # sessions grows to the concurrency the rate needs, and a cloudscraper session costs
         # ~35 ms of CPU to create (SSL context), a one-off that is not the steady cost per stream.
-        self.clients(target, rate, a.warmup, deltas=a.deltas, interval_ms=a.interval_ms, first_ms=a.first_ms)
+        self.clients(target, rate, a.warmup, **kw)
         roles = self.roles()
         for pids in roles.values():
             for pid in pids:
                 reset_peak(pid)
         before = {role: [sample(p) for p in pids] for role, pids in roles.items()}
-        docs = self.clients(target, rate, duration, deltas=a.deltas, interval_ms=a.interval_ms, first_ms=a.first_ms)
+        docs = self.clients(target, rate, duration, **kw)
         after = {role: [sample(p) for p in pids] for role, pids in roles.items()}
         self.check_alive()
         return summarize(target, rate, docs, before, after)
@@ -447,6 +456,24 @@ def plot_title(doc: dict[str, Any]) -> str:
     )
 
 
+def dialect_phases(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
+    """The same load through each dialect, back to back: CPU per stream and its ratio to chat's."""
+    out: dict[str, Any] = {"load": a.dialect_load, "phases": {}}
+    for dialect in dict.fromkeys(["chat", *a.dialects]):
+        out["phases"][dialect] = bench.phase("gateway", a.dialect_load, a.duration, dialect=dialect)
+    chat_cpu = out["phases"]["chat"]["gateway_cpu_ms_per_stream"]
+    for dialect, gw in out["phases"].items():
+        cpu = gw["gateway_cpu_ms_per_stream"]
+        gw["cpu_vs_chat"] = round(cpu / chat_cpu, 2) if chat_cpu and cpu is not None else None
+        print(
+            f"dialect {dialect} at {a.dialect_load:g}/s: gateway CPU {cpu} ms/stream ({gw['cpu_vs_chat']}x chat); "
+            f"TTFT p50 {gw['ttft_p50_ms']} ms; errors {gw['errors']}; lost/dup/reord/mixed {gw['lost']}/"
+            f"{gw['duplicated']}/{gw['reordered']}/{gw['mixed']}",
+            flush=True,
+        )
+    return out
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -486,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-streams", type=int, default=None, help="concurrent streams of the memory test (1000; quick 0 = none)"
     )
     p.add_argument("--memory-ramp", type=float, default=5.0, help="seconds over which the memory test opens them")
+    p.add_argument(
+        "--dialects",
+        default="chat",
+        help="comma-separated gateway APIs whose CPU per stream is compared at --dialect-load ('chat' alone skips it)",
+    )
+    p.add_argument("--dialect-load", type=float, default=25.0, help="streams per second of the dialect comparison")
     p.add_argument("--deltas", type=int, default=30)
     p.add_argument("--interval-ms", type=int, default=20)
     p.add_argument("--first-ms", type=int, default=3)
@@ -506,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = orjson.loads(a.replot.read_bytes())
         plot(doc["summary"], a.replot.with_suffix(".png"), plot_title(doc))
         return 0
+    a.dialects = [d.strip() for d in a.dialects.split(",") if d.strip()]
     a.loads = a.loads or ([25.0, 100.0] if a.quick else [10.0, 25.0, 50.0, 100.0])
     a.duration = a.duration or (4.0 if a.quick else 20.0)
     a.rounds = a.rounds or (1 if a.quick else 2)
@@ -520,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     rounds: list[dict[str, dict[str, Any]]] = []
     memory: dict[str, Any] | None = None
+    dialects: dict[str, Any] | None = None
     try:
         bench.start()
         idle = bench.idle_redis_load(a.idle_seconds or (2.0 if a.quick else 5.0))
@@ -541,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             rounds.append(results)
+        if len(a.dialects) > 1 or a.dialects != ["chat"]:
+            dialects = dialect_phases(bench, a)
         if a.memory_streams:
             memory = bench.memory_test(a.memory_streams)
             print(
@@ -590,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": rows,
         "rounds": rounds,
         "memory": memory,
+        "dialects": dialects,
         "floor": hop_floor,
     }
     json_path = a.out_dir / f"{name}.json"

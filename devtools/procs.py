@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +24,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: process exited with {proc.returncode}")
         try:
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
         except OSError:
             pass
@@ -86,6 +88,8 @@ class Stack:
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="decopy-gw-")))
     procs: list[Proc] = field(default_factory=list)
+    #: Keep the logs when stopping (``make run`` does: a newcomer reads them after Ctrl-C).
+    keep_logs: bool = False
 
     def spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Proc:
         log_path = self.workdir / f"{name}-{len(self.procs)}.log"
@@ -123,8 +127,10 @@ class Stack:
         wait_for(lambda: _redis_ping(port), 10, "redis", proc.popen)
         return proc, url
 
-    def simulator(self) -> tuple[Proc, str]:
-        proc = self.spawn("sim", [sys.executable, "-m", "tests.decopy_sim", "--host", "127.0.0.1", "--port", "0"])
+    def simulator(self, *, demo: bool = False) -> tuple[Proc, str]:
+        """Start the decopy simulator; ``demo``: it answers like a model (``tests/sim_persona.py``)."""
+        argv = [sys.executable, "-m", "tests.decopy_sim", "--host", "127.0.0.1", "--port", "0"]
+        proc = self.spawn("sim", argv + (["--demo"] if demo else []))
         url = ""
 
         def ready() -> bool:
@@ -149,11 +155,11 @@ class Stack:
         return self.spawn("worker", [sys.executable, "-m", "worker"], env)
 
     def stop(self) -> None:
-        """Stop every process (newest first) and remove the logs, unless ``DECOPY_KEEP_LOGS`` is set."""
+        """Stop every process (newest first) and remove the logs, unless kept (``keep_logs``, ``DECOPY_KEEP_LOGS``)."""
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
-        if not os.environ.get("DECOPY_KEEP_LOGS"):
+        if not self.keep_logs and not os.environ.get("DECOPY_KEEP_LOGS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -80,6 +80,7 @@ def from_wire(data: dict[str, Any]) -> GatewayError:
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"  # every 400 has a code a client can branch on; most raise sites name a closer one
 
 
 class Unsupported(InvalidRequest):
@@ -159,6 +160,20 @@ class ServiceUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class RedisUnavailable(ServiceUnavailable):
+    """Redis does not answer, or refuses: the one error for that, wherever it is met (503
+    ``redis_unavailable``, ``Retry-After: 2``). Built from a Redis error by
+    :func:`shared.redis_trouble.unavailable`, the message says what Redis did (unreachable, out of
+    memory, read-only, loading), never its address; else it may say what could not be done."""
+
+    code = "redis_unavailable"
+
+    def __init__(
+        self, message: str = "The gateway cannot reach Redis right now; try again shortly.", *, retry_after: float = 2
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class GatewayTimeout(GatewayError):

@@ -13,6 +13,9 @@ and rises by one, so the API can tell a lost or duplicated message, and a ``kind
   (terminal);
 - ``error``  ``error``: a :meth:`shared.errors.GatewayError.to_wire` dict (terminal).
 
+The first message carrying a piece of the answer (or ``done``, for an empty answer) also says
+which target serves it: ``upstream`` (``upstream/model``, see ``shared.routing``).
+
 Every job ends with exactly one terminal message.
 """
 
@@ -23,7 +26,6 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 
 Kind = Literal["start", "delta", "reasoning", "tool_call", "alive", "done", "error"]
-TERMINAL: frozenset[str] = frozenset({"done", "error"})
 
 
 class ToolCall(TypedDict):
@@ -42,6 +44,7 @@ class Message(TypedDict, total=False):
     finish_reason: str
     error: dict[str, Any]
     worker: str
+    upstream: str
 
 
 def encode(message: Message) -> bytes:

@@ -16,7 +16,7 @@ HUB_CHANNEL = PREFIX + "hub"
 #: Prefix of arq's per-worker health-check keys (one per worker process).
 WORKER_HEALTH_PREFIX = PREFIX + "worker:"
 
-# --- [operator] names below this line ---
+# --- the doctor and the operator's dashboard ---
 #: Name of the arq job function that runs the upstream doctor in a worker.
 DOCTOR_FUNCTION = "doctor"
 #: The last doctor report (JSON), written by the CLI or a worker, read by the dashboard.
@@ -45,7 +45,7 @@ def dashboard_session_key(session_hash: str) -> str:
     return f"{PREFIX}dashboard:session:{session_hash}"
 
 
-# --- [ops] metrics and cluster stats ---
+# --- metrics and cluster stats ---
 
 
 #: Sorted set per role ("api", "worker") of the processes that report metrics: member = process
@@ -71,7 +71,7 @@ def stats_slot_key(slot: int) -> str:
     return f"{PREFIX}stats:slot:{slot}"
 
 
-# --- [limits] names below this line ---
+# --- team keys, per-key limits and the upstream budget ---
 
 #: Set of the ids of every team key.
 KEY_IDS = PREFIX + "keys"
@@ -136,3 +136,41 @@ FQ_TAKEN = PREFIX + "fq:taken"
 def fq_line(key_id: str) -> str:
     """A key's line of waiting jobs in the fair queue."""
     return FQ_LINE_PREFIX + key_id
+
+
+#: Failed master-key attempts from everyone in the current window (api.http.login_throttle).
+LOGIN_FAILURES_ALL = PREFIX + "login:failures"
+
+
+def login_failures(address: str) -> str:
+    """Failed master-key attempts from one client address (or IPv6 /64) in the current window."""
+    return PREFIX + "login:failures:" + address
+
+
+def ready_probe(process_id: str) -> str:
+    """The key each API process writes to check that Redis takes writes (``/readyz``)."""
+    return PREFIX + "ready:" + process_id
+
+
+# --- routing configuration and circuit breakers ---
+
+#: The stored upstreams and routes (JSON with its version), see ``shared.liveconfig``.
+CONFIG = PREFIX + "config"
+#: The configuration's version alone: what every process polls to notice a change.
+CONFIG_VERSION = PREFIX + "config:version"
+#: Set of the targets (``upstream/model``) that have a breaker record.
+BREAKERS = PREFIX + "breakers"
+
+
+def breaker_key(target: str) -> str:
+    """One target's circuit breaker (a hash: state, failures, opened_at, last failure)."""
+    return f"{PREFIX}breaker:{target}"
+
+
+# --- stored Responses API responses ---
+
+
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response: its owner, the response, its input items and the
+    conversation's turns (JSON, expires after ``RESPONSES_TTL_SECONDS``)."""
+    return f"{PREFIX}response:{response_id}"

@@ -14,6 +14,8 @@ this module, one Redis round trip each, with each Lua script beside the function
   key, and the abort set is read, in one script; by id after a wake-up naming the job;
 - **cancel** (:meth:`JobQueue.cancel`): a waiting job is withdrawn; a running one is put in the
   abort set and the workers are woken to cancel it;
+- **renew** (:func:`renew_in_progress`, the worker every third of ``ORPHAN_JOB_SECONDS``): the
+  in-progress keys of the jobs it still runs live on; a dead worker's expire;
 - **start** (:class:`StartOnce`, the chat job's first step): claims the job's run key and
   publishes its start message.
 
@@ -38,10 +40,13 @@ the next full poll (``names.FQ_TAKEN``).
 ``decopy:run:<job>`` counts *upstream runs*. A chat job runs upstream at most once: the first
 delivery that reaches :class:`StartOnce` claims the run key, and every later delivery is refused
 without calling the upstream (its client was already told: an ``interrupted`` error, or the API's
-idle timeout). So arq may deliver a chat job :data:`CHAT_MAX_TRIES` = 2 times: the second
-delivery exists for a job whose worker died *before* it started (it then runs) or after (it is
-refused, logged and counted as ``rerun_refused``, so an operator sees the lost job). A third
-delivery could only be refused again. The doctor job is delivered once (:data:`DOCTOR_MAX_TRIES`).
+idle timeout). A delivery ends with its worker: the in-progress key of a job whose worker died
+is no longer renewed and expires within ``ORPHAN_JOB_SECONDS`` (not arq's whole job timeout),
+and the next poll delivers the job again. So arq may deliver a chat job :data:`CHAT_MAX_TRIES` =
+2 times: the second delivery exists for a job whose worker died *before* it started (it then
+runs) or after (it is refused, logged and counted as ``rerun_refused``, so an operator sees the
+lost job, and it leaves the queue instead of holding a ``MAX_QUEUE`` place). A third delivery
+could only be refused again. The doctor job is delivered once (:data:`DOCTOR_MAX_TRIES`).
 """
 
 from __future__ import annotations
@@ -346,6 +351,16 @@ class Claimer:
         raw, aborts = await self._claim(keys=keys, args=args)
         claimed = [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
         return claimed, [a.decode() for a in aborts]
+
+
+async def renew_in_progress(redis: Redis, job_ids: list[str], ttl_ms: int) -> None:
+    """Let the in-progress keys of ``job_ids`` (jobs this worker still runs) live ``ttl_ms`` more,
+    in one round trip. PEXPIRE never creates a key: a job that ended meanwhile (arq deleted its
+    key) stays ended."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.pexpire(in_progress_key_prefix + job_id, ttl_ms)
+        await pipe.execute()
 
 
 # KEYS: the job's run key, its channel. ARGV: run key TTL s, the start message.

@@ -1,7 +1,7 @@
 """One typed settings object, built from the environment once in each entry point and passed down.
 
 Every field maps to one environment variable (the upper-case field name unless ``env`` says
-otherwise); the README's settings table lists them all.
+otherwise); docs/settings.md lists them all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.tools.convention import DEFAULT_INSTRUCTION
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,8 +142,9 @@ class Settings:
     ping_interval: float = 15.0
     max_queue: int = 1000
 
-    # --- [compat] settings below this line ---
-    #: JSON object {"alias": "model-id"}: more names a client may send for a model.
+    # --- OpenAI compatibility: model names, reasoning, images ---
+    #: JSON object {"alias": "model-id"}: more names a client may send for a model; an alias may
+    #: be a glob pattern ({"claude-*": "decopy-deepseek-v3"}), and an exact name beats a pattern.
     model_aliases: dict[str, str] = field(default_factory=dict)
     #: Split ``<think>…</think>`` off into ``reasoning_content`` (the DeepSeek API convention).
     reasoning_split: bool = True
@@ -152,7 +154,13 @@ class Settings:
     #: (the tests serve images from 127.0.0.2; empty in production).
     image_fetch_allow_networks: str = ""
 
-    # --- [reliability] settings below this line ---
+    # --- Anthropic Messages, Responses and legacy completions dialects ---
+    #: Seconds a stored Responses API response (``store``, on by default) is kept for
+    #: ``GET /v1/responses/{id}`` and ``previous_response_id``.
+    responses_ttl_seconds: float = 86400.0
+    # CORS_ALLOW_ORIGINS (below, with the hardening settings) also turns on CORS for /v1/*.
+
+    # --- shutdown and Redis timeouts ---
     #: On SIGTERM/SIGINT the API stops taking requests (503, /readyz says "draining") and lets the
     #: streams in flight finish for at most this long; what is still running then ends with an error.
     api_drain_seconds: float = 25.0
@@ -160,7 +168,7 @@ class Settings:
     #: is down or hung costs a client a quick 503 rather than a hang.
     redis_timeout: float = 2.0
 
-    # --- [limits] settings below this line ---
+    # --- access, per-key limits and the pool-wide upstream budget ---
     #: Serve ``/v1/*`` without any key on a non-loopback address (only with no API_MASTER_KEY).
     api_allow_open: bool = False
     #: Seconds a concurrency slot (a key's request in flight, or an upstream stream) outlives the
@@ -179,7 +187,7 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be 0 (unlimited) or more")
         proxy_urls(self.decopy_proxy)  # raises ConfigError on a malformed URL
 
-    # --- [ops] settings below this line ---
+    # --- operations: processes, logs, metrics ---
     #: uvicorn processes per API container (>1: uvicorn's supervisor forks them from an import string).
     api_workers: int = 1
     #: Log the conversation and the answer in the access log (off: they are never logged).
@@ -187,7 +195,13 @@ class Settings:
     #: Seconds between two metric snapshots each process writes to Redis (cluster stats, /metrics).
     metrics_interval: float = 2.0
 
-    # --- [perf] settings below this line ---
+    # --- tool calling and JSON output, emulated (shared.tools; docs/tools.md) ---
+    #: Emulate tools and JSON output through the prompt (off: ``tools`` and JSON formats get a 400).
+    tools_emulation: bool = True
+    #: The instruction folded in before the tool list (the ``<tool_call>`` markup itself is fixed).
+    tools_instruction: str = DEFAULT_INSTRUCTION
+    #: Longest prompt, in characters, once tools or an output format are folded in (over it: a 400).
+    tools_prompt_max_chars: int = 200_000
 
     # --- several teams: the request log and Redis Sentinel ---
     #: Entries the request log keeps at most (the oldest go first; 0 turns the request log off).
@@ -210,9 +224,66 @@ class Settings:
         if self.redis_sentinels.strip() and not self.redis_sentinel_master.strip():
             raise ConfigError("REDIS_SENTINEL_MASTER must name the primary when REDIS_SENTINELS is set")
 
-    # --- [operator] settings below this line ---
+    # --- upstreams besides decopy, routes, breakers and decopy's transport (docs/upstreams.md) ---
+    #: JSON object of the upstreams besides decopy; seeds the live configuration (docs/upstreams.md).
+    upstreams: str = field(default="", repr=False)
+    #: JSON object of the routes {"model-id": [{"upstream": ..., "model": ...}, ...]}; seeds it too.
+    routes: str = ""
+    #: Seconds between two checks of the live configuration's version in Redis.
+    config_poll_interval: float = 0.5
+    #: Consecutive failures of a target that open its circuit breaker (0: never open).
+    breaker_failures: int = 5
+    #: Seconds an open breaker skips its target before letting one request try it again.
+    breaker_cooldown: float = 30.0
+    #: How decopy is called: ``aiohttp`` or ``curl_cffi`` (a browser's TLS and HTTP/2 fingerprint).
+    decopy_transport: str = "aiohttp"
+    #: The browser curl_cffi impersonates (one of curl_cffi's names); the same browser as
+    #: DECOPY_USER_AGENT (Chrome 131 by default), whose User-Agent the calls keep.
+    decopy_impersonate: str = "chrome131"
+
+    def _validate_upstreams(self) -> None:
+        from shared.routing import seed_from_settings
+
+        seed_from_settings(self.upstreams, self.routes, self.decopy_models)  # raises ConfigError
+        if self.config_poll_interval <= 0 or self.config_poll_interval > 10:
+            raise ConfigError("CONFIG_POLL_INTERVAL must be between 0 and 10 seconds")
+        if self.breaker_failures < 0:
+            raise ConfigError("BREAKER_FAILURES must be 0 (never open) or more")
+        if self.breaker_cooldown <= 0:
+            raise ConfigError("BREAKER_COOLDOWN must be greater than 0")
+        if self.decopy_transport not in ("aiohttp", "curl_cffi"):
+            raise ConfigError("DECOPY_TRANSPORT must be aiohttp or curl_cffi")
+
+    # --- the operator's dashboard ---
     dashboard_session_ttl: float = 12 * 3600.0
     dashboard_refresh: float = 5.0
+
+    # --- Defences against hostile clients and a strange upstream (docs/hardening.md) ---
+    #: Seconds a client has, from connecting (or a keep-alive request's first byte), to send a
+    #: request's headers; then 408 and the connection is closed. Idle sockets end this way too.
+    api_header_timeout: float = 10.0
+    #: Seconds a client has, after the headers, to send the whole body; then 408 and closed.
+    api_body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    api_keepalive_timeout: float = 5.0
+    #: Connections per API process; a request arriving over this answers 503. Lowered at start
+    #: to what the process's open-file limit allows (which start-up raises to the hard limit).
+    api_max_connections: int = 2048
+    #: Failed logins (dashboard form or master-key Bearer on /admin) one client address may make
+    #: per LOGIN_WINDOW seconds before it gets 429 with Retry-After.
+    login_max_failures: int = 10
+    #: Failed logins from all addresses together per LOGIN_WINDOW seconds before every login
+    #: attempt gets 429 (a distributed guess); counters live in Redis, shared by all replicas.
+    login_max_failures_global: int = 200
+    #: The window of the two login counters, in seconds.
+    login_window: float = 300.0
+    #: Origins a browser page may call the gateway from (comma-separated, or ``*``). Without a
+    #: master key, a request whose ``Origin`` is not listed is refused (a foreign page must not
+    #: spend an open gateway); the CORS middleware answers these origins.
+    cors_allow_origins: tuple[str, ...] = ()
+    #: Seconds after which a job whose worker is gone (no heartbeat) is cleared from the queue's
+    #: in-progress count, e.g. after a Redis restart that kept its data; such a job never re-runs.
+    orphan_job_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -250,6 +321,8 @@ class Settings:
             "upstream_read_timeout",
             "api_workers",
             "metrics_interval",
+            "responses_ttl_seconds",
+            "tools_prompt_max_chars",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -266,10 +339,33 @@ class Settings:
             raise ConfigError("API_DRAIN_SECONDS must be 0 or more")
         if self.redis_timeout <= 0:
             raise ConfigError("REDIS_TIMEOUT must be greater than 0")
+        self._validate_hardening()
+        if "<tool_call>" not in self.tools_instruction:
+            raise ConfigError("TOOLS_INSTRUCTION must show the call format, <tool_call>{...}</tool_call>")
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
         self._validate_teams()
+        self._validate_upstreams()
+
+    def _validate_hardening(self) -> None:
+        for name in (
+            "api_header_timeout",
+            "api_body_timeout",
+            "api_keepalive_timeout",
+            "api_max_connections",
+            "login_max_failures",
+            "login_max_failures_global",
+            "login_window",
+            "orphan_job_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be greater than 0")
+        for origin in self.cors_allow_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path) or *"
+                )
 
     def _validate_operator(self) -> None:
         if self.dashboard_session_ttl < 60:
@@ -279,11 +375,12 @@ class Settings:
 
     def _validate_compat(self) -> None:
         lowered = {m.lower() for m in self.decopy_models}
+        known = [*self.decopy_models, *_route_ids(self.routes)]  # a seeded route's id too
         for alias, target in self.model_aliases.items():
-            if target not in self.decopy_models:
+            if target not in known:
                 raise ConfigError(
                     f"MODEL_ALIASES: {alias!r} points at {target!r}, which is not a model id "
-                    f"of DECOPY_MODELS ({', '.join(self.decopy_models)})"
+                    f"of DECOPY_MODELS or ROUTES ({', '.join(known)})"
                 )
             if alias.lower() in lowered:
                 raise ConfigError(f"MODEL_ALIASES: {alias!r} is already a model id")
@@ -311,6 +408,15 @@ class Settings:
         return tuple(nets)
 
 
+def _route_ids(raw: str) -> list[str]:
+    """The model ids ``ROUTES`` names (nothing if it does not parse: its own check says why)."""
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return []
+    return [k for k in value if isinstance(k, str)] if isinstance(value, dict) else []
+
+
 def _convert(name: str, type_: Any, raw: str) -> Any:
     kind = str(type_)
     try:
@@ -318,6 +424,8 @@ def _convert(name: str, type_: Any, raw: str) -> Any:
             return _models(raw)
         if name == "model_aliases":
             return _aliases(raw)
+        if name == "cors_allow_origins":
+            return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
         if kind == "int":
             return int(raw)
         if kind == "float":

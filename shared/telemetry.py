@@ -45,6 +45,8 @@ WINDOWS = (10, 60, 300)
 TTFT_BOUNDS: tuple[float, ...] = (*TTFT_BUCKETS, math.inf)
 #: A process that has not reported for this long is left out of the worker list.
 FORGET_AFTER = 60.0
+#: Routes whose requests count in ``requests_total``: the clients' API and the dashboard's "Try it".
+CLIENT_ROUTES = ("/v1/", "/dashboard/api/")
 
 Snapshot = dict[str, Any]
 
@@ -71,7 +73,8 @@ def families(registry: CollectorRegistry) -> list[list[Any]]:
 def running_sums(fams: list[list[Any]]) -> tuple[dict[str, float], dict[str, float]]:
     """(counters, gauges) that the cluster stats need, derived from one process's samples.
 
-    Counter keys: ``requests`` (``/v1/*`` requests), ``rate_limit_rejections``,
+    Counter keys: ``requests`` (``/v1/*`` requests and the dashboard's "Try it" chats, which are
+    the same requests from a logged-in page), ``rate_limit_rejections``,
     ``upstream_errors:<kind>``, ``jobs:<outcome>``, ``ttft:<i>`` (cumulative count of TTFT
     bucket ``i`` of :data:`TTFT_BOUNDS`, summed over models).
     """
@@ -81,7 +84,7 @@ def running_sums(fams: list[list[Any]]) -> tuple[dict[str, float], dict[str, flo
         for sample, labels, value in samples:
             key: str | None = None
             if sample == "decopy_requests_total":
-                if str(labels.get("route", "")).startswith("/v1/"):
+                if str(labels.get("route", "")).startswith(CLIENT_ROUTES):
                     key = "requests"
             elif sample == "decopy_rate_limit_rejections_total":
                 key = "rate_limit_rejections"
@@ -123,7 +126,6 @@ class Reporter:
         interval: float,
         process: str | None = None,
         instance: str | None = None,
-        queue_depth: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis

@@ -1,6 +1,6 @@
 """Token estimates. decopy reports no usage, so the gateway estimates it.
 
-Rule (documented in the README): about four characters of ASCII text per token, and one token
+Rule (documented in docs/api.md, "Token usage"): about four characters of ASCII text per token, and one token
 per other character (CJK ideographs, emoji and most non-Latin letters are about one token each
 in the tokenizers of the models decopy serves). Never zero for non-empty text.
 """

@@ -166,7 +166,7 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-# --- [compat] fixtures below this line ---
+# --- OpenAI compatibility: fixtures ---
 
 COMPAT_KEY = "sk-compat-master"
 COMPAT_ALIASES = {"gpt-4o": "decopy-deepseek-v3", "deepseek-reasoner": "decopy-deepseek-r1"}
@@ -195,7 +195,7 @@ def compat_gateway() -> Iterator[Gateway]:
     gw.stop()
 
 
-# --- [limits] several API replicas and workers on one Redis ---
+# --- per-key limits: several API replicas and workers on one Redis ---
 
 
 @dataclass
@@ -275,3 +275,39 @@ def make_cluster() -> Iterator[Callable[..., Cluster]]:
     yield make
     for cluster in made:
         cluster.stop()
+
+
+# --- the other dialects: one stack for the Responses, Messages and Completions front doors ---
+
+DIALECTS_KEY = "sk-dialects-master"
+#: Claude Code and the Anthropic SDKs send ``claude-…`` ids; one pattern takes them all, and the
+#: exact alias below wins over it (a reasoning model, for the thinking blocks).
+DIALECTS_ALIASES = {"claude-*": "decopy-deepseek-v3", "claude-thinks": "decopy-deepseek-r1"}
+CORS_ORIGIN = "http://chat.example.test"
+
+
+@pytest.fixture(scope="session")
+def dialects_gateway() -> Iterator[Gateway]:
+    """A stack with a master key (team keys are made through the admin API), glob aliases and CORS."""
+    import json
+
+    gw = start_gateway(
+        {
+            "API_MASTER_KEY": DIALECTS_KEY,
+            "MODEL_ALIASES": json.dumps(DIALECTS_ALIASES),
+            "CORS_ALLOW_ORIGINS": CORS_ORIGIN,
+        },
+        workers=2,
+    )
+    gw.api_key = DIALECTS_KEY
+    yield gw
+    gw.stop()
+
+
+def team_key(gw: Gateway, **limits: int) -> tuple[str, str]:
+    """A new team key on ``gw`` (made with its master key): ``(id, secret)``."""
+    with gw.http() as http:
+        resp = http.post("/admin/keys", json={"name": "t" + uuid.uuid4().hex[:8], **limits})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return body["id"], body["key"]

@@ -20,6 +20,10 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
 * ``interval_ms`` (default 5) between pieces, ``first_ms`` before the first.
 * ``split_ms``: create-job's answer body goes out in three parts that many ms apart
   (as a network may deliver it); a client must read it whole.
+* ``raw`` (list of str, each char one byte U+0000..U+00FF): the stream's bytes exactly, each
+  item in its own write, then the end frame: lone surrogates, split surrogate pairs, invalid,
+  overlong or split UTF-8, raw control characters, a BOM (``"\u00ef\u00bb\u00bf"``), a byte
+  sequence split across network reads. Replaces the answer's pieces.
 * ``malformed: true``: junk lines (bad JSON, JSON without ``data``, ``event:``,
   ``id:``, ``retry:``, comments) between the real events.
 * ``create_fail`` / ``stream_fail`` (mode), ``times`` (default: always),
@@ -36,9 +40,33 @@ of that line; invalid JSON or a non-object counts as no directive. Fields:
   TCP connection is cut mid-body). An unknown mode answers HTTP 400 (a typo
   must not pass as success) and logs outcome ``sim_error``.
 
+A model that follows the gateway's tool-call convention (``shared.tools.convention``), by
+directive (see :func:`tool_directive` and :func:`tool_pieces`):
+
+* ``call``: an object ``{"name": ..., "arguments": {...}}``, or a list of them (parallel calls):
+  answer with ``<tool_call>{...}</tool_call>`` blocks (unknown tools and bad arguments are just
+  what the test puts there); ``prose`` (str): text before the calls; ``after_text`` (str): text
+  after them; ``call_style``: ``plain`` (default), ``fence_json`` (the JSON in a ```json fence
+  inside the tag), ``in_code`` (the whole block inside a code fence: text, not a call),
+  ``broken`` (trailing commas: repairable), ``garbage`` (not JSON), ``unclosed`` (no closing
+  tag); ``split``: ``chars`` (one piece per character) or, by default, pieces cut inside the tags.
+* ``after_tool`` (object): the directive used instead once the prompt holds a tool result (a
+  ``Tool (…):`` block after the directive); nested ``after_tool`` s serve later rounds. In its
+  ``reply``, ``{result}`` stands for the text of the last tool result (so a test can prove the
+  client ran the tool and sent its output back).
+* ``on_correction`` (object): the directive used instead when the prompt ends with the
+  gateway's ``Correction:`` block (its corrective retry).
+
+Without any directive, a prompt whose convention demands a call (``you must call…``) or a JSON
+answer (an ``Output:`` block) gets a minimal valid one, as a model that follows the rules would
+answer (:func:`compliant_pieces`): the fuzz tests send such requests with random tools and schemas.
+
 A default for requests whose entertext carries no directive (a client whose prompt is
 fixed, like the gateway's upstream doctor): ``POST /_sim/default`` with a directive's JSON
 object as body (``{}`` clears it; setting it also restarts the ``times`` counters).
+
+With ``--demo`` (``make demo``), a request with no directive and no default is answered like a
+model would (``tests/sim_persona.py``): varied replies, ``<think>`` for DeepSeek-R1, tool calls.
 
 Also ``GET /_sim/log`` (every request, in order; see ``LogEntry``),
 ``POST /_sim/reset`` (log, ``times`` counters and the default), ``GET /_sim/health``.
@@ -197,6 +225,8 @@ class SimState:
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # the app may also be driven from threads (TestClient)
         self.default = Directive()  # applies to requests without a directive of their own
+        # --demo: answers requests without any directive (entertext, model) -> pieces
+        self.persona: Callable[[str, str], list[str]] | None = None
 
     def reset(self) -> None:
         with self._lock:
@@ -228,9 +258,16 @@ class SimState:
 
 def answer_pieces(directive: Directive, entertext: str) -> list[str]:
     """The text pieces a job's stream carries, per the directive."""
+    directive = tool_directive(directive, entertext)
     fields = directive.fields
     reply = fields.get("reply")
-    if isinstance(reply, list) and all(isinstance(p, str) for p in reply):
+    if isinstance(reply, list) and any(isinstance(p, str) and "{result}" in p for p in reply):
+        result = last_tool_result(entertext)
+        reply = [p.replace("{result}", result) if isinstance(p, str) else p for p in reply]
+    calls = tool_pieces(fields) if fields else compliant_pieces(entertext)
+    if calls is not None:
+        pieces = calls
+    elif isinstance(reply, list) and all(isinstance(p, str) for p in reply):
         pieces = list(reply)
     elif fields.get("echo") is True:
         pieces = [entertext[i : i + 40] for i in range(0, len(entertext), 40)]
@@ -248,6 +285,134 @@ def answer_pieces(directive: Directive, entertext: str) -> list[str]:
     return pieces
 
 
+# --- a model that calls tools (see the module docstring) ------------------------------------
+
+_TOOL_RESULT = re.compile(r"\n\nTool \(")
+_CORRECTION = "\n\nCorrection: "
+
+
+def tool_directive(directive: Directive, entertext: str) -> Directive:
+    """The directive that applies to this prompt: ``on_correction`` after the gateway's correction,
+    else one ``after_tool`` level per tool result after the directive's line."""
+    fields = directive.fields
+    marker = entertext.rfind(MARKER)
+    tail = entertext[marker:] if marker >= 0 else entertext
+    fix = fields.get("on_correction")
+    if _CORRECTION in tail and isinstance(fix, dict):
+        return Directive(json.dumps(fix), fix)
+    for _ in _TOOL_RESULT.finditer(tail):
+        after = fields.get("after_tool")
+        if not isinstance(after, dict):
+            break
+        fields = after
+    return directive if fields is directive.fields else Directive(json.dumps(fields), fields)
+
+
+_NEXT_BLOCK = re.compile(r"\n\n(?:System|User|Assistant|Tool|Output|Correction)(?: \([^)\n]*\))?: ")
+
+
+def last_tool_result(entertext: str) -> str:
+    """The text of the last ``Tool (…): …`` block of a prompt ("" if none)."""
+    starts = list(_TOOL_RESULT.finditer(entertext))
+    if not starts:
+        return ""
+    head = entertext.find("): ", starts[-1].end())
+    if head < 0:
+        return ""
+    end = _NEXT_BLOCK.search(entertext, head)
+    return entertext[head + 3 : end.start() if end else len(entertext)]
+
+
+def tool_pieces(fields: dict[str, Any]) -> list[str] | None:
+    """The answer of a directive with ``call``, in pieces; None without one."""
+    spec = fields.get("call")
+    if spec is None:
+        return None
+    calls = spec if isinstance(spec, list) else [spec]
+    style = fields.get("call_style", "plain")
+    blocks = []
+    for call in calls:
+        body = json.dumps(call)
+        if style == "fence_json":
+            body = f"\n```json\n{json.dumps(call, indent=2)}\n```\n"
+        elif style == "broken":
+            body = json.dumps(call, indent=1).replace("\n}", ",\n}").replace("\n]", ",\n]")
+        elif style == "garbage":
+            body = "{name: " + str(call.get("name")) + ", arguments: ???"
+        blocks.append(f"<tool_call>{body}" + ("" if style == "unclosed" else "</tool_call>"))
+    markup = "\n".join(blocks)
+    if style == "in_code":
+        markup = f"```\n{markup}\n```"
+    text = (fields.get("prose") or "") + markup + (fields.get("after_text") or "")
+    if fields.get("split") == "chars":
+        return list(text)
+    cuts = sorted({0, len(text), *(i + k for i in _tag_starts(text) for k in (3, 8) if i + k < len(text))})
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+_TOOL_ENTRY = re.compile(r"^- ([^\s:]+)(?::[^\n]*)?\n(?:[^\n]*\n)*?  arguments: (\{[^\n]*\})$", re.M)
+_MUST_CALL = re.compile(r"you must call (?:the tool (\S+?)\.|at least one tool)")
+_OUTPUT = "\n\nOutput: answer with exactly one JSON "
+
+
+def compliant_pieces(entertext: str) -> list[str] | None:
+    """A minimal answer that obeys a prompt demanding a call or JSON (None: nothing demanded)."""
+    must = _MUST_CALL.search(entertext)
+    if must is not None:
+        tools = {m.group(1): m.group(2) for m in _TOOL_ENTRY.finditer(entertext)}
+        name = must.group(1) or next(iter(tools), None)
+        if name is not None and name in tools:
+            try:
+                schema = json.loads(tools[name])
+            except ValueError:
+                schema = {}
+            return [f"<tool_call>{json.dumps({'name': name, 'arguments': instance(schema)})}</tool_call>"]
+    at = entertext.rfind(_OUTPUT)
+    if at >= 0:
+        schema_at = entertext.find("JSON Schema: ", at)
+        try:
+            schema = json.loads(entertext[schema_at + 13 :].split("\n", 1)[0]) if schema_at >= 0 else {}
+        except ValueError:
+            schema = {}
+        value = instance(schema)
+        return [json.dumps(value if isinstance(value, dict) or schema else {})]
+    return None
+
+
+def instance(schema: Any, depth: int = 0) -> Any:
+    """A small value valid against simple schemas (type, enum, const, required, minimum, items)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return {}
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return instance(schema[key][0], depth + 1)
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return low if isinstance(low, (int, float)) else 0
+    if kind == "string":
+        return "x" * (schema.get("minLength", 1) if isinstance(schema.get("minLength"), int) else 1)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    if kind == "array":
+        count = schema.get("minItems", 0) if isinstance(schema.get("minItems"), int) else 0
+        return [instance(schema.get("items"), depth + 1) for _ in range(count)]
+    props = p if isinstance(p := schema.get("properties"), dict) else {}
+    required = r if isinstance(r := schema.get("required"), list) else []
+    return {name: instance(props.get(name), depth + 1) for name in required if isinstance(name, str)}
+
+
+def _tag_starts(text: str) -> list[int]:
+    return [m.start() for m in re.finditer(r"</?tool_call>", text)]
+
+
 def _event(piece: str) -> bytes:
     try:  # raw UTF-8, U+2028 included, as a JavaScript server sends it
         payload = orjson.dumps({"data": piece, "status": "running"})
@@ -256,8 +421,21 @@ def _event(piece: str) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def raw_frames(directive: Directive) -> list[bytes] | None:
+    """The ``raw`` directive's writes as bytes (one char per byte, U+0000..U+00FF), or None."""
+    raw = directive.fields.get("raw")
+    if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
+        return None
+    try:
+        return [w.encode("latin-1") for w in raw]
+    except UnicodeEncodeError:
+        return None  # a char above U+00FF is no byte: treated as no raw directive
+
+
 def encode_frames(directive: Directive, entertext: str) -> tuple[list[bytes], bytes]:
     """Pre-encoded SSE bytes: one frame per piece, and the end frame."""
+    if (raw := raw_frames(directive)) is not None:
+        return raw, END_FRAME
     frames = [_event(p) for p in answer_pieces(directive, entertext)]
     if directive.fields.get("malformed") is not True:
         return frames, END_FRAME
@@ -345,7 +523,13 @@ def _image(part: Part) -> ImageInfo:
     return ImageInfo(match.group(0), part.content_type, len(data), hashlib.sha256(data).hexdigest())
 
 
-def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, default: Directive | None = None) -> Job:
+def build_job(
+    parts: list[Part],
+    headers: dict[str, str],
+    entry: LogEntry,
+    default: Directive | None = None,
+    persona: Callable[[str, str], list[str]] | None = None,
+) -> Job:
     """Validate a create-job request as a strict server would; log what it carried."""
     form: dict[str, Part] = {}
     for part in parts:
@@ -369,7 +553,11 @@ def build_job(parts: list[Part], headers: dict[str, str], entry: LogEntry, defau
     directive = parse_directive(entertext)
     if not directive.fields and default is not None:
         directive = default
-    frames, end = encode_frames(directive, entertext)
+    if not directive.fields and persona is not None:  # paced so a person sees the answer stream
+        directive = Directive(fields={"interval_ms": 15})
+        frames, end = [_event(p) for p in persona(entertext, model)], END_FRAME
+    else:
+        frames, end = encode_frames(directive, entertext)
     image_bytes = image_part.data if image_part is not None else None
     return Job(secrets.token_hex(16), entertext, model, chat_id, headers, image, image_bytes, directive, frames, end)
 
@@ -393,7 +581,7 @@ def failure_response(mode: str) -> Response | None:
     if mode in ("cloudflare", "cloudflare503"):
         cf = {"cf-mitigated": "challenge"} if mode == "cloudflare" else {}
         return Response(CF_HTML, 403 if cf else 503, {**cf, "cf-ray": secrets.token_hex(8)}, HTML)
-    canned = {
+    canned: dict[str, Callable[[], Response]] = {
         "429": lambda: decopy_json(100429, None, "Too many requests", "请求过于频繁", 429, {"retry-after": "1"}),
         "500": lambda: PlainTextResponse("Internal Server Error", 500),
         "502": lambda: Response(b"<html><head><title>502 Bad Gateway</title></head></html>", 502, None, HTML),
@@ -491,7 +679,8 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     entry = LogEntry("create", None, headers, time.time())
     state.log.append(entry)
     try:
-        job = build_job(parse_multipart(headers.get("content-type", ""), body), headers, entry, state.default)
+        parts = parse_multipart(headers.get("content-type", ""), body)
+        job = build_job(parts, headers, entry, state.default, state.persona)
     except Invalid as exc:
         return await _refuse(exc, entry)(scope, receive, send)
     mode = state.failure("create", job.directive)
@@ -512,7 +701,7 @@ async def create_job(scope: Scope, receive: Receive, send: Send) -> None:
     split_ms = job.directive.num("split_ms", 0)
     if not split_ms:
         return await answer(scope, receive, send)
-    body, third = answer.body, max(1, len(answer.body) // 3)
+    body, third = bytes(answer.body), max(1, len(answer.body) // 3)
     await send({"type": "http.response.start", "status": 200, "headers": answer.raw_headers})
     for i in range(0, len(body), third):
         await send({"type": "http.response.body", "body": body[i : i + third], "more_body": True})
@@ -653,6 +842,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--certfile", help="serve https with this certificate (PEM)")
     parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
+    parser.add_argument("--demo", action="store_true", help="answer requests without a directive like a model")
     args = parser.parse_args(argv)
     family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -660,6 +850,10 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(addr)  # bound here, so --port 0 has a known port before uvicorn starts
     host, port = sock.getsockname()[:2]
     app = create_app()
+    if args.demo:
+        from tests.sim_persona import answer
+
+        app.state.sim.persona = answer
     config = uvicorn.Config(
         app,
         loop="uvloop",

@@ -1,4 +1,4 @@
-"""[ops] helpers for the tests: Prometheus text parsing and polling the gateway's metric pages."""
+"""helpers for the tests: Prometheus text parsing and polling the gateway's metric pages."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
+from openai.types.chat import ChatCompletionMessageParam
 
 from devtools.procs import Proc
 from shared import names
@@ -38,10 +39,10 @@ def redis_of(gw: Gateway) -> Iterator[redis.Redis]:
 
 
 def queued_ids(r: redis.Redis) -> list[str]:
-    return [m.decode() for m in r.zrange(names.QUEUE, 0, -1)]
+    return [m.decode() for m in cast(list[bytes], r.zrange(names.QUEUE, 0, -1))]
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 

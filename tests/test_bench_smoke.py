@@ -1,4 +1,4 @@
-"""[perf] The benchmark harness runs end to end and checks what it relays (a tiny load, a few seconds).
+"""The benchmark harness runs end to end and checks what it relays (a tiny load, a few seconds).
 
 Speed is not asserted here (it is the benchmark's job, on a quiet machine); this proves the
 harness starts its processes, drives both paths, checks every answer and writes its figures.
@@ -15,6 +15,7 @@ import pytest
 
 from bench.load import Stream, check, pieces_for
 from devtools.procs import ROOT
+from tests.conftest import Gateway
 
 pytest.importorskip("aiohttp", reason="the load client needs the test extra's aiohttp")
 
@@ -120,3 +121,16 @@ def test_answer_check_counts_every_fault() -> None:
     assert (reordered.text_ok, reordered.reordered, reordered.lost) == (False, 1, 0)
     mixed = _checked([*good[:2], "ab2.2 ", good[2], good[3]])
     assert (mixed.text_ok, mixed.mixed, mixed.lost) == (False, 1, 0)
+
+
+@pytest.mark.parametrize("dialect", ["responses", "messages", "completions"])
+def test_load_client_drives_each_dialect(gateway: Gateway, tmp_path: Path, dialect: str) -> None:
+    """The benchmark's load client drives the other front doors (``make bench BENCH_ARGS=--dialects
+    chat,responses,messages``): it reads each one's stream and checks every answer piece by piece."""
+    out = tmp_path / f"{dialect}.json"
+    argv = [sys.executable, "-m", "bench.load", "--target", "gateway", "--dialect", dialect, "--url", gateway.base_url]
+    argv += ["--rate", "5", "--duration", "1", "--deltas", "5", "--tag", f"d{dialect[:3]}", "--out", str(out)]
+    subprocess.run(argv, cwd=ROOT, check=True, timeout=60)
+    streams = json.loads(out.read_text())["streams"]
+    assert len(streams) == 5
+    assert all(s["error"] is None and s["text_ok"] and s["lost"] == 0 and s["ttft"] > 0 for s in streams), streams

@@ -150,7 +150,7 @@ def test_upstream_request_headers(gateway: Gateway, tag: str) -> None:
 def test_models(gateway: Gateway) -> None:
     client = gateway.client()
     ids = [m.id for m in client.models.list()]
-    # [compat] /v1/models lists every accepted name: the ids, then the upstream's own names.
+    # /v1/models lists every accepted name: the ids, then the upstream's own names.
     assert ids == [
         "decopy-deepseek-v3",
         "decopy-deepseek-r1",
@@ -173,8 +173,8 @@ def test_unknown_model_is_404_model_not_found(gateway: Gateway) -> None:
         gateway.client().chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
     assert exc.value.status_code == 404
     assert exc.value.body == {
-        "message": exc.value.body["message"],
-        "type": "invalid_request_error",  # type: ignore[index]
+        "message": exc.value.body["message"],  # type: ignore[index]
+        "type": "invalid_request_error",
         "param": "model",
         "code": "model_not_found",
     }

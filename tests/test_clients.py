@@ -1,4 +1,4 @@
-"""[compat] Real clients against the real running gateway: the openai SDK for Python (sync and async,
+"""Real clients against the real running gateway: the openai SDK for Python (sync and async,
 streamed and whole, its error classes), the openai npm package under Node, LangChain's ChatOpenAI
 and plain ``curl -N``. Each talks to the ``compat_gateway`` stack (a master key is set)."""
 
@@ -130,17 +130,15 @@ def test_python_api_error_mid_stream(compat_gateway: Gateway, tag: str) -> None:
 
 
 def test_python_rate_limit_error(compat_gateway: Gateway, tag: str) -> None:
-    """RateLimitError needs a real 429. Nothing in the gateway answers 429 before [limits]
-    (decopy's own 429 is retried and then surfaces as 503 upstream_unavailable, see
+    """RateLimitError needs a real 429. Only the per-key limits answer 429 (decopy's own 429 is
+    retried and then surfaces as 503 upstream_unavailable, see
     test_upstream_429_is_503_not_rate_limit_error), so this test creates a 1-request-per-minute
-    key through the admin keys API fixed in CONTRACTS.md, and skips while that API is absent."""
+    key through the admin keys API (docs/keys-and-limits.md)."""
     admin = {"Authorization": f"Bearer {compat_gateway.api_key}"}
     with httpx.Client(base_url=compat_gateway.base_url, timeout=30, headers=admin) as http:
         created = http.post(
             "/admin/keys", json={"name": f"rl-{tag}", "rpm": 1, "max_concurrent": None, "daily_tokens": None}
         )
-        if created.status_code == 404:
-            pytest.skip("no 429 source yet: POST /admin/keys (rate limits) arrives with the [limits] branch")
         assert created.status_code == 201, created.text
         key = created.json()
         try:

@@ -1,4 +1,4 @@
-"""[compat] OpenAI parameters through the official SDK: usage in streams, stop, max_tokens, refused
+"""OpenAI parameters through the official SDK: usage in streams, stop, max_tokens, refused
 and ignored fields, reasoning, model names, headers. Real Redis, API, workers; decopy simulated."""
 
 from __future__ import annotations
@@ -162,17 +162,12 @@ def test_token_limit_in_whole_answer(gateway: Gateway, tag: str) -> None:
 # --- 2. refused: what the upstream cannot do ------------------------------------------------
 
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+# tools, tool_choice and response_format are emulated (tests/test_tools.py); the legacy
+# functions / function_call are still refused.
 REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"n": 2}, "n"),
-    ({"tools": [TOOL]}, "tools"),
     ({"functions": [TOOL["function"]]}, "functions"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
     ({"function_call": {"name": "get_weather"}}, "function_call"),
-    (
-        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-        "response_format",
-    ),
     ({"logprobs": True}, "logprobs"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"modalities": ["text", "audio"]}, "modalities"),
@@ -209,7 +204,7 @@ def test_ignored_parameters_are_accepted_and_change_nothing(gateway: Gateway, ta
         logprobs=False,
         n=1,
         tool_choice="none",
-        response_format={"type": "json_object"},
+        response_format={"type": "text"},
         extra_body={"parallel_tool_calls": False, "some_future_field": {"a": [1, 2]}, "service_tier": "auto"},
         extra_headers={"OpenAI-Beta": "whatever"},
     )

@@ -30,12 +30,8 @@ def _paths() -> set[str]:
 
 # The dashboard reads endpoints that other branches build; without them those panels show a notice
 # and these tests cannot check them (the rest of the dashboard is tested either way).
-needs_stats = pytest.mark.skipif(
-    "/admin/stats" not in _paths(), reason="GET /admin/stats is not in this build (branch ops, issue 6, not merged)"
-)
-needs_keys = pytest.mark.skipif(
-    "/admin/keys" not in _paths(), reason="/admin/keys is not in this build (branch limits, issue 5, not merged)"
-)
+needs_stats = pytest.mark.skipif("/admin/stats" not in _paths(), reason="GET /admin/stats is not in this build")
+needs_keys = pytest.mark.skipif("/admin/keys" not in _paths(), reason="/admin/keys is not in this build")
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +218,51 @@ def test_doctor_runs_in_a_worker_and_names_the_failure(page: Browser, dash: Gate
     page("click", sel="#doctor-run")
     assert page.wait_text("#doctor-summary", "^OK: an answer streamed end to end", timeout=30)
     assert page.text('#doctor-steps tr[data-step="stream"]').startswith("ok")
+
+
+def test_upstreams_panel_shows_breakers_and_saves_a_route(page: Browser, dash: Gateway, tag: str) -> None:
+    """One row per target with its breaker; a route saved from the page serves at once."""
+    log_in(page, dash)
+    row = page.wait_text('#targets-table tr[data-target="decopy/DeepSeek-V3"]', "closed")
+    assert row.startswith("decopy/DeepSeek-V3") and "decopy" in row
+    assert "decopy-deepseek-v3 (default)" in page.wait_text("#routes-table tbody", "decopy/DeepSeek-V3")
+    route = f"r-{tag}"
+    page("fill", sel="#route-id", value=route)
+    page("fill", sel="#route-targets", value="decopy/GPT-4o-mini")
+    page("click", sel="#route-save")
+    assert "decopy/GPT-4o-mini" in page.wait_text(f'#routes-table tr[data-route="{route}"]', "GPT-4o-mini")
+    page.screenshot("dashboard-upstreams")
+    # the route serves (a live change: no restart)
+    with dash.http() as http:
+        answer = http.post(
+            "/v1/chat/completions", json={"model": route, "messages": [{"role": "user", "content": f"{tag} hi"}]}
+        )
+        assert answer.status_code == 200 and answer.headers["x-gateway-upstream"] == "decopy/GPT-4o-mini"
+        # a failed target shows its failure (a 500 from decopy, the route's only target)
+        failed = http.post(
+            "/v1/chat/completions",
+            json={"model": route, "messages": [{"role": "user", "content": directive(create_fail="500")}]},
+        )
+        assert failed.status_code == 502
+    cell = page.wait_text('#targets-table tr[data-target="decopy/GPT-4o-mini"] td.verdict', "HTTP 500", timeout=20)
+    assert "create-job" in cell
+    # deleting the stored route takes it off the table
+    page("click", sel=f'#routes-table tr[data-route="{route}"] button')
+    page.wait_js(f"document.querySelector('#routes-table tr[data-route=\"{route}\"]') === null")
+
+    # an upstream added from the page: a key pasted where its variable's name belongs is refused
+    page("fill", sel="#upstream-name", value=f"u-{tag}")
+    page("fill", sel="#upstream-url", value="http://127.0.0.1:9/v1")
+    page("fill", sel="#upstream-key-env", value="sk-live-1234")
+    page("click", sel="#upstream-add")
+    assert "NAME of an environment variable" in page.wait_text("#upstream-error", "NAME")
+    page("fill", sel="#upstream-key-env", value="LOCAL_LLM_KEY")
+    page("click", sel="#upstream-add")
+    row = page.wait_text(f'#upstreams-table tr[data-upstream="u-{tag}"]', "LOCAL_LLM_KEY")
+    assert "http://127.0.0.1:9/v1" in row and "openai" in row
+    page("click", sel=f'#upstreams-table tr[data-upstream="u-{tag}"] button')
+    gone = f"#upstreams-table tr[data-upstream='u-{tag}']"
+    page.wait_js(f'document.querySelector("{gone}") === null')
 
 
 def test_readable_at_phone_width(browser: Browser, dash: Gateway) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -27,6 +28,9 @@ DATA_ENDPOINTS = [
     ("GET", "/admin/doctor"),
     ("POST", "/admin/doctor"),
     ("POST", "/dashboard/api/chat"),
+    ("GET", "/admin/upstreams"),
+    ("GET", "/admin/routes"),
+    ("POST", "/admin/routes"),
 ]
 CHAT = {"model": "decopy-deepseek-v3", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -71,7 +75,7 @@ def test_login_sets_a_session_cookie_not_the_key(dash: Gateway) -> None:
     # Redis keeps only the session id's hash, with the TTL of DASHBOARD_SESSION_TTL.
     r = redis.Redis.from_url(dash.redis_url)
     key = names.dashboard_session_key(hashlib.sha256(session.encode()).hexdigest())
-    assert r.get(key) == b"admin" and 590 <= r.ttl(key) <= 600
+    assert r.get(key) == b"admin" and 590 <= cast(int, r.ttl(key)) <= 600
     assert not [k for k in r.scan_iter("decopy:dashboard:*") if session.encode() in k]
     page = httpx.get(dash.base_url + "/dashboard", headers={"Cookie": f"decopy_dashboard={session}"})
     assert page.status_code == 200 and 'src="/dashboard/static/dashboard.js"' in page.text
@@ -112,7 +116,7 @@ def test_no_data_without_the_master_key_or_a_session(dash: Gateway, method: str,
         ({}, "forged-session-id"),
         ({"Authorization": "Bearer sk-wrong"}, session_cookie(login(dash))),
     ]:
-        resp = call(dash, method, path, cookie=cookie, **headers)
+        resp = call(dash, method, path, cookie=cookie, **headers)  # type: ignore[arg-type]  # header names only
         assert resp.status_code == 401, (headers, cookie, resp.text)
         assert resp.json()["error"]["type"] == "authentication_error"
 
@@ -171,7 +175,7 @@ def test_doctor_runs_in_a_worker_when_asked(dash: Gateway) -> None:
     if second.json()["pending"] is not None:  # still running: a second press queues nothing more
         assert second.json()["started"] is False and second.json()["pending"]["job_id"] == job_id
 
-    def finished() -> dict | None:
+    def finished() -> dict[str, Any] | None:
         state = httpx.get(dash.base_url + "/admin/doctor", headers=admin, timeout=10).json()
         return state if state["pending"] is None and state["last"] else None
 
@@ -189,3 +193,21 @@ def test_dashboard_disabled_without_a_master_key(make_gateway) -> None:  # type:
     resp = httpx.post(gw.base_url + "/dashboard/login", data={"key": ""})
     assert resp.status_code == 403 and "set-cookie" not in resp.headers
     assert httpx.get(gw.base_url + "/admin/doctor").status_code == 403
+
+
+def test_dashboard_shows_breakers_and_changes_routes(dash: Gateway) -> None:
+    """The page has the section; its calls (a session, the dashboard header) list the
+    targets with their breakers and change a route."""
+    cookie = session_cookie(login(dash))
+    page = httpx.get(dash.base_url + "/dashboard", headers={"Cookie": f"decopy_dashboard={cookie}"}, timeout=10)
+    assert 'id="upstreams"' in page.text and 'id="route-form"' in page.text
+    headers = {"Cookie": f"decopy_dashboard={cookie}", "X-Dashboard": "1"}
+    body = {"id": "dash-route", "targets": [{"upstream": "decopy", "model": "GPT-4o-mini"}]}
+    made = httpx.post(dash.base_url + "/admin/routes", json=body, headers=headers, timeout=10)
+    assert made.status_code == 201, made.text
+    listing = httpx.get(dash.base_url + "/admin/upstreams", headers=headers, timeout=10).json()
+    (decopy,) = [u for u in listing["data"] if u["name"] == "decopy"]
+    targets = {t["target"]: t for t in decopy["targets"]}
+    assert targets["decopy/GPT-4o-mini"]["state"] == "closed"
+    gone = httpx.delete(dash.base_url + "/admin/routes/dash-route", headers=headers, timeout=10)
+    assert gone.status_code == 200 and gone.json()["deleted"] is True

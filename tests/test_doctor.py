@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -313,7 +313,7 @@ def test_cli_prints_one_line_per_step_and_exits_0(stack: tuple[str, str], sim: s
     assert lines[1].startswith("[ ok ] resolve") and " ms " in lines[1]
     assert lines[3].startswith("[skip] tls")
     assert lines[-1].startswith("OK: an answer streamed end to end")
-    kept = json.loads(redis.Redis.from_url(redis_url).get(names.DOCTOR_LAST) or b"null")
+    kept = json.loads(cast(bytes | None, redis.Redis.from_url(redis_url).get(names.DOCTOR_LAST)) or b"null")
     assert kept["ok"] is True and kept["source"] == "cli"
 
 
@@ -326,7 +326,7 @@ def test_cli_json_names_the_failure_exits_1_and_is_kept_for_the_dashboard(stack:
     assert report["failed_step"] == "create-job"
     assert steps(report)["create-job"]["http_status"] == 429
     assert "Too many requests" in steps(report)["create-job"]["body"]
-    assert json.loads(redis.Redis.from_url(redis_url).get(names.DOCTOR_LAST) or b"null") == report
+    assert json.loads(cast(bytes | None, redis.Redis.from_url(redis_url).get(names.DOCTOR_LAST)) or b"null") == report
 
 
 def test_cli_without_redis_still_reports(sim: str) -> None:

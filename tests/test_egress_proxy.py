@@ -1,4 +1,4 @@
-"""[limits] Upstream traffic through outbound proxies (DECOPY_PROXY), for real: local proxies count it.
+"""Upstream traffic through outbound proxies (DECOPY_PROXY), for real: local proxies count it.
 
 The workers get an upstream URL on a made-up host (``decopy-sim.invalid``) that only the test
 proxies resolve (to the simulator on 127.0.0.1): an answer proves the traffic went through a proxy.

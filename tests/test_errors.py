@@ -61,7 +61,7 @@ def test_auth_with_master_key(make_gateway: Callable[..., Gateway]) -> None:
         assert err["type"] == "authentication_error"
         assert_openai_error(http.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)
     good = gw.client(api_key="sk-master-123")
-    assert len(good.models.list().data) == 8  # [compat] 4 ids + 4 upstream names
+    assert len(good.models.list().data) == 8  # 4 ids + 4 upstream names
     resp = good.chat.completions.create(model="decopy-deepseek-v3", messages=[{"role": "user", "content": "hi"}])
     assert resp.choices[0].message.content
 

@@ -1,4 +1,4 @@
-"""[compat] Images in chat messages: data: URLs and http(s) URLs reach decopy as ``upload_images``;
+"""Images in chat messages: data: URLs and http(s) URLs reach decopy as ``upload_images``;
 every check is a 400; URLs into the gateway's own network are refused (SSRF), after DNS and redirects.
 
 The image server runs on 127.0.0.2 (Linux routes all of 127/8 to the loopback interface), the

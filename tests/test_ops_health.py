@@ -1,4 +1,4 @@
-"""[ops] /healthz, /readyz and the probes the images and Kubernetes run.
+"""/healthz, /readyz and the probes the images and Kubernetes run.
 
 Real processes and real signals: readiness follows workers coming and going (SIGKILL) and
 Redis dying; ``python -m worker health`` is run exactly as the exec probe runs it, against a

@@ -1,4 +1,4 @@
-"""[ops] Logs: one JSON object per line, an access record per request, no prompts unless asked."""
+"""Logs: one JSON object per line, an access record per request, no prompts unless asked."""
 
 from __future__ import annotations
 

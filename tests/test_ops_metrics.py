@@ -1,4 +1,4 @@
-"""[ops] /metrics, /metrics/cluster and /admin/stats on real processes.
+"""/metrics, /metrics/cluster and /admin/stats on real processes.
 
 Two API replicas (the first with API_WORKERS=2 uvicorn processes), workers and the simulator,
 all sharing one Redis. Checks that each request is counted exactly once whichever process

@@ -1,4 +1,4 @@
-"""[ops] Metric snapshots in Redis: windows, cluster totals, the 10-s history and quantiles.
+"""Metric snapshots in Redis: windows, cluster totals, the 10-s history and quantiles.
 
 In-process against a real private Redis, with an injected clock so time windows are exact.
 """
@@ -6,7 +6,8 @@ In-process against a real private Redis, with an injected clock so time windows 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -55,11 +56,11 @@ class Clock:
         return self.t
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
 
 
-async def _fresh(url: str) -> Redis:
+async def _fresh(url: str) -> Any:  # redis-py types most replies as "awaitable or not"
     redis = Redis.from_url(url)
     await redis.flushdb()
     return redis

@@ -1,4 +1,4 @@
-"""[perf] Upstream sessions read the environment once, and still honour it as requests would."""
+"""Upstream sessions read the environment once, and still honour it as requests would."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def test_sessions_share_one_tls_context_set_up_as_cloudscraper_does() -> None:
     pool = SessionPool(Settings())
     first, second = pool.acquire(), pool.acquire()  # two at once: two sessions
     assert first is not second and first.cookies is not second.cookies
-    ctx = first.adapters["https://"].ssl_context
-    assert second.adapters["https://"].ssl_context is ctx
+    ctx = first.adapters["https://"].ssl_context  # type: ignore[attr-defined]  # cloudscraper's adapter
+    assert second.adapters["https://"].ssl_context is ctx  # type: ignore[attr-defined]
     own = cloudscraper.create_scraper(browser={"browser": "chrome", "platform": "windows", "mobile": False})
     reference = own.adapters["https://"].ssl_context
     assert [c["name"] for c in ctx.get_ciphers()] == [c["name"] for c in reference.get_ciphers()]

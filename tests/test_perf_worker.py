@@ -1,4 +1,4 @@
-"""[perf] The workers' one-round-trip poll claims exactly what arq's own poll would.
+"""The workers' one-round-trip poll claims exactly what arq's own poll would.
 
 ``worker/jobs/arq_worker.py`` replaces arq's poll (a WATCH/EXISTS/ZSCORE round trip per queued or
 running job) with one script that claims due jobs and reads the abort set. These prove that it
@@ -64,7 +64,7 @@ def test_queued_job_starts_when_a_slot_frees(make_gateway: Callable[..., Gateway
                 assert resp.choices[0].message.content == "tok0 tok1 tok2 "
                 return time.monotonic() - started
 
-            return await asyncio.gather(one(0), one(1))
+            return list(await asyncio.gather(one(0), one(1)))
         finally:
             await client.close()
 
@@ -117,7 +117,7 @@ def test_job_arguments_are_never_rendered_for_arq_logs() -> None:
         def __repr__(self) -> str:
             raise AssertionError("the job's arguments were rendered")
 
-    assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"
+    assert arq.worker.args_to_string((Loud(),), {"image": Loud()}) == "…"  # type: ignore[attr-defined]
 
 
 def test_a_new_job_is_found_by_its_id_however_many_run_before_it(
@@ -150,7 +150,7 @@ def test_a_new_job_is_found_by_its_id_however_many_run_before_it(
                     )
                     return resp.choices[0].message.content or ""
 
-                return await asyncio.wait_for(asyncio.gather(one(0), one(1)), 20)
+                return list(await asyncio.wait_for(asyncio.gather(one(0), one(1)), 20))
             finally:
                 await client.close()
                 await redis.zrem(names.QUEUE, *fakes)

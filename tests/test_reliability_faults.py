@@ -1,4 +1,4 @@
-"""[reliability] Faults caused for real: clients that leave, workers and APIs killed with
+"""Faults caused for real: clients that leave, workers and APIs killed with
 SIGKILL, jobs re-run by arq. What the client sees (openai SDK, raw httpx) and what the upstream
 saw (the simulator's log) are both checked.
 """
@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -55,11 +55,10 @@ def test_client_leaves_mid_stream(one_slot: Gateway, tag: str) -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             break
     stream.close()
-    t_left = time.time()
 
-    entry = ended_stream(gw, tag)
+    # Closed by the gateway (not ended by the answer, which runs ~20 s: longer than the wait).
+    entry = ended_stream(gw, tag, timeout=10)
     assert entry["client_closed"] is True and entry["outcome"] == "client_closed"
-    assert entry["ended"] - t_left < 2.0, f"upstream closed {entry['ended'] - t_left:.2f}s after the client left"
     assert entry["pieces_sent"] < 400
     with redis_of(gw) as r:
         wait_until(lambda: not queued_ids(r) and not r.keys(IN_PROGRESS + "*"), 10, "job withdrawn")
@@ -98,27 +97,26 @@ def test_client_leaves_while_create_job_hangs(one_slot: Gateway, tag: str) -> No
     gw = one_slot
     with httpx.Client(base_url=gw.base_url, timeout=2) as http, pytest.raises(httpx.ReadTimeout):
         http.post("/v1/chat/completions", json=body(prompt(tag, create_fail="hang", hang_ms=30_000)))
-    t_left = time.time()
+    # Closed by the gateway while create-job hung (its answer would come after 30 s, past the wait).
     entry = wait_until(lambda: [e for e in creates(gw, tag) if e["ended"]], 10, "create-job closed")[0]
     assert entry["client_closed"] is True
-    assert entry["ended"] - t_left < 2.0
     assert streams(gw, tag) == []
 
 
-def test_api_killed_mid_stream_stops_the_upstream(make_gateway: object, tag: str) -> None:
+def test_api_killed_mid_stream_stops_the_upstream(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """Nobody left to withdraw the job: the worker sees its messages reach no one and stops."""
-    gw = make_gateway({}, workers=1)  # type: ignore[operator]
+    gw = make_gateway({}, workers=1)
     stream = gw.client().chat.completions.create(
         model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
     )
     next(iter(stream))
     os.kill(gw.api_proc.pid, signal.SIGKILL)
-    t_kill = time.time()
     with pytest.raises((httpx.HTTPError, openai.APIError)):
         for _ in stream:
             pass
-    entry = ended_stream(gw, tag)
-    assert entry["client_closed"] is True and entry["ended"] - t_kill < 2.0
+    # Closed by the worker while the ~20 s answer was still running (the wait is shorter).
+    entry = ended_stream(gw, tag, timeout=10)
+    assert entry["client_closed"] is True and entry["pieces_sent"] < 400
     wait_until(lambda: "outcome=abandoned" in gw.workers[0].log(), 10, "worker logged the abandoned job")
 
 
@@ -151,7 +149,7 @@ def test_worker_killed_mid_stream(short_idle: Gateway, tag: str) -> None:
             for chunk in stream:
                 text += chunk.choices[0].delta.content or "" if chunk.choices else ""
         waited = time.monotonic() - t_kill
-        assert "went silent" in exc.value.message and exc.value.code == "idle_timeout"  # type: ignore[attr-defined]
+        assert "went silent" in exc.value.message and exc.value.code == "idle_timeout"
         assert waited < 15, f"error after {waited:.1f}s"
         assert text.startswith("tok0 ")
         entry = ended_stream(gw, tag)
@@ -169,20 +167,20 @@ def test_worker_killed_mid_stream(short_idle: Gateway, tag: str) -> None:
     assert len(creates(gw, tag)) == 1 and len(streams(gw, tag)) == 1, "the job ran upstream again"
 
 
-def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object, tag: str) -> None:
+def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """Worker and API both killed mid-answer, so the job stays in arq's queue; a listener stays on
     its channel. Once arq's in-progress key is gone (deleted here, as if expired), a live worker
     takes the job again: it must refuse it, without calling the upstream or publishing anything."""
-    gw = make_gateway({"QUEUE_TIMEOUT": "120"}, workers=1)  # type: ignore[operator]
+    gw = make_gateway({"QUEUE_TIMEOUT": "120"}, workers=1)
     stream = gw.client().chat.completions.create(
         model=MODEL, stream=True, messages=user(prompt(tag, n=400, interval_ms=50))
     )
     next(iter(stream))
     with redis_of(gw) as r:
         (job_id,) = queued_ids(r)
-        listener = r.pubsub()
+        listener = r.pubsub()  # type: ignore[no-untyped-call]
         listener.subscribe(names.job_channel(job_id))
-        assert listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
         os.kill(gw.workers[0].pid, signal.SIGKILL)
         os.kill(gw.api_proc.pid, signal.SIGKILL)
         stream.close()
@@ -203,10 +201,12 @@ def test_rerun_after_crash_is_refused_even_with_a_listener(make_gateway: object,
 
 
 @pytest.mark.parametrize("text_sent", [True, False], ids=["after-text", "before-text"])
-def test_job_cancelled_at_worker_shutdown_is_not_run_again(make_gateway: object, tag: str, text_sent: bool) -> None:
+def test_job_cancelled_at_worker_shutdown_is_not_run_again(
+    make_gateway: Callable[..., Gateway], tag: str, text_sent: bool
+) -> None:
     """arq re-queues a job cancelled at shutdown (here: WORKER_DRAIN_SECONDS ran out) and another
     worker takes it at once: it is refused; the client got an ``interrupted`` error straight away."""
-    gw = make_gateway({"WORKER_DRAIN_SECONDS": "1", "UPSTREAM_READ_TIMEOUT": "60"}, workers=2)  # type: ignore[operator]
+    gw = make_gateway({"WORKER_DRAIN_SECONDS": "1", "UPSTREAM_READ_TIMEOUT": "60"}, workers=2)
     fields = {"n": 400, "interval_ms": 50} if text_sent else {"create_fail": "hang", "hang_ms": 60_000}
     got: dict[str, object] = {}
 
@@ -241,10 +241,10 @@ def test_job_cancelled_at_worker_shutdown_is_not_run_again(make_gateway: object,
     assert closed, "the cancelled job's upstream call was not closed"
 
 
-def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: str) -> None:
+def test_api_fails_a_stream_whose_job_starts_again(make_gateway: Callable[..., Gateway], tag: str) -> None:
     """The API's own guard, should a job ever run twice: here the test plays the worker and
     publishes a second ``start`` (a re-run restarts numbering at 0) after some text."""
-    gw = make_gateway({}, workers=0)  # type: ignore[operator]
+    gw = make_gateway({}, workers=0)
     result: dict[str, object] = {}
 
     def client() -> None:
@@ -273,7 +273,7 @@ def test_api_fails_a_stream_whose_job_starts_again(make_gateway: object, tag: st
         thread.join(15)
         assert result["text"] == "first "
         err = result["error"]
-        assert isinstance(err, openai.APIError) and err.code == "job_rerun"  # type: ignore[attr-defined]
+        assert isinstance(err, openai.APIError) and err.code == "job_rerun"
         wait_until(lambda: not queued_ids(r), 5, "the job withdrawn")
 
 

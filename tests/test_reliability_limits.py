@@ -1,4 +1,4 @@
-"""[reliability] Time limits, backpressure, keep-alive pings, and Redis going away (killed, then
+"""Time limits, backpressure, keep-alive pings, and Redis going away (killed, then
 hung) and coming back on the same port, all with real processes.
 """
 
@@ -129,7 +129,7 @@ def test_first_token_timeout(limits: Gateway, tag: str) -> None:
     with pytest.raises(openai.APIError) as exc:  # the stream had started (pings): an error event
         for _ in stream:
             pass
-    assert exc.value.code == "first_token_timeout" and "no text within 5 s" in exc.value.message  # type: ignore[attr-defined]
+    assert exc.value.code == "first_token_timeout" and "no text within 5 s" in exc.value.message
     whole.join(15)
     assert_openai_error(got[0], 504, "first_token_timeout")  # nothing sent yet: a real status
     for needle in (f"{tag}-whole", f"{tag}-stream"):
@@ -144,7 +144,7 @@ def test_total_timeout(limits: Gateway, tag: str) -> None:
     with pytest.raises(openai.APIError) as exc:
         for chunk in stream:
             text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-    assert exc.value.code == "total_timeout"  # type: ignore[attr-defined]
+    assert exc.value.code == "total_timeout"
     assert text.startswith("tok0 tok1 ") and "tok199" not in text
     assert ended_stream(limits, tag)["client_closed"] is True
 
@@ -156,15 +156,14 @@ def _redis_proc(gw: Gateway) -> Proc:
     return [p for p in gw.stack.procs if p.name == "redis" and p.alive()][-1]
 
 
-def _timed_503(gw: Gateway) -> float:
-    t0 = time.monotonic()
-    with httpx.Client(base_url=gw.base_url, timeout=30) as http:
+def _prompt_503(gw: Gateway) -> None:
+    """A request while Redis is away gets its 503 rather than hanging: it must come before the
+    client gives up (10 s, well past REDIS_TIMEOUT=1; a request that waited on Redis would hang)."""
+    with httpx.Client(base_url=gw.base_url, timeout=10) as http:
         resp = http.post("/v1/chat/completions", json=body("while Redis is away"))
-    took = time.monotonic() - t0
     assert_openai_error(resp, 503)
     assert resp.json()["error"]["code"] == "redis_unavailable"
     assert resp.headers["retry-after"] == "2"
-    return took
 
 
 def _recovered(gw: Gateway, tag: str) -> None:
@@ -194,9 +193,8 @@ def test_redis_killed_then_restarted(make_gateway: Callable[..., Gateway], tag: 
     with pytest.raises(openai.APIError) as exc:  # the stream in flight ends with an error event
         for _ in chunks:
             pass
-    assert exc.value.code == "redis_unavailable"  # type: ignore[attr-defined]
-    took = _timed_503(gw)
-    assert took < 5, f"503 after {took:.2f}s"
+    assert exc.value.code == "redis_unavailable"
+    _prompt_503(gw)
     with httpx.Client(base_url=gw.base_url, timeout=10) as http:
         assert_openai_error(http.get("/readyz"), 503, "redis_unavailable")
         assert http.get("/v1/models").status_code == 200  # what needs no Redis still works
@@ -224,9 +222,8 @@ def test_redis_hung_then_resumed(make_gateway: Callable[..., Gateway], tag: str)
         with pytest.raises(openai.APIError) as exc:
             for _ in chunks:
                 pass
-        assert exc.value.code == "idle_timeout"  # type: ignore[attr-defined]
-        took = _timed_503(gw)
-        assert took < 5, f"503 after {took:.2f}s"
+        assert exc.value.code == "idle_timeout"
+        _prompt_503(gw)
     finally:
         os.kill(redis_proc.pid, signal.SIGCONT)
     _recovered(gw, tag)

@@ -1,4 +1,4 @@
-"""[reliability] Graceful shutdown with real signals: the API drains (not ready, refuses new
+"""Graceful shutdown with real signals: the API drains (not ready, refuses new
 requests, lets streams finish within API_DRAIN_SECONDS), a worker finishes its jobs and takes
 no new ones; both exit 0, on SIGTERM and on SIGINT.
 """
@@ -8,11 +8,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import Gateway, assert_openai_error, wait_until
 from tests.reliability_support import (
@@ -33,8 +34,8 @@ SIGNALS = [signal.SIGTERM, signal.SIGINT]
 EXPECTED = "".join(f"tok{i} " for i in range(30))
 
 
-def _text(chunks: object) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # type: ignore[attr-defined]
+def _text(chunks: Iterable[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
@@ -84,7 +85,7 @@ def test_api_interrupts_what_outlives_the_grace_period(make_gateway: Callable[..
     with pytest.raises(openai.APIError) as exc:
         for _ in chunks:
             pass
-    assert exc.value.code == "shutting_down"  # type: ignore[attr-defined]
+    assert exc.value.code == "shutting_down"
     thread.join(15)
     assert_openai_error(held["resp"], 503, "shutting_down")
     for needle in (f"{tag}-long", f"{tag}-slow"):  # both jobs withdrawn: upstream closed

@@ -1,4 +1,4 @@
-"""[reliability] What decopy does wrong, caused for real by the simulator: every failure mode
+"""What decopy does wrong, caused for real by the simulator: every failure mode
 before the first delta is retried with backoff and jitter within UPSTREAM_RETRIES (a challenged
 or broken cloudscraper session is replaced), then reported with a status and a message that say
 what the upstream did; after the first delta, no retry; malformed lines are skipped.

@@ -1,4 +1,4 @@
-"""The code is typed and the types are checked: mypy --strict over the project's packages."""
+"""The code is typed and the types are checked: mypy --strict over the project's packages and its tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""[limits] The global upstream budget (UPSTREAM_RPM, UPSTREAM_MAX_CONCURRENT), shared by every worker."""
+"""The global upstream budget (UPSTREAM_RPM, UPSTREAM_MAX_CONCURRENT), shared by every worker."""
 
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ def test_upstream_concurrency_is_shared_by_the_pool(make_cluster: Callable[..., 
     calls = sorted(_calls(cluster, tag), key=lambda c: c["start"])
     assert len(calls) == 3
     for before, after in zip(calls, calls[1:], strict=False):
-        # one upstream call at a time across the three workers (50 ms: the simulator stamps its end
-        # just after sending the last byte, the next worker may start a moment before that stamp)
-        assert after["start"] >= before["end"] - 0.05, calls
+        # One upstream call at a time across the three workers: an order, not a duration. Both
+        # stamps are the simulator's own clock, and it stamps a stream's end before it sends the
+        # end marker, which the worker must read before it gives the budget back.
+        assert after["start"] >= before["end"], calls
     r = redis.Redis.from_url(cluster.redis_url)
     try:
         assert r.zcard("decopy:upstream:leases") == 0  # every lease given back

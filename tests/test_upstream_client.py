@@ -1,4 +1,4 @@
-"""[perf] The worker's decopy client, driven in-process against the simulator.
+"""The worker's decopy client, driven in-process against the simulator.
 
 Calls go out with aiohttp under a cloudscraper session's identity; cloudscraper itself only
 steps in for a Cloudflare challenge it can solve. These tests pin that hand-off both ways and
@@ -75,7 +75,7 @@ def test_a_challenge_cloudscraper_can_solve_is_handed_to_it(
 
     def solvable(self: Cloudflare, resp: Any) -> bool:
         seen.append(resp.status_code)
-        return resp.headers.get("cf-mitigated") == "challenge"
+        return bool(resp.headers.get("cf-mitigated") == "challenge")
 
     monkeypatch.setattr(Cloudflare, "is_Challenge_Request", solvable)
 

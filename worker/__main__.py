@@ -9,6 +9,11 @@ import asyncio
 import sys
 from typing import Any
 
+from shared.preflight import require_dependencies
+
+# Before the imports below: a Python without them gets a sentence saying which one to use, not a traceback.
+require_dependencies("worker")
+
 import uvloop
 from arq.worker import func
 
@@ -23,7 +28,7 @@ from worker import doctor
 from worker.health import health_main
 from worker.jobs.arq_worker import WakeableWorker
 from worker.jobs.runner import ChatRunner, chat
-from worker.upstream.decopy.client import DecopyUpstream
+from worker.upstream.router import Router, decopy_upstream
 
 
 async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
@@ -38,15 +43,19 @@ async def observed_chat(ctx: dict[str, Any], job: ChatJob) -> str:
 
 
 def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
-    upstream = DecopyUpstream(settings)
+    upstream = decopy_upstream(settings)  # DECOPY_TRANSPORT: aiohttp or curl_cffi
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        router = Router(settings, ctx["redis"], upstream)  # routes, live configuration, breakers
+        await router.start()
         ctx["runner"] = ChatRunner(
             settings=settings,
             redis=ctx["redis"],
             upstream=upstream,
             worker_id=worker_id,
             on_outcome=metrics.job_outcome,
+            on_emulation=metrics.emulation_counts,
+            router=router,
         )
         ctx["reporter"] = Reporter(
             ctx["redis"],
@@ -81,6 +90,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         allow_abort_jobs=True,
         keep_result=0,
         job_timeout=int(settings.total_timeout) + 60,
+        # A job whose worker is gone leaves the queue within seconds (worker/jobs/arq_worker.py).
+        in_progress_seconds=settings.orphan_job_seconds,
         job_completion_wait=int(settings.worker_drain_seconds),
         health_check_key=names.worker_health_key(worker_id),
         health_check_interval=5,

@@ -9,6 +9,7 @@ from api.dashboard import pages
 
 routes: list[BaseRoute] = [
     Route("/dashboard", pages.dashboard, methods=["GET"]),
+    Route("/favicon.ico", pages.favicon, methods=["GET"]),
     Route("/dashboard/login", pages.login_form, methods=["GET"]),
     Route("/dashboard/login", pages.login, methods=["POST"]),
     Route("/dashboard/logout", pages.logout, methods=["POST"]),

@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from shared import names
-from shared.errors import AuthenticationFailed, PermissionDenied, ServiceUnavailable
+from shared import names, redis_trouble
+from shared.errors import AuthenticationFailed, PermissionDenied
 
 COOKIE = "decopy_dashboard"
 HEADER = "x-dashboard"
@@ -114,7 +114,7 @@ async def require_admin_cookie(scope: Scope) -> None:
     try:
         valid = await is_valid(redis, session)
     except (RedisError, OSError) as exc:
-        raise ServiceUnavailable("The gateway cannot reach Redis to check the dashboard session.") from exc
+        raise redis_trouble.unavailable(exc) from exc
     if not valid:
         raise AuthenticationFailed("The dashboard session has ended: log in again.", code="session_expired")
     headers = Headers(scope=scope)

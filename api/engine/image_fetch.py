@@ -116,7 +116,9 @@ class ImageFetcher:
             raise InvalidRequest(
                 f"The image URL did not answer within {self.timeout:g} s.", param=param, code="image_fetch_timeout"
             ) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, UnicodeError) as exc:
+            # InvalidURL and ValueError: what the image server sent could not be read as a URL
+            # (a redirect's Location such as "http://[::1"): its fault, the client's 400.
             raise InvalidRequest(
                 f"The image URL could not be fetched: {type(exc).__name__}.", param=param, code="image_fetch_failed"
             ) from None
@@ -139,7 +141,7 @@ class ImageFetcher:
             response = await client.send(request, stream=True)
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
-                    current = self._parse(str(current.join(response.headers["location"])), param)
+                    current = self._redirect(current, response.headers["location"], param)
                     continue
                 if response.status_code != 200:
                     raise InvalidRequest(
@@ -151,6 +153,17 @@ class ImageFetcher:
         raise InvalidRequest(
             f"The image URL redirects more than {MAX_REDIRECTS} times.", param=param, code="image_fetch_failed"
         )
+
+    @classmethod
+    def _redirect(cls, current: httpx.URL, location: str, param: str) -> httpx.URL:
+        """Where a redirect points; 400 ``image_fetch_failed`` when its Location is no URL."""
+        try:
+            target = str(current.join(location))
+        except (httpx.InvalidURL, ValueError, UnicodeError):
+            raise InvalidRequest(
+                "The image URL redirects to something that is not a URL.", param=param, code="image_fetch_failed"
+            ) from None
+        return cls._parse(target, param)
 
     @staticmethod
     def _parse(url: str, param: str) -> httpx.URL:

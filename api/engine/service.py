@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.engine.call import ChatCall
+from api.engine.call import ChatCall, check_emulation
 from api.engine.events import Answer, Dialect, FinishReason, StreamEncoder, Usage
 from api.engine.image_fetch import ImageFetcher
 from api.engine.shaping import PieceKind, Shaped, Shaper
@@ -36,6 +36,8 @@ from shared.messages import ToolCall
 from shared.settings import Settings
 
 log = logging.getLogger("api.chat")
+#: Names the target (``upstream/model``) that served the answer.
+UPSTREAM_HEADER = "x-gateway-upstream"
 T = TypeVar("T")
 
 
@@ -113,6 +115,8 @@ class ChatService:
         if call.image_url is not None and call.image_param is not None:  # fetched before the job exists
             call.image = await self.images.fetch(call.image_url, param=call.image_param)
         note(request, model=call.model, dialect=dialect.name)
+        if call.emulated:  # TOOLS_EMULATION and the folded prompt's cap, whichever dialect folded it
+            check_emulation(call, self.settings)
         enforce_prompt_budget(request, call.prompt_tokens)
         stream = await self.start(call, request.state.request_id, caller=caller_of(request.scope))
         note(request, job=stream)
@@ -130,7 +134,7 @@ class ChatService:
             queued = await self.queue.enqueue(job_id, job, key=caller[0])  # waits in its key's fair share
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
-            raise redis_unavailable() from exc
+            raise redis_unavailable(exc) from exc
         if not queued:
             self.hub.unsubscribe(sub)
             raise ServiceUnavailable(
@@ -188,8 +192,12 @@ class ChatService:
             finish=reason,
             usage=Usage(call.prompt_tokens, shaper.tokens),
             tool_calls=tool_calls,
+            stop_sequence=shaper.stop_hit,
         )
-        return dialect.whole(call, answer, {"openai-processing-ms": _processing_ms(request)})
+        headers = {"openai-processing-ms": _processing_ms(request)}
+        if stream.upstream:
+            headers[UPSTREAM_HEADER] = stream.upstream
+        return dialect.whole(call, answer, headers)
 
     async def _stream(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
         # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
@@ -212,7 +220,8 @@ class ChatService:
             sep="\n",
             ping=self.settings.ping_interval,
             ping_message_factory=encoder.ping,
-            headers={"Cache-Control": "no-cache"},
+            # the first piece (or the end) has arrived: it named the target serving it
+            headers={"Cache-Control": "no-cache", **({UPSTREAM_HEADER: stream.upstream} if stream.upstream else {})},
         )
 
     async def _events(
@@ -249,7 +258,7 @@ class ChatService:
                 if kind != "done":  # stop/length ended the answer: withdraw the job now
                     await stream.close()
                 reason = _reason(out.finish or value, calls)
-                yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens))
+                yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens), shaper.stop_hit)
                 return
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)

@@ -52,14 +52,32 @@ class Shaped:
             self.pieces.append((kind, text))
 
 
+#: Longest stop sequence accepted (OpenAI documents 4 sequences and no length; an unbounded one
+#: let a single request hold the event loop): the held-back text is shorter than this.
+MAX_STOP_CHARS = 256
+
+
 def _held_prefix(text: str, needles: Sequence[str]) -> int:
-    """Length of the longest end of ``text`` that is a proper beginning of one of ``needles``."""
+    """Length of the longest end of ``text`` that is a proper beginning of one of ``needles``.
+
+    Only the last ``len(needle) - 1`` characters can be such an end, and only where the needle's
+    first character occurs: found with ``str.find``, each checked once, longest first. The cost
+    depends on the needles' length (bounded by ``MAX_STOP_CHARS``), never on the text's: the
+    old check compared every beginning of a needle with the text's end, which grew with the
+    square of their length (a 400 KB piece against 400 KB stops held the API for seconds).
+    """
     best = 0
+    size = len(text)
     for needle in needles:
-        for k in range(min(len(needle) - 1, len(text)), best, -1):
-            if text.endswith(needle[:k]):
-                best = k
+        if len(needle) < 2:
+            continue
+        first = needle[0]
+        at = text.find(first, max(0, size - len(needle) + 1))
+        while at != -1 and size - at > best:
+            if needle.startswith(text[at:]):
+                best = size - at
                 break
+            at = text.find(first, at + 1)
     return best
 
 
@@ -81,8 +99,14 @@ class Shaper:
         self._ascii = 0
         self._other = 0
         self.finished = False
+        #: The stop sequence that ended the answer, if one did (Anthropic reports it).
+        self.stop_hit: str | None = None
         #: No reasoning split, stop sequence or token limit: every delta goes out as it came.
         self._plain = not reasoning and not self._stop and max_tokens is None
+        #: A token limit alone (Anthropic's max_tokens is always set): a delta within it goes out as it came.
+        self._limit_only = not reasoning and not self._stop and max_tokens is not None
+        #: The limit the limit-only path compares against (set whenever that path is taken).
+        self._limit_alone = max_tokens if max_tokens is not None else 0
 
     @property
     def tokens(self) -> int:
@@ -103,6 +127,11 @@ class Shaper:
                 self._ascii += ascii_chars
                 self._other += len(text) - ascii_chars
             return Shaped([("content", text)])
+        if self._limit_only and text.isascii():
+            ascii_chars = self._ascii + len(text)
+            if tokens_for(ascii_chars, self._other) <= self._limit_alone:
+                self._ascii = ascii_chars
+                return Shaped([("content", text)]) if text else Shaped()
         return self._emit(self._split(text, final=False), final=False)
 
     def feed_reasoning(self, text: str) -> Shaped:
@@ -190,7 +219,9 @@ class Shaper:
         hits = [at for at in (buf.find(s) for s in self._stop) if at >= 0]
         if hits:
             self._stop_buf = ""
-            return buf[: min(hits)], True
+            at = min(hits)
+            self.stop_hit = next(s for s in self._stop if buf.find(s) == at)
+            return buf[:at], True
         # Text already sent cannot hold the start of a stop sequence: it was held back here.
         keep = 0 if final else _held_prefix(buf, self._stop)
         self._stop_buf = buf[len(buf) - keep :]

@@ -1,6 +1,6 @@
 """The access log and the per-request metrics, from one pure ASGI middleware.
 
-Each request gets one JSON log line (logger ``api.http.access``) when its response has ended — for a
+Each request gets one JSON log line (logger ``api.access``) when its response has ended — for a
 stream, after its last event — and is counted once in :mod:`shared.metrics`. Route handlers add
 what only they know with :func:`note` (the model, the job stream); the auth layer puts the key's
 *name* (never the key) in ``scope["state"]["key_name"]``.
@@ -39,6 +39,23 @@ def note(request: Request, **fields: Any) -> None:
     request.scope.setdefault("state", {}).setdefault("obs", {}).update(fields)
 
 
+#: The dialect of a request the engine never saw (refused before parsing), by its path.
+_DIALECT_PATHS = (
+    ("/v1/chat/completions", "chat"),
+    ("/v1/responses", "responses"),
+    ("/v1/messages", "messages"),
+    ("/v1/completions", "completions"),
+)
+
+
+def dialect_of(path: str) -> str | None:
+    """The dialect a path belongs to (``/v1/messages/count_tokens`` is Anthropic's too), or None."""
+    for prefix, dialect in _DIALECT_PATHS:
+        if path == prefix or path.startswith(prefix + "/"):
+            return dialect
+    return None
+
+
 def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     if route is None:  # answered before routing (auth, body limits): find the route it was meant for
@@ -55,34 +72,68 @@ def _clip(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + f"...[{len(text) - _TEXT_LIMIT} more]"
 
 
+_TEXT_PARTS = ("text", "input_text", "output_text")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):  # text parts only: an image's data is no log material
+        return "\n".join(
+            p.get("text", "") if p.get("type") in _TEXT_PARTS else f"<{p.get('type')}>"
+            for p in content
+            if isinstance(p, dict)
+        )
+    return str(content or "")
+
+
 def _prompt_of(body: bytes) -> list[dict[str, str]] | None:
+    """The conversation of a request in any dialect: chat and Anthropic ``messages`` (and
+    ``system``), Responses ``instructions`` and ``input``, a completion's ``prompt``."""
     try:
         data = orjson.loads(body)
         out = []
-        for msg in data.get("messages") or []:
-            content = msg.get("content")
-            if isinstance(content, list):  # text parts only: an image's data is no log material
-                content = "\n".join(
-                    p.get("text", "") if p.get("type") == "text" else f"<{p.get('type')}>"
-                    for p in content
-                    if isinstance(p, dict)
-                )
-            out.append({"role": str(msg.get("role")), "content": _clip(str(content or ""))})
+        for role, field in (("system", "system"), ("system", "instructions"), ("user", "prompt")):
+            if data.get(field):
+                out.append({"role": role, "content": _clip(_text_of(data[field]))})
+        given = data.get("input")
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+        for msg in [*(data.get("messages") or []), *items]:
+            role = msg.get("role") or msg.get("type")
+            content = msg.get("content", msg.get("output", msg.get("arguments")))
+            out.append({"role": str(role), "content": _clip(_text_of(content))})
         return out
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         return None
 
 
+def _whole_text(data: dict[str, Any]) -> str:
+    if "choices" in data:  # chat, or a legacy completion
+        choice = data["choices"][0]
+        return str(choice["message"]["content"] or "") if "message" in choice else str(choice.get("text") or "")
+    if data.get("type") == "message":  # Anthropic
+        return "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+    return "".join(  # a Responses API response
+        p.get("text", "") for item in data["output"] if item.get("type") == "message" for p in item["content"]
+    )
+
+
+def _delta_text(event: dict[str, Any]) -> str:
+    choices = event.get("choices")
+    if choices:
+        return str(choices[0].get("delta", {}).get("content") or choices[0].get("text") or "")
+    kind = event.get("type")
+    if kind == "content_block_delta":
+        return str(event["delta"].get("text") or "")
+    return str(event.get("delta") or "") if kind == "response.output_text.delta" else ""
+
+
 def _answer_of(body: bytes, sse: bool) -> str | None:
     try:
         if not sse:
-            return _clip(str(orjson.loads(body)["choices"][0]["message"]["content"] or ""))
+            return _clip(_whole_text(orjson.loads(body)))
         parts: list[str] = []
         for line in body.split(b"\n"):
             if line.startswith(b"data: {"):
-                choices = orjson.loads(line[6:]).get("choices") or []
-                if choices:
-                    parts.append(choices[0].get("delta", {}).get("content") or "")
+                parts.append(_delta_text(orjson.loads(line[6:])))
         return _clip("".join(parts))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         return None
@@ -171,16 +222,26 @@ class AccessLogMiddleware:
         route = _route_of(scope)
         model = obs.get("model")
         status = status or 499  # the client left before any response started
-        metrics.observe_request(
-            route=route, status=status, model=model, duration=duration, ttft=ttft, queue_wait=queue_wait
-        )
+        upstream = job.upstream if job is not None else None
         path = scope.get("path", "")
+        dialect = obs.get("dialect") or dialect_of(path)
+        metrics.observe_request(
+            route=route,
+            status=status,
+            model=model,
+            duration=duration,
+            ttft=ttft,
+            queue_wait=queue_wait,
+            dialect=dialect,
+            upstream=upstream,
+        )
         fields: dict[str, Any] = {
             "method": scope.get("method"),
             "path": path,
             "route": route,
             "status": status,
             "model": model,
+            "dialect": dialect,
             "key_name": obs.get("key_name") or state.get("key_name"),
             "stream": sse,
             "duration_ms": round(duration * 1000, 1),
@@ -191,9 +252,11 @@ class AccessLogMiddleware:
         if job is not None:
             fields["job_id"] = job.job_id
             fields["worker"] = job.worker
+            fields["upstream"] = job.upstream
         if status >= 400 and response_body and not sse:
             try:
-                fields["error_code"] = orjson.loads(response_body)["error"]["code"]
+                error = orjson.loads(response_body)["error"]
+                fields["error_code"] = error.get("code") or error.get("type")  # Anthropic's errors have a type
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         if self.log_prompts:

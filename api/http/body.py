@@ -9,7 +9,10 @@ from starlette.requests import Request
 
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-_JSON_TYPES = ("application/json", "text/plain", "")
+# JSON, or no Content-Type at all (some scripts send none). Not text/plain: a web page of any other
+# site may POST text/plain without asking the browser's CORS preflight, so accepting it would let
+# such a page use a gateway that runs open on a developer's machine (no master key).
+_JSON_TYPES = ("application/json", "")
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

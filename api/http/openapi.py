@@ -28,8 +28,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.dialects.chat.schema import ChatCompletionRequest
+from api.dialects.completions.schema import CompletionRequest
+from api.dialects.messages.schema import CountTokensRequest, MessagesRequest
+from api.dialects.responses.schema import ResponsesRequest
 from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
+from api.tenancy.routing_schema import SCHEMAS as ROUTING_SCHEMAS
+from api.tenancy.routing_schema import RouteBody, RouteReplacement, UpstreamBody, UpstreamReplacement
 from api.tenancy.weights import WeightBody
 
 REF = "#/components/schemas/{model}"
@@ -40,6 +45,23 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _NULL_STR: dict[str, Any] = {"type": ["string", "null"]}
+#: The calls of an answer with emulated tool calling (docs/tools.md).
+_TOOL_CALLS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            },
+        },
+    },
+}
 _USAGE: dict[str, Any] = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
@@ -92,6 +114,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "content": _NULL_STR,
                                 "reasoning_content": {"type": "string"},
                                 "refusal": {"type": "null"},
+                                "tool_calls": _TOOL_CALLS,
                             },
                         },
                         "logprobs": {"type": "null"},
@@ -153,6 +176,12 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
             "upstream": {"type": "string"},
+            "targets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The route's targets in order (`upstream/model`): a failure before the "
+                "first piece of the answer moves to the next.",
+            },
         },
     },
     "ModelList": {
@@ -162,7 +191,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Text": {"type": "string"},
     "OpenAPI": {"type": "object", "description": "This document."},
-    "Metrics": {"type": "string", "description": "Prometheus text exposition format (see the README's Metrics)."},
+    "Metrics": {
+        "type": "string",
+        "description": "Prometheus text exposition format (see docs/operations.md, Metrics).",
+    },
     "Usage": {
         "type": "object",
         "properties": {
@@ -253,7 +285,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "rate_limit_rejections",
             "history",
         ],
-        "description": "Figures across every API replica and worker (see the README's Metrics).",
+        "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
     },
     # --- the request log and the fair queue's weights ---
     "RequestLogPage": {
@@ -302,6 +334,168 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+#: The Anthropic Messages API's shapes (``/v1/messages``; its errors are Anthropic's too).
+RESPONSE_SCHEMAS.update(
+    {
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "description": "Anthropic's error shape; also the data of a stream's `event: error`.",
+        },
+        "AnthropicMessage": {
+            "type": "object",
+            "required": ["id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": {"type": "string"},
+                "content": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": ["text", "thinking", "tool_use"]}},
+                    },
+                },
+                "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
+                "stop_sequence": _NULL_STR,
+                "usage": {
+                    "type": "object",
+                    "required": ["input_tokens", "output_tokens"],
+                    "properties": {
+                        "input_tokens": {"type": "integer", "minimum": 0},
+                        "output_tokens": {"type": "integer", "minimum": 0},
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "AnthropicMessageStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` in Anthropic's "
+            "order (`message_start`, `content_block_start`, `content_block_delta`, `content_block_stop`, "
+            "`message_delta`, `message_stop`), `ping` while waiting, `error` for a failure after the start.",
+        },
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+            "description": "The gateway's estimate of the prompt it would send.",
+        },
+    }
+)
+
+#: Legacy completions' shapes (``/v1/completions``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Completion": {
+            "type": "object",
+            "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "text_completion"},
+                "created": {"type": "integer"},
+                "model": {"type": "string"},
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["text", "index", "finish_reason"],
+                        "properties": {
+                            "text": {"type": "string"},
+                            "index": {"type": "integer"},
+                            "finish_reason": _NULL_STR,
+                        },
+                    },
+                },
+                "usage": _USAGE,
+            },
+        },
+        "CompletionStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `data: <Completion JSON>` chunks, SSE comments "
+            "(`: ping`) while waiting, `data: [DONE]` at the end (or `data: <Error JSON>` after a failure).",
+        },
+    }
+)
+
+#: The Responses API's shapes (``/v1/responses``).
+RESPONSE_SCHEMAS.update(
+    {
+        "Response": {
+            "type": "object",
+            "required": ["id", "object", "created_at", "status", "model", "output"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+                "model": {"type": "string"},
+                "output": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "id"],
+                        "properties": {"type": {"enum": ["message", "reasoning", "function_call"]}},
+                    },
+                },
+                "error": {"type": ["object", "null"]},
+                "incomplete_details": {"type": ["object", "null"]},
+                "previous_response_id": _NULL_STR,
+                "usage": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        k: {"type": "integer", "minimum": 0} for k in ("input_tokens", "output_tokens", "total_tokens")
+                    },
+                    "description": "Estimated: decopy reports no token counts.",
+                },
+            },
+        },
+        "ResponseStream": {
+            **_SSE_EVENT,
+            "description": "One server-sent event of a stream: `event: <type>` and `data: <JSON>` with a rising "
+            "`sequence_number`, from `response.created` to exactly one of `response.completed`, "
+            "`response.incomplete` or `response.failed`; SSE comments (`: ping`) while waiting; no `[DONE]`.",
+        },
+        "ResponseInputItems": {
+            "type": "object",
+            "required": ["object", "data", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": {"type": "object"}},
+                "first_id": _NULL_STR,
+                "last_id": _NULL_STR,
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "ResponseDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "deleted": {"const": True}},
+        },
+    }
+)
+
 _ERRORS: dict[int, str] = {
     400: "The request is invalid; `error.param` names the field when there is one.",
     401: "Missing or wrong API key.",
@@ -333,6 +527,7 @@ class Endpoint:
     media: str = "application/json"
     stream: str | None = None  # RESPONSE_SCHEMAS key of the text/event-stream variant of the success body
     description: str | None = None
+    error: str = "Error"  # RESPONSE_SCHEMAS key of the error body (Anthropic's routes have their own)
 
 
 #: Every public endpoint. One entry per operation; keep in step with the routes.
@@ -344,6 +539,59 @@ ENDPOINTS: list[Endpoint] = [
         ok="ChatCompletion",
         stream="ChatCompletionStream",
         request=ChatCompletionRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages",
+        "Create a message, Anthropic's Messages API (whole, or streamed with `stream: true`)",
+        ok="AnthropicMessage",
+        stream="AnthropicMessageStream",
+        request=MessagesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+        error="AnthropicError",
+        description="Authenticate with `x-api-key` or `Authorization: Bearer`; `anthropic-version` is accepted.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages/count_tokens",
+        "Count a message's input tokens (the gateway's estimate)",
+        ok="TokenCount",
+        request=CountTokensRequest,
+        errors=(400, 404, 413, 415, 429),
+        error="AnthropicError",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/responses",
+        "Create a response, OpenAI's Responses API (whole, or streamed with `stream: true`)",
+        ok="Response",
+        stream="ResponseStream",
+        request=ResponsesRequest,
+        errors=(400, 404, 413, 415, 429, 502, 503, 504),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}",
+        "Retrieve a stored response (the caller's own, within RESPONSES_TTL_SECONDS)",
+        ok="Response",
+        errors=(404,),
+    ),
+    Endpoint("DELETE", "/v1/responses/{response_id}", "Delete a stored response", ok="ResponseDeleted", errors=(404,)),
+    Endpoint(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        "List a stored response's input items (`order`, `limit`, `after`)",
+        ok="ResponseInputItems",
+        errors=(400, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/completions",
+        "Create a legacy completion from one prompt (whole, or streamed with `stream: true`)",
+        ok="Completion",
+        stream="CompletionStream",
+        request=CompletionRequest,
         errors=(400, 404, 413, 415, 429, 502, 503, 504),
     ),
     Endpoint("GET", "/v1/models", "List the models", ok="ModelList"),
@@ -466,11 +714,70 @@ ENDPOINTS: list[Endpoint] = [
         auth="master",
         errors=(404,),
     ),
+    # the live routing configuration (docs/upstreams.md)
+    Endpoint(
+        "GET", "/admin/upstreams", "Upstreams with their targets' circuit breakers", ok="UpstreamList", auth="master"
+    ),
+    Endpoint(
+        "POST",
+        "/admin/upstreams",
+        "Add an upstream (its API key only as the name of an environment variable)",
+        ok="Upstream",
+        status=201,
+        request=UpstreamBody,
+        errors=(400, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "PUT",
+        "/admin/upstreams/{name}",
+        "Replace an upstream",
+        ok="Upstream",
+        request=UpstreamReplacement,
+        errors=(400, 404, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/upstreams/{name}",
+        "Delete an upstream no route uses",
+        ok="UpstreamDeleted",
+        errors=(400, 404),
+        auth="master",
+    ),
+    Endpoint("GET", "/admin/routes", "Every route (model id and its targets, in order)", ok="RouteList", auth="master"),
+    Endpoint(
+        "POST",
+        "/admin/routes",
+        "Add a route (400 if a target names no upstream)",
+        ok="Route",
+        status=201,
+        request=RouteBody,
+        errors=(400, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "PUT",
+        "/admin/routes/{route_id}",
+        "Replace a route's targets (a default route's too)",
+        ok="Route",
+        request=RouteReplacement,
+        errors=(400, 404, 413, 415),
+        auth="master",
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/routes/{route_id}",
+        "Delete a stored route (a default one comes back)",
+        ok="RouteDeleted",
+        errors=(400, 404),
+        auth="master",
+    ),
 ]
 
-#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls): a
-#: user interface, not part of the API this document describes.
-UI_PREFIX = "/dashboard"
+#: Paths of the browser dashboard (HTML pages, its static files and the page's own calls) and the
+#: icon browsers ask for: a user interface, not part of the API this document describes.
+UI_PREFIX = ("/dashboard", "/favicon.ico")
 
 
 def _content(schema: dict[str, Any], media: str) -> dict[str, Any]:
@@ -512,11 +819,11 @@ def _operation(ep: Endpoint, model_ids: Sequence[str]) -> dict[str, Any]:
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERRORS[status],
-            "content": _content(_ref("Error"), "application/json"),
+            "content": _content(_ref(ep.error), "application/json"),
         }
     op["responses"] = responses
     if ep.auth != "none":
-        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {}]
+        op["security"] = [{"bearer": []}] if ep.auth == "master" else [{"bearer": []}, {"apiKey": []}, {}]
     return op
 
 
@@ -529,7 +836,7 @@ def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = END
     """The whole document; ``model_ids`` (the configured model table) become the examples of ``model``."""
     models = [ep.request for ep in endpoints if ep.request is not None]
     models += [ep.ok for ep in endpoints if not isinstance(ep.ok, str)]
-    schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
+    schemas: dict[str, Any] = {**RESPONSE_SCHEMAS, **ROUTING_SCHEMAS}
     if models:
         _, defs = models_json_schema([(m, "validation") for m in dict.fromkeys(models)], ref_template=REF)
         schemas.update(defs.get("$defs", {}))
@@ -558,7 +865,13 @@ def build_document(model_ids: Sequence[str], endpoints: Sequence[Endpoint] = END
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <key>` (needed when API_MASTER_KEY is set).",
-                }
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "`x-api-key: <key>`, as Anthropic's clients send it (`/v1/*` only).",
+                },
             },
         },
     }

@@ -10,6 +10,9 @@ from starlette.routing import Route
 
 from api.dialects.chat.dialect import CHAT
 from api.dialects.chat.parse import parse_chat
+from api.dialects.completions import routes as completions
+from api.dialects.messages import routes as messages
+from api.dialects.responses import routes as responses
 from api.engine.service import ChatService
 from api.http.body import read_json
 from api.http.health import check_ready
@@ -18,6 +21,7 @@ from api.http.responses import JSONBody
 from api.http.stats import StatsService
 from shared.errors import ModelNotFound
 from shared.models import ModelTable, Name
+from shared.routing import RoutingConfig
 
 _CREATED = int(time.time())
 
@@ -30,21 +34,32 @@ async def chat_completions(request: Request) -> Response:
     return await service.answer(request, call, CHAT)
 
 
-def _model(entry: Name) -> dict[str, object]:
-    """A model object; aliases and upstream names say which model id they stand for."""
+def _model(entry: Name, routing: RoutingConfig) -> dict[str, object]:
+    """A model object (a route); aliases and upstream names say which model id they stand for."""
+    route = routing.route(entry.model.id)
+    targets = [t.label for t in route.targets] if route is not None else []
     return {
         "id": entry.name,
         "object": "model",
         "created": _CREATED,
-        "owned_by": "decopy",
+        "owned_by": route.targets[0].upstream if route is not None else "decopy",
         "upstream": entry.model.upstream,
         "alias_of": None if entry.is_id else entry.model.id,
+        "targets": targets,
     }
+
+
+def _anthropic(request: Request) -> bool:
+    """The Anthropic SDKs (and Claude Code) send ``anthropic-version``: they get Anthropic's shapes."""
+    return "anthropic-version" in request.headers
 
 
 async def list_models(request: Request) -> Response:
     models: ModelTable = request.app.state.models
-    return JSONBody({"object": "list", "data": [_model(entry) for entry in models.names()]})
+    routing: RoutingConfig = request.app.state.routing
+    if _anthropic(request):
+        return JSONBody(messages.model_page(models.names()))
+    return JSONBody({"object": "list", "data": [_model(entry, routing) for entry in models.names()]})
 
 
 async def get_model(request: Request) -> Response:
@@ -52,7 +67,9 @@ async def get_model(request: Request) -> Response:
     entry = models.entry(request.path_params["model_id"])
     if entry is None:
         raise ModelNotFound(f"The model '{request.path_params['model_id']}' does not exist.", param="model")
-    return JSONBody(_model(entry))
+    if _anthropic(request):
+        return JSONBody(messages.model_info(entry))
+    return JSONBody(_model(entry, request.app.state.routing))
 
 
 async def healthz(request: Request) -> Response:
@@ -91,6 +108,9 @@ async def openapi_json(request: Request) -> Response:
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    *messages.routes,
+    *responses.routes,
+    *completions.routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

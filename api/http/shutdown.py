@@ -22,27 +22,35 @@ too, so nothing else can cut the streams this module lets finish.
 
 This module is uvicorn's fence (:mod:`shared.fence`): uvicorn has no public drain hook, so
 :class:`GatewayServer` overrides three of ``uvicorn.Server``'s methods, listed in :data:`PRIVATE_USES`.
+It also holds uvicorn's other private use, :class:`GuardedProtocol` (its httptools protocol with
+deadlines for a request's headers and body; why: :mod:`api.http.connections`), and the
+:class:`GuardedConfig` that carries those deadlines to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
 import time
 from collections.abc import Generator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.http.responses import error_response
 from shared.errors import ServiceUnavailable
 from shared.fence import PrivateUse
 
 log = logging.getLogger("api.shutdown")
+
+_PROTOCOL = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
 
 PRIVATE_USES = (
     PrivateUse(
@@ -65,6 +73,27 @@ PRIVATE_USES = (
     ),
     PrivateUse("uvicorn", "uvicorn.server:Server().should_exit", "set once the drain is over: uvicorn's own shutdown"),
     PrivateUse("uvicorn", "uvicorn.server:Server().force_exit", "a second Ctrl-C forces the exit, as uvicorn's does"),
+    # GuardedProtocol: deadlines for a request's headers and body (uvicorn has none).
+    *(
+        PrivateUse("uvicorn", f"{_PROTOCOL}.{name}", why, params=params)
+        for name, params, why in (
+            ("connection_made", ("self", "transport"), "a new connection arms the headers' deadline"),
+            ("connection_lost", ("self", "exc"), "a closed connection disarms it"),
+            ("on_message_begin", ("self",), "a keep-alive connection's next request arms the headers' deadline"),
+            ("on_headers_complete", ("self",), "the headers are in: the body's deadline starts"),
+            ("on_message_complete", ("self",), "the body is in: no deadline until the next request"),
+        )
+    ),
+    *(
+        PrivateUse("uvicorn", f"{_PROTOCOL}().{name}", why)
+        for name, why in (
+            ("config", "the deadlines come from the config, so they reach every process of the supervisor"),
+            ("loop", "the deadline's timer"),
+            ("transport", "a missed deadline writes the 408 and closes the connection"),
+            ("cycle", "a 408 only where no response was begun (the request's cycle says)"),
+            ("client", "the peer's address in the log line"),
+        )
+    ),
 )
 
 #: Paths still served while draining: probes and metrics must keep answering.
@@ -90,7 +119,8 @@ class DrainMiddleware:
                     "This gateway instance is shutting down; retry the request (another instance will answer).",
                     code="draining",
                     retry_after=1,
-                )
+                ),
+                scope,
             )
             response.headers["Connection"] = "close"
             await response(scope, receive, send)
@@ -169,3 +199,84 @@ class GatewayServer(uvicorn.Server):
         finally:
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
+
+
+# --- uvicorn's protocol with deadlines for a request's headers and body (api.http.connections) ---
+
+log_connections = logging.getLogger("api.connections")
+
+_TIMEOUT_BODY = b"The request took too long to send.\n"
+_TIMEOUT_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY
+)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines for a request's headers and its body.
+
+    The deadlines come from the uvicorn config (``GuardedConfig``), so they also reach the
+    processes uvicorn's supervisor spawns (the config is pickled to them).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout: float = getattr(self.config, "header_timeout", 10.0)
+        self._body_timeout: float = getattr(self.config, "body_timeout", 30.0)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._begun = False  # a request's first byte arrived and its body has not ended
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, what: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._begun and (cycle is None or cycle.response_complete or not cycle.response_started):
+            log_connections.info("closing a connection from %s: its request %s took too long", _peer(self.client), what)
+            self.transport.write(_TIMEOUT_408)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._header_timeout, "headers")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._begun = True
+        if self._deadline is None:  # a following request on a keep-alive connection
+            self._arm(self._header_timeout, "headers")
+
+    def on_headers_complete(self) -> None:
+        self._arm(self._body_timeout, "body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._begun = False
+        super().on_message_complete()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"
+
+
+class GuardedConfig(uvicorn.Config):
+    """uvicorn's config carrying the two deadlines :class:`GuardedProtocol` reads."""
+
+    def __init__(self, app: Any, *, header_timeout: float, body_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, http=GuardedProtocol, **kwargs)
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout

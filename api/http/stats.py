@@ -23,8 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.tenancy.waiting import waiting_by_key
-from shared import names
-from shared.errors import ServiceUnavailable
+from shared import names, redis_trouble
 from shared.metrics import UPSTREAM_ERROR_KINDS
 from shared.telemetry import (
     FORGET_AFTER,
@@ -99,13 +98,13 @@ class StatsService:
         try:
             return await self._cluster_metrics()
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2) from exc
+            raise redis_trouble.unavailable(exc) from exc
 
     async def cluster_stats(self) -> dict[str, Any]:
         try:
             return await self._cluster_stats()
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("The gateway cannot reach Redis right now.", retry_after=2) from exc
+            raise redis_trouble.unavailable(exc) from exc
 
     async def _cluster_metrics(self) -> bytes:
         snaps = await read_snapshots(self.redis, "worker")

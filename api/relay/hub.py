@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import hiredis
 from redis.asyncio import Redis
@@ -30,8 +29,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from shared import names
-from shared.errors import GatewayError, ServiceUnavailable
+from shared import names, redis_trouble
+from shared.backoff import Backoff
+from shared.errors import GatewayError, RedisUnavailable, ServiceUnavailable
 from shared.redis_fence import stream_writer
 
 log = logging.getLogger("api.hub")
@@ -44,10 +44,12 @@ _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-def redis_unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "The gateway cannot reach Redis right now; try again shortly.", code="redis_unavailable", retry_after=2
-    )
+def redis_unavailable(exc: BaseException | None = None) -> RedisUnavailable:
+    """The error for a subscription Redis could not confirm (callers outside the hub use it too);
+    given the Redis error, it says what Redis did (out of memory is not unreachable)."""
+    if exc is not None:
+        return redis_trouble.unavailable(exc)
+    return RedisUnavailable()
 
 
 def _command(name: bytes, channels: list[bytes]) -> bytes:
@@ -183,6 +185,7 @@ class PubSubHub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
+        self._backoff = Backoff()  # between reconnections
 
     @property
     def connected(self) -> bool:
@@ -252,7 +255,6 @@ class PubSubHub:
         writer.write(data)
 
     async def _run(self) -> None:
-        delay = 0.1
         while not self._closing:
             try:
                 await self._connect()
@@ -265,8 +267,7 @@ class PubSubHub:
                 self._connected.clear()
                 self._fail_all()
                 await self._close_connection()
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(self._backoff.next())
                 continue
 
     async def _connect(self) -> None:
@@ -298,6 +299,7 @@ class PubSubHub:
                 elif kind == _SUBSCRIBE:
                     if channel == self._hub_channel:
                         self._connected.set()
+                        self._backoff.reset()
                         log.info("pub/sub connected")
                     waiter = self._confirm.get(channel)
                     if waiter is not None and not waiter.done():
@@ -307,11 +309,7 @@ class PubSubHub:
                 raise ResponseError(str(reply))
 
     def _fail_all(self) -> None:
-        err = ServiceUnavailable(
-            "The gateway lost its connection to Redis; the answer was interrupted.",
-            code="redis_unavailable",
-            retry_after=2,
-        )
+        err = RedisUnavailable("The gateway lost its connection to Redis; the answer was interrupted.")
         for sub in self._subs.values():
             sub.put(err)
         self._subs.clear()

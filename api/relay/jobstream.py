@@ -65,10 +65,10 @@ class JobStream:
         self._finished = False
         self._closed = False
         self.worker: str | None = None
+        self.upstream: str | None = None  # the target (upstream/model) serving the answer
         self.caller: tuple[str, str] = ("open", "open")  # (id, name) of the key it runs for
-        self.target: str | None = None  # the upstream target that served it, when the worker says
         self.error_code: str | None = None  # the code of the error that ended it after its 200
-        self.usage = RequestUsage()  # [limits] what this request used, for its key's usage counters
+        self.usage = RequestUsage()  # what this request used, for its key's usage counters
 
     @property
     def finished(self) -> bool:
@@ -166,6 +166,8 @@ class JobStream:
         now = time.monotonic()
         self._last_seen = now
         kind = msg["kind"]
+        if "upstream" in msg:
+            self.upstream = msg["upstream"]
         if kind == "delta":
             if self.first_token is None:
                 self.first_token = now
@@ -181,8 +183,6 @@ class JobStream:
         if kind == "start":
             self.started = now
             self.worker = msg.get("worker")
-            target = msg.get("target")
-            self.target = None if target is None else str(target)
             return None
         if kind == "alive":
             return None

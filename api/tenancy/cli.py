@@ -1,6 +1,9 @@
 """``python -m api keys create|list|revoke`` and ``python -m api usage``: the admin API's functions
 (:mod:`api.tenancy.keys`, :mod:`api.tenancy.usage`) from a shell, talking to ``REDIS_URL``.
 
+Without ``REDIS_URL`` in the environment they talk to the ``make run``/``make demo`` running from
+this checkout (:mod:`shared.local_run`); either way the first line (on stderr) names the Redis.
+
 Output is a readable table, or with ``--json`` exactly what the admin API answers. Exit codes:
 0 done, 1 failed (no such key, Redis unreachable), 2 bad arguments or settings.
 """
@@ -20,6 +23,7 @@ from redis.asyncio import Redis
 
 from api.tenancy.keys import KeyStore, parse_new_key
 from api.tenancy.usage import FIELDS, keys_with_usage, usage_report
+from shared import local_run
 from shared.errors import GatewayError, InvalidRequest
 from shared.redis_connect import async_redis
 from shared.settings import Settings
@@ -120,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     command: Command = (
         _usage if args.command == "usage" else {"create": _create, "list": _list, "revoke": _revoke}[args.keys_command]
     )
-    settings = Settings.from_env()  # ConfigError is handled by the caller (exit 2)
+    env, origin = local_run.environment()
+    settings = Settings.from_env(env)  # ConfigError is handled by the caller (exit 2)
+    print(local_run.describe(settings.redis_url, settings.decopy_base_url, origin), file=sys.stderr)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the library's warnings would repeat our error
 
     async def go() -> tuple[Any, str]:

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import names
-from shared.errors import InvalidRequest, ServiceUnavailable
+from shared import names, redis_trouble
+from shared.errors import InvalidRequest
 
 log = logging.getLogger("api.keys")
 
@@ -146,10 +146,7 @@ async def redis_errors() -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        log.warning("Redis unreachable: %s", exc)
-        raise ServiceUnavailable(
-            "The gateway cannot reach Redis right now.", code="redis_unavailable", retry_after=2
-        ) from exc
+        raise redis_trouble.unavailable(exc) from exc
 
 
 class KeyStore:

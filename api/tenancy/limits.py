@@ -36,8 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.http.responses import error_response
 from api.tenancy.keys import KeyRecord, Principal
 from api.tenancy.usage import DAY_TTL_S, RequestUsage, seconds_to_utc_midnight, utc_day
-from shared import metrics, names
-from shared.errors import GatewayError, RateLimited, ServiceUnavailable
+from shared import metrics, names, redis_trouble
+from shared.errors import GatewayError, RateLimited
 from shared.leases import NOW_MS, LeaseKeeper
 
 log = logging.getLogger("api.limits")
@@ -214,10 +214,7 @@ class Limiter:
         try:
             out = await self._admit(keys=self._keys(key.id, day), args=args)
         except (RedisError, OSError) as exc:
-            log.warning("limits check failed, Redis unreachable: %s", exc)
-            raise ServiceUnavailable(
-                "The gateway cannot reach Redis right now.", code="redis_unavailable", retry_after=2
-            ) from exc
+            raise redis_trouble.unavailable(exc) from exc
         refused, now_ms, count, oldest, newest, _inflight, used = out
         return Admission(
             key=key,
@@ -251,14 +248,18 @@ class Limiter:
             log.warning("could not record the usage of key %s (slot expires by itself): %s", admission.key.id, exc)
 
 
-def count_rejection(key_name: str) -> None:
+def count_rejection(key_id: str) -> None:
     """Called once for every 429 a key's limits cause (the usage counters have them already)."""
-    metrics.rate_limit_rejected(key_name)
+    metrics.rate_limit_rejected(key_id)
+
+
+#: The routes whose requests occupy the upstream, whatever the dialect.
+_UPSTREAM_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions"})
 
 
 def _holds_slot(scope: Scope) -> bool:
-    """Requests that count against ``max_concurrent``: chat completions (they occupy the upstream)."""
-    return scope.get("method") == "POST" and scope.get("path") == "/v1/chat/completions"
+    """Requests that count against ``max_concurrent``: chats in every dialect (they occupy the upstream)."""
+    return scope.get("method") == "POST" and scope.get("path") in _UPSTREAM_ROUTES
 
 
 class LimitsMiddleware:
@@ -285,12 +286,12 @@ class LimitsMiddleware:
         try:
             admission = await limiter.admit(principal.key, holds_slot=_holds_slot(scope), day=day)
         except GatewayError as err:
-            await error_response(err)(scope, receive, send)
+            await error_response(err, scope)(scope, receive, send)
             return
         headers = admission.headers()
         if admission.refused:
-            count_rejection(principal.key.name)
-            response = error_response(admission.error())
+            count_rejection(principal.key.id)
+            response = error_response(admission.error(), scope)
             response.headers.update(headers)
             await response(scope, receive, send)
             return
@@ -329,7 +330,9 @@ def enforce_prompt_budget(request: Request, prompt_tokens: int) -> None:
         return
     if usage.tokens_used + prompt_tokens > usage.daily_tokens:
         usage.rejected = True
-        count_rejection(getattr(request.state, "key_name", None) or "unknown")
+        principal = getattr(request.state, "principal", None)
+        key = getattr(principal, "key", None)
+        count_rejection(key.id if key is not None else "unknown")
         wait = seconds_to_utc_midnight(time.time())
         raise RateLimited(
             f"Rate limit reached for tokens per day: this prompt is about {prompt_tokens} tokens and only "

@@ -128,7 +128,7 @@ def collect(scope: Scope, fields: dict[str, Any], started: float) -> None:
         "key_name": key_name,
         "dialect": dialect,
         "model": fields.get("model"),
-        "target": obs.get("target") or getattr(job, "target", None),
+        "target": getattr(job, "upstream", None),  # upstream/model that served it, once the worker said
         "status": fields.get("status"),
         "error_code": fields.get("error_code") or getattr(job, "error_code", None),
         "tokens_in": getattr(usage, "prompt_tokens", None),

@@ -62,6 +62,17 @@ def _instance(cls: type[Any]) -> Any:
         import uvicorn
 
         return uvicorn.Server(uvicorn.Config(app=lambda *a: None))
+    if name == "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol":
+        import uvicorn
+        from uvicorn.server import ServerState
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            return None
+
+        async def make_protocol() -> Any:
+            return cls(config=uvicorn.Config(app=app), server_state=ServerState(), app_state={})
+
+        return arun(make_protocol())
     if name == "aiohttp.client.ClientSession":
         import aiohttp
 
@@ -182,7 +193,7 @@ def test_the_fences_work_on_a_live_connection(redis_url: str) -> None:
 
     async def body() -> None:
         client = Redis.from_url(redis_url)
-        conn = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = client.connection_pool.make_connection()
         await conn.connect()
         writer = stream_writer(conn)
         assert isinstance(writer, asyncio.StreamWriter), (
@@ -250,3 +261,15 @@ def test_cloudscraper_recognises_a_challenge_aiohttp_read() -> None:
     assert check(challenge), f"cloudscraper {version}: Cloudflare.is_Challenge_Request no longer sees a v1 page"
     assert not check(plain), f"cloudscraper {version}: Cloudflare.is_Challenge_Request sees a challenge in any 503"
     session.close()
+
+
+def test_uvicorn_cycle_still_says_whether_a_response_began() -> None:
+    """uvicorn: GuardedProtocol sends its 408 only when the request's cycle began no response."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    source = inspect.getsource(RequestResponseCycle.__init__)
+    for attribute in ("response_started", "response_complete"):
+        assert f"self.{attribute} = " in source, (
+            f"uvicorn {importlib.metadata.version('uvicorn')}: RequestResponseCycle no longer sets {attribute}; "
+            "api.http.shutdown.GuardedProtocol reads it before writing a 408"
+        )

@@ -1,4 +1,4 @@
-"""[compat] api.engine.shaping.Shaper on its own: stop sequences, token limit, <think> split, across any split.
+"""api.engine.shaping.Shaper on its own: stop sequences, token limit, <think> split, across any split.
 
 The end-to-end tests (test_compat.py) show the same through the running gateway; here every way
 of cutting an answer into deltas is tried, which only a unit test can afford.

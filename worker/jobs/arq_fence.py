@@ -3,7 +3,9 @@
 arq's ``Worker`` finds jobs only by its poll timer, with four round trips per running job per
 poll (see :mod:`worker.jobs.arq_worker`). To poll in one script and on a wake-up instead, the
 gateway's worker replaces arq's poll and start-up loop, and so touches arq's slot bookkeeping
-(``sem``, ``job_counter``, ``tasks``), its pool slot (``_pool``) and one private method.
+(``sem``, ``job_counter``, ``tasks``), its pool slot (``_pool``), the in-progress key's life
+(``in_progress_timeout_s``, short and renewed: see :mod:`worker.jobs.arq_worker`) and one
+private method.
 :class:`FencedWorker` does all of that and offers hooks (:meth:`FencedWorker.serve`,
 :meth:`FencedWorker.poll_once`, :meth:`FencedWorker.slot_freed`, :meth:`FencedWorker.start_claimed`,
 ...) that use arq's private parts so its subclass need not. :func:`hide_job_arguments` is the one
@@ -42,7 +44,14 @@ PRIVATE_USES = (
     PrivateUse("arq", f"{_WORKER}()._pool", "main() opens the pool as arq's does, where arq keeps it"),
     PrivateUse("arq", f"{_WORKER}().sem", "a claimed job takes a slot as arq's start_jobs does"),
     PrivateUse("arq", f"{_WORKER}().job_counter", "the free slots, counted as arq counts them"),
-    PrivateUse("arq", f"{_WORKER}().tasks", "run_job tasks registered and reaped as arq's poll does"),
+    PrivateUse(
+        "arq", f"{_WORKER}().tasks", "run_job tasks registered and reaped as arq's poll does; running ones renewed"
+    ),
+    PrivateUse(
+        "arq",
+        f"{_WORKER}().in_progress_timeout_s",
+        "a running job's in-progress key lives ORPHAN_JOB_SECONDS, renewed (arq: the job's whole timeout)",
+    ),
     PrivateUse("arq", f"{_WORKER}().job_tasks", "a job named in the abort set is cancelled as arq does"),
     PrivateUse("arq", f"{_WORKER}().aborting_tasks", "marks a cancelled job aborted, as arq does"),
     PrivateUse(
@@ -73,8 +82,15 @@ class FencedWorker(Worker):
     """arq's ``Worker`` with its poll loop replaced by hooks (see the module docstring).
 
     A subclass implements :meth:`serve` (the loop, run after start-up) and :meth:`poll` (one
-    poll); :meth:`slot_freed` is called when a job ends.
+    poll); :meth:`slot_freed` is called when a job ends. ``in_progress_seconds``: how long a
+    claimed job's in-progress key lives (arq's: the job's whole timeout), for a worker that
+    renews the keys of its running jobs (:meth:`running_job_ids`).
     """
+
+    def __init__(self, *args: Any, in_progress_seconds: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if in_progress_seconds is not None:
+            self.in_progress_timeout_s = in_progress_seconds
 
     # --- hooks for the subclass -------------------------------------------------------------
 
@@ -92,6 +108,15 @@ class FencedWorker(Worker):
     @property
     def free_slots(self) -> int:
         return self.max_jobs - self.job_counter
+
+    @property
+    def in_progress_ms(self) -> int:
+        """How long a claimed job's in-progress key lives, in milliseconds."""
+        return int(self.in_progress_timeout_s * 1000)
+
+    def running_job_ids(self) -> list[str]:
+        """The jobs this worker runs now (their tasks not done)."""
+        return [job_id for job_id, t in self.tasks.items() if not t.done()]
 
     async def start_claimed(self, job_id: str, score: int) -> None:
         """Run a job this worker claimed: the part of arq's ``start_jobs`` after its claim. The

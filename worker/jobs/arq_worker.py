@@ -22,9 +22,20 @@ A wake-up naming a job only spares the poll the look for jobs of dead workers, w
 polls do: the fallback timer, a wake-up without an id ("1": a job withdrawn, a stream freed), a
 slot freed in a full worker, and a failed poll.
 
-arq's private parts this needs (its slots, its start-up, the job-argument log line) are behind
-:class:`worker.jobs.arq_fence.FencedWorker`; the claim scripts are the queue protocol's
-(:mod:`shared.queue`).
+Jobs whose worker is gone: arq marks a running job with an in-progress key that lives for the
+job's whole timeout (``TOTAL_TIMEOUT`` + 70 s, about 11 minutes), and a job stays in the queue
+(and counts against ``MAX_QUEUE``) until that key goes. A worker that died, or a Redis restarted
+with its data while jobs ran (their ends could not be written), left such jobs for 11 minutes:
+new requests got ``queue_full`` with nothing running. Here the key lives ``ORPHAN_JOB_SECONDS``
+(``in_progress_seconds``) and the worker renews the keys of the jobs it still runs every third
+of that (:meth:`WakeableWorker._keep_in_progress`, its own task: draining included). A job
+nobody renews is claimed again by the next poll and cleared without running: arq ends it as
+expired when its data is gone (``QUEUE_TIMEOUT``), else the runner refuses the re-run (its run
+key), so the upstream is never called twice (the queue protocol's rule: :mod:`shared.queue`).
+
+arq's private parts this needs (its slots, its running tasks, its start-up, the in-progress
+key's life, the job-argument log line) are behind :class:`worker.jobs.arq_fence.FencedWorker`;
+the claim and renewal commands are the queue protocol's (:mod:`shared.queue`).
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import names
-from shared.queue import MAX_WOKEN_IDS, Claimer
+from shared.backoff import Backoff
+from shared.queue import MAX_WOKEN_IDS, Claimer, renew_in_progress
 from worker.jobs.arq_fence import FencedWorker, hide_job_arguments
 
 log = logging.getLogger("worker")
@@ -83,7 +95,7 @@ class WakeableWorker(FencedWorker):
         claim = functools.partial(
             self._claimer.claim,
             want=want,
-            in_progress_ms=int(self.in_progress_timeout_s * 1000),
+            in_progress_ms=self.in_progress_ms,
             read_limit=self.queue_read_limit,
             read_aborts=read_aborts,
         )
@@ -99,13 +111,27 @@ class WakeableWorker(FencedWorker):
         if aborts:
             await self.apply_aborts(aborts)
 
+    async def _keep_in_progress(self) -> None:
+        """Renew the in-progress keys of the jobs this worker still runs, every third of their life
+        (:func:`shared.queue.renew_in_progress`: a job that ended meanwhile stays ended)."""
+        ttl_ms = self.in_progress_ms
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            running = self.running_job_ids()
+            if not running:
+                continue
+            try:
+                await renew_in_progress(self.pool, running, ttl_ms)
+            except (RedisError, OSError) as exc:
+                log.warning("could not renew %d running job(s) (%s); retrying", len(running), exc)
+
     async def _listen_for_wakeups(self) -> None:
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
                     await pubsub.subscribe(names.WAKE_CHANNEL)
-                    delay = 0.1
+                    backoff.reset()
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                         if message is None:
@@ -120,12 +146,12 @@ class WakeableWorker(FencedWorker):
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("wake-up channel lost (%s); polling every %.2fs until it is back", exc, self.poll_delay_s)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.next())
 
     async def serve(self) -> None:
         # arq's poll loop, with the timer replaced by "timer or wake-up".
         listener = asyncio.create_task(self._listen_for_wakeups(), name="wake-listener")
+        keeper = asyncio.create_task(self._keep_in_progress(), name="in-progress-keeper")
         try:
             while True:
                 self._wake.clear()
@@ -141,6 +167,7 @@ class WakeableWorker(FencedWorker):
                 except TimeoutError:
                     self._read_queue = True  # the fallback poll reads the queue
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

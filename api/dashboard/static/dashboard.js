@@ -423,6 +423,114 @@
     }
   });
 
+  // ---- upstreams, breakers and routes ----------------------------------------------------------
+  const BREAKER = { closed: 'closed', half_open: 'half-open: one request tries it', open: 'open: skipped' };
+
+  async function refreshUpstreams() {
+    const [ups, routes] = await Promise.all([call('GET', '/admin/upstreams'), call('GET', '/admin/routes')]);
+    if (!ups.ok || !routes.ok) {
+      notice('upstreams-notice', failure(ups.ok ? routes : ups, ups.ok ? 'GET /admin/routes' : 'GET /admin/upstreams'));
+      return;
+    }
+    notice('upstreams-notice', '');
+    if (!changed('upstreams', [ups.data, routes.data])) return;
+    $('routing-version').textContent = `· version ${routes.data.version}`;
+    const targets = $('targets-table').tBodies[0];
+    targets.textContent = '';
+    const now = Date.now() / 1000;
+    for (const up of ups.data.data || []) {
+      for (const t of up.targets || []) {
+        const tr = document.createElement('tr');
+        tr.dataset.target = t.target;
+        cell(tr, t.target);
+        cell(tr, up.kind + (up.native_tools ? ' (native tools)' : ''));
+        cell(tr, BREAKER[t.state] || t.state, t.state === 'closed' ? 'ok' : 'fail');
+        cell(tr, num(t.failures), 'num');
+        cell(tr, t.last_failure ? `${t.last_failure} (${ago(now - t.last_failure_at)})` : '–', 'verdict');
+        cell(tr, t.state === 'open' && t.retry_at ? (t.retry_at > now ? `in ${Math.ceil(t.retry_at - now)} s` : 'now') : '–');
+        targets.appendChild(tr);
+      }
+    }
+    if (!targets.rows.length) emptyRow(targets, 6, 'No route targets.');
+    const upstreams = $('upstreams-table').tBodies[0];
+    upstreams.textContent = '';
+    for (const up of ups.data.data || []) {
+      const tr = document.createElement('tr');
+      tr.dataset.upstream = up.name;
+      cell(tr, up.name + (up.builtin ? ' (built in)' : ''));
+      cell(tr, up.kind);
+      cell(tr, up.base_url);
+      cell(tr, up.api_key_env || '–');
+      cell(tr, up.native_tools ? 'yes' : 'no');
+      const td = cell(tr, '');
+      if (!up.builtin) {
+        const del = document.createElement('button');
+        del.type = 'button';
+        del.className = 'link';
+        del.textContent = 'Delete';
+        del.addEventListener('click', async () => {
+          const r = await call('DELETE', '/admin/upstreams/' + encodeURIComponent(up.name));
+          notice('upstream-error', r.ok ? '' : failure(r, 'DELETE /admin/upstreams'));
+          await refreshUpstreams();
+        });
+        td.appendChild(del);
+      }
+      upstreams.appendChild(tr);
+    }
+    const tbody = $('routes-table').tBodies[0];
+    tbody.textContent = '';
+    for (const route of routes.data.data || []) {
+      const tr = document.createElement('tr');
+      tr.dataset.route = route.id;
+      cell(tr, route.id + (route.default ? ' (default)' : ''));
+      cell(tr, route.targets.map((t) => `${t.upstream}/${t.model}`).join(' → '));
+      const td = cell(tr, '');
+      if (!route.default) {
+        const del = document.createElement('button');
+        del.type = 'button';
+        del.className = 'link';
+        del.textContent = 'Delete';
+        del.addEventListener('click', async () => {
+          const r = await call('DELETE', '/admin/routes/' + encodeURIComponent(route.id));
+          notice('route-error', r.ok ? '' : failure(r, 'DELETE /admin/routes'));
+          await refreshUpstreams();
+        });
+        td.appendChild(del);
+      }
+      tbody.appendChild(tr);
+    }
+  }
+
+  $('route-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const id = $('route-id').value.trim();
+    const targets = $('route-targets').value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+      const cut = s.indexOf('/');
+      return cut < 0 ? { upstream: s, model: '' } : { upstream: s.slice(0, cut), model: s.slice(cut + 1) };
+    });
+    const known = lastRender.upstreams && JSON.parse(lastRender.upstreams)[1].data.some((r) => r.id === id);
+    const r = known
+      ? await call('PUT', '/admin/routes/' + encodeURIComponent(id), { targets })
+      : await call('POST', '/admin/routes', { id, targets });
+    notice('route-error', r.ok ? '' : failure(r, known ? 'PUT /admin/routes' : 'POST /admin/routes'));
+    await refreshUpstreams();
+  });
+
+  $('upstream-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = {
+      name: $('upstream-name').value.trim(),
+      kind: $('upstream-kind').value,
+      base_url: $('upstream-url').value.trim(),
+      native_tools: $('upstream-native').checked,
+    };
+    const keyEnv = $('upstream-key-env').value.trim();
+    if (keyEnv) body.api_key_env = keyEnv;
+    const r = await call('POST', '/admin/upstreams', body);
+    notice('upstream-error', r.ok ? '' : failure(r, 'POST /admin/upstreams'));
+    await refreshUpstreams();
+  });
+
   // ---- doctor ------------------------------------------------------------------------------
   let doctorPending = false;
 
@@ -482,7 +590,9 @@
 
   // ---- the refresh loop --------------------------------------------------------------------
   async function tick() {
-    const parts = await Promise.allSettled([refreshStats(), refreshKeys(), refreshDoctor(), refreshWeights()]);
+    const parts = await Promise.allSettled([
+      refreshStats(), refreshKeys(), refreshUpstreams(), refreshDoctor(), refreshWeights(),
+    ]);
     const failed = parts.filter((p) => p.status === 'rejected');
     $('updated').textContent = failed.length
       ? `update failed at ${new Date().toLocaleTimeString()}: ${failed[0].reason.message}`

@@ -18,7 +18,9 @@ class ChatDialect:
         return encode.ChunkEncoder(encode.new_completion_id(), call.model, include_usage=call.include_usage)
 
     def whole(self, call: ChatCall, answer: Answer, headers: dict[str, str]) -> Response:
-        return JSONBody(encode.whole(answer, model=call.model, reasoning=call.reasoning), headers=headers)
+        # reasoning an upstream marked itself (an OpenAI-compatible one) is shown whatever REASONING_MODELS says
+        shown = call.reasoning or bool(answer.reasoning)
+        return JSONBody(encode.whole(answer, model=call.model, reasoning=shown), headers=headers)
 
     def error_response(self, exc: GatewayError) -> Response:
         return error_response(exc)

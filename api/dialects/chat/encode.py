@@ -18,6 +18,9 @@ from shared.errors import GatewayError
 from shared.messages import ToolCall
 
 DONE = b"data: [DONE]\n\n"
+#: Longest piece of a tool call's arguments in one chunk (a whole call is known at once; long
+#: arguments still go in pieces, as OpenAI streams them).
+ARGUMENTS_PIECE = 1024
 PING = b": ping\n\n"
 
 
@@ -82,15 +85,23 @@ class ChunkEncoder:
         return PING
 
     def tool_call(self, call: ToolCall) -> bytes:
-        """One whole call as one chunk: ``index``, ``id``, ``type`` and the name with the arguments."""
-        entry = {
-            "index": self._tool_calls,
+        """One whole call: the first chunk carries ``index``, ``id``, ``type``, the name and the
+        first piece of the arguments; longer arguments follow in pieces of at most
+        :data:`ARGUMENTS_PIECE` characters, never an empty one (strict clients break on those)."""
+        index = self._tool_calls
+        self._tool_calls += 1
+        arguments = call["arguments"] or "{}"
+        pieces = [arguments[i : i + ARGUMENTS_PIECE] for i in range(0, len(arguments), ARGUMENTS_PIECE)]
+        first = {
+            "index": index,
             "id": call["id"],
             "type": "function",
-            "function": {"name": call["name"], "arguments": call["arguments"]},
+            "function": {"name": call["name"], "arguments": pieces[0]},
         }
-        self._tool_calls += 1
-        return self._delta(b'"tool_calls":' + orjson.dumps([entry]))
+        out = self._delta(b'"tool_calls":' + orjson.dumps([first]))
+        for piece in pieces[1:]:
+            out += self._delta(b'"tool_calls":' + orjson.dumps([{"index": index, "function": {"arguments": piece}}]))
+        return out
 
     def finish(self, reason: FinishReason, usage: Usage, stop_sequence: str | None = None) -> bytes:
         out = b""

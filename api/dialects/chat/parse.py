@@ -1,7 +1,8 @@
 """Turn a chat-completions body into the engine's :class:`ChatCall`: validated, refused or accepted.
 
 What the upstream cannot do is refused here with a 400 naming the field, or emulated by the
-gateway (``stop``, ``max_tokens``); knobs it has no use for are accepted and ignored.
+gateway (``stop``, ``max_tokens``, and ``tools`` / ``tool_choice`` / ``parallel_tool_calls`` /
+``response_format``: see ``shared.tools``); knobs it has no use for are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pydantic import ValidationError
 from api.dialects.chat.schema import ChatCompletionRequest, ChatMessage, ImagePart, TextPart
 from api.engine.call import ChatCall, finish_call
 from api.engine.images import decode_data_url
+from api.engine.shaping import MAX_STOP_CHARS
+from api.engine.tools import check_schema, check_tool_choice
 from shared.errors import InvalidRequest, ModelNotFound, Unsupported
-from shared.messages import Role, Turn
+from shared.messages import OutputFormat, Role, ToolChoice, ToolSpec, Turn
 from shared.models import ModelTable
 from shared.settings import Settings
 
@@ -60,17 +63,15 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     if req.n is not None and req.n > 1:
         raise Unsupported("n > 1 is not supported: the upstream returns one answer per request.", param="n")
-    for name in ("tools", "functions"):
-        if getattr(req, name):
-            raise Unsupported(f"'{name}' is not supported: the upstream cannot call tools or functions.", param=name)
-    for name in ("tool_choice", "function_call"):
-        value = getattr(req, name)
-        if value is not None and value != "none" and value != "auto":
-            raise Unsupported(f"'{name}' is not supported: the upstream cannot call tools or functions.", param=name)
-    if req.response_format is not None and req.response_format.type == "json_schema":
+    if req.functions:
         raise Unsupported(
-            "response_format of type 'json_schema' is not supported: the upstream cannot constrain its output.",
-            param="response_format",
+            "'functions' is not supported: the upstream cannot call functions; use 'tools' (emulated).",
+            param="functions",
+        )
+    if req.function_call is not None and req.function_call not in ("none", "auto"):
+        raise Unsupported(
+            "'function_call' is not supported: the upstream cannot call functions; use 'tool_choice' (emulated).",
+            param="function_call",
         )
     if req.logprobs or req.top_logprobs:
         raise Unsupported(
@@ -102,7 +103,9 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
         )
     _refuse_unsupported(req)
     if not any(m.role == "user" for m in req.messages):
-        raise InvalidRequest("messages must contain at least one message with role 'user'.", param="messages")
+        raise InvalidRequest(
+            "messages must contain at least one message with role 'user'.", param="messages", code="invalid_value"
+        )
 
     image, image_url, image_param = None, None, None
     for i, message in enumerate(req.messages):
@@ -125,10 +128,19 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
     stop = [s for s in stop if s]
     if len(stop) > 4:
         raise InvalidRequest("stop takes at most 4 sequences.", param="stop", code="too_many_stop_sequences")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise InvalidRequest(
+            f"Each stop sequence may be at most {MAX_STOP_CHARS} characters long.", param="stop", code="stop_too_long"
+        )
+    tools = _tools(req)
     call = ChatCall(
         model=model.id,
         upstream_model=model.upstream,
         turns=[_turn(m) for m in req.messages],
+        tools=tools,
+        tool_choice=_tool_choice(req, tools),
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        output=_output(req),
         image=image,
         stream=bool(req.stream),
         include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
@@ -138,7 +150,7 @@ def parse_chat(body: Any, settings: Settings, models: ModelTable) -> ChatCall:
         image_param=image_param,
         reasoning=model.id in settings.reasoning_model_ids,
     )
-    return finish_call(call)
+    return finish_call(call, settings=settings)
 
 
 _ROLES: dict[str, Role] = {
@@ -165,4 +177,50 @@ def _turn(message: ChatMessage) -> Turn:
     turn: Turn = {"role": _ROLES[message.role], "text": message_text(message)}
     if message.name:
         turn["name"] = message.name
+    if message.role == "assistant" and message.tool_calls:
+        turn["tool_calls"] = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls
+        ]
+    if message.role == "tool" and message.tool_call_id:
+        turn["tool_call_id"] = message.tool_call_id
     return turn
+
+
+def _tools(req: ChatCompletionRequest) -> list[ToolSpec]:
+    tools: list[ToolSpec] = []
+    for i, tool in enumerate(req.tools or []):
+        fn = tool.function
+        parameters = fn.parameters if fn.parameters is not None else {"type": "object", "properties": {}}
+        check_schema(parameters, param=f"tools[{i}].function.parameters")
+        tools.append({"name": fn.name, "description": fn.description or "", "parameters": parameters})
+    return tools
+
+
+def _tool_choice(req: ChatCompletionRequest, tools: list[ToolSpec]) -> ToolChoice:
+    choice = req.tool_choice
+    value: ToolChoice = (
+        "auto" if choice is None else choice if isinstance(choice, str) else {"name": choice.function.name}
+    )
+    return check_tool_choice(value, tools, param="tool_choice")
+
+
+def _output(req: ChatCompletionRequest) -> OutputFormat | None:
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object", "name": None, "schema": None, "strict": False}
+    if fmt.json_schema is None:
+        raise InvalidRequest(
+            "response_format of type 'json_schema' needs a 'json_schema' object with a 'name' and a 'schema'.",
+            param="response_format.json_schema",
+        )
+    schema = fmt.json_schema.schema_
+    if schema is not None:
+        check_schema(schema, param="response_format.json_schema.schema")
+    return {
+        "type": "json_schema",
+        "name": fmt.json_schema.name,
+        "schema": schema,
+        "strict": bool(fmt.json_schema.strict),
+    }

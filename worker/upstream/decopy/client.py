@@ -30,7 +30,7 @@ from worker.upstream.decopy.identity import (
     proxy_of,
     request_headers,
 )
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
 from worker.upstream.decopy.transport import (
     TRANSPORT_ERRORS,
     Answer,
@@ -223,7 +223,10 @@ class DecopyUpstream:
                     raise exception_failure(exc, what, begun=True) from exc
                 if not data:
                     break
-                deltas = parser.feed(data)
+                try:
+                    deltas = parser.feed(data)
+                except UnreadablePiece as exc:
+                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
                 if deltas:
                     yield deltas
             if not parser.ended:

@@ -5,6 +5,8 @@ cloudscraper solve the challenges it can (see :mod:`worker.upstream.decopy.clien
 it needs have no public API: aiohttp's switch for its silent retry, cloudscraper's TLS context
 (a browser's cipher suite) and cloudscraper's own "is this a challenge I can solve?" test.
 (urllib3's pool classes, public but low-level, are swapped in :mod:`worker.upstream.decopy.interruptible`.)
+The OpenAI-compatible upstream (:mod:`worker.upstream.openai_compat`) turns aiohttp's silent
+retry off here too: this is aiohttp's one fence, whoever calls it.
 """
 
 from __future__ import annotations

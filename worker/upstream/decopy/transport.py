@@ -4,8 +4,9 @@ Each call is sent with aiohttp under a cloudscraper session's identity (its head
 proxy and TLS context: :mod:`worker.upstream.decopy.identity`). Why not cloudscraper for every
 call: ``requests`` is synchronous, so each call ran in a thread and every piece of an answer woke
 that thread, took the GIL and woke the event loop, through urllib3 and ``http.client``'s chunked
-decoding: 0.34 ms of CPU per piece and ~3.3 ms per job, about half the gateway's CPU per answer.
-On the event loop with aiohttp's C parser each piece is one callback and one read.
+decoding: 0.34 ms of CPU per piece and ~3.3 ms per job (``make bench``, docs/benchmark.md "Where
+the time goes"), about half the gateway's CPU per answer. On the event loop with aiohttp's C
+parser each piece is one callback and one read.
 
 Outbound proxies (``DECOPY_PROXY``): http and https proxies through aiohttp's own support,
 socks4/4a/5/5h through aiohttp-socks (a connector per proxy). Failures are described in one
