@@ -253,3 +253,26 @@ def test_prompts_and_answers_only_with_log_prompts(make_gateway: Any, tag: str) 
         logged_entry = wait_until(entry, 15, "the entry")
     assert logged_entry["prompt"] == [{"role": "user", "content": f"{tag} tell me"}]
     assert logged_entry["answer"] == answer and logged_entry["key_id"] == "master"
+
+
+def test_every_dialect_leaves_an_entry(cluster: Cluster, tag: str) -> None:
+    key_id, secret = new_key(cluster, "team-dialects")
+    calls = {
+        "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": tag}]}),
+        "responses": ("/v1/responses", {"input": tag}),
+        "messages": ("/v1/messages", {"max_tokens": 64, "messages": [{"role": "user", "content": tag}]}),
+        "completions": ("/v1/completions", {"prompt": tag}),
+    }
+    sent: dict[str, str] = {}
+    with cluster.http(0, secret) as http:
+        for dialect, (path, body) in calls.items():
+            resp = http.post(path, json={"model": MODEL, **body})
+            assert resp.status_code == 200, (dialect, resp.text)
+            assert int(resp.headers["x-queue-wait-ms"]) >= 0
+            sent[resp.headers["x-request-id"]] = dialect
+    entries = wait_logged(cluster, set(sent))
+    assert {e["dialect"] for e in entries.values()} == set(calls)
+    for request_id, dialect in sent.items():
+        entry = entries[request_id]
+        assert (entry["dialect"], entry["key_id"], entry["status"]) == (dialect, key_id, 200)
+        assert entry["tokens_out"] > 0 and entry["queue_wait_ms"] is not None
