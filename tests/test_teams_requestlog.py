@@ -257,7 +257,7 @@ def test_prompts_and_answers_only_with_log_prompts(make_gateway: Any, tag: str) 
 
 def test_every_dialect_leaves_an_entry(cluster: Cluster, tag: str) -> None:
     key_id, secret = new_key(cluster, "team-dialects")
-    calls = {
+    calls: dict[str, tuple[str, dict[str, Any]]] = {
         "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": tag}]}),
         "responses": ("/v1/responses", {"input": tag}),
         "messages": ("/v1/messages", {"max_tokens": 64, "messages": [{"role": "user", "content": tag}]}),
