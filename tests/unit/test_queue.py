@@ -9,7 +9,7 @@ from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
 from shared import names
-from shared.queue import Claimer, JobQueue, StartOnce, new_job_id
+from shared.queue import Claimer, JobQueue, StartOnce, new_job_id, renew_in_progress
 from tests.unit.conftest import arun
 
 JOB = {"prompt": "hi"}
@@ -162,6 +162,23 @@ def test_concurrent_claims_never_hand_out_one_job_twice(redis_url: str) -> None:
             await client.aclose()
         taken = [job for claimed, _ in results for job, _ in claimed]
         assert sorted(taken) == sorted(ids) and len(set(taken)) == len(ids)
+        await redis.aclose()
+
+    arun(body())
+
+
+def test_renewal_extends_running_jobs_and_never_revives_an_ended_one(redis_url: str) -> None:
+    async def body() -> None:
+        redis = Redis.from_url(redis_url)
+        queue = _queue(redis)
+        running, ended = new_job_id(), new_job_id()
+        for job_id in (running, ended):
+            await queue.enqueue(job_id, JOB)
+        await Claimer(redis).claim(want=2, in_progress_ms=1_000, read_limit=10, read_aborts=False, ids=[running, ended])
+        await redis.delete(in_progress_key_prefix + ended)  # arq deletes it when the job ends
+        await renew_in_progress(redis, [running, ended], 60_000)
+        assert 1_000 < await redis.pttl(in_progress_key_prefix + running) <= 60_000
+        assert not await redis.exists(in_progress_key_prefix + ended)
         await redis.aclose()
 
     arun(body())

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import func
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -61,6 +62,63 @@ def test_a_wake_up_starts_the_job_without_waiting_for_the_poll_timer(redis_url: 
             with contextlib.suppress(asyncio.CancelledError):
                 await running
             await worker.pool.aclose()  # (arq's own close() calls redis-py's deprecated close())
+            await redis.aclose()
+
+    arun(body())
+
+
+def test_a_running_job_keeps_its_short_lived_in_progress_key(redis_url: str) -> None:
+    """With ``in_progress_seconds`` (ORPHAN_JOB_SECONDS) the key outlives it only while renewed:
+    a running job's key is renewed (its time to live goes back up) and never lapses."""
+
+    async def body() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def job(ctx: dict[str, Any], value: str) -> None:
+            started.set()
+            await release.wait()
+
+        worker = WakeableWorker(
+            functions=[func(job, name=names.CHAT_FUNCTION)],
+            redis_settings=RedisSettings.from_dsn(redis_url),
+            queue_name=names.QUEUE,
+            max_jobs=1,
+            poll_delay=3600,
+            keep_result=0,
+            handle_signals=False,
+            in_progress_seconds=0.6,
+        )
+        running = asyncio.create_task(worker.main())
+        redis = Redis.from_url(redis_url)
+        try:
+            async with asyncio.timeout(10):
+                while (await redis.pubsub_numsub(names.WAKE_CHANNEL))[0][1] == 0:
+                    await asyncio.sleep(0.01)
+            job_id = new_job_id()
+            assert await JobQueue(redis, max_queue=10, expires_s=60).enqueue(job_id, "x")
+            async with asyncio.timeout(10):
+                await started.wait()
+            key = in_progress_key_prefix + job_id
+            lowest = await redis.pttl(key)
+            assert 0 < lowest <= 600
+            renewals = 0
+            async with asyncio.timeout(10):
+                while renewals < 3:  # three renewals: more than the key's own life has passed
+                    ttl = await redis.pttl(key)
+                    assert ttl > 0, "the running job's in-progress key lapsed"
+                    if ttl > lowest:
+                        renewals += 1
+                    lowest = ttl
+                    await asyncio.sleep(0.02)
+            release.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*worker.tasks.values())
+        finally:
+            release.set()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await worker.pool.aclose()
             await redis.aclose()
 
     arun(body())
