@@ -182,6 +182,22 @@ def observe_request(
         QUEUE_WAIT.labels(model=label).observe(queue_wait)
 
 
+# --- waiting per key ---------------------------------------------------------------------
+
+KEY_QUEUE_WAIT = Histogram(
+    "decopy_key_queue_wait_seconds",
+    "Time a key's chat jobs waited in the queue before a worker took them, by key id and name.",
+    ["key_id", "key"],
+    buckets=TTFT_BUCKETS,
+    registry=API_REGISTRY,
+)
+
+
+def key_queue_wait(key_id: str, key_name: str, seconds: float) -> None:
+    """Count how long one job of a key waited for a worker (called when its request ends)."""
+    KEY_QUEUE_WAIT.labels(key_id=key_id, key=key_name).observe(seconds)
+
+
 UPSTREAM_REPLACED = Counter(
     "decopy_upstream_replaced_chars",
     "Characters of upstream answers that could not be decoded and were replaced by U+FFFD.",

@@ -111,6 +111,33 @@ def key_usage_total(key_id: str) -> str:
     return f"{PREFIX}usage:{key_id}:total"
 
 
+# --- the request log and fair queuing ---
+
+#: The request log: a capped stream, one entry (field ``e``, JSON) per chat request.
+REQUEST_LOG = PREFIX + "requests"
+
+# Fair queuing (shared.queue): start-time fair queuing over keys, decided in Redis.
+#: Sorted set of the keys with jobs waiting, scored by the virtual start time of their head job.
+FQ_KEYS = PREFIX + "fq:keys"
+#: Prefix of each key's line of waiting job ids (a list, first come first served): + key id
+#: ('' for jobs without a key, the doctor's: that line always goes first).
+FQ_LINE_PREFIX = PREFIX + "fq:line:"
+#: The queue's virtual time: the virtual start time of the job taken last.
+FQ_CLOCK = PREFIX + "fq:clock"
+#: Hash key id -> the virtual time at which the key's next job starts once it is active again.
+FQ_FINISH = PREFIX + "fq:finish"
+#: Hash key id -> weight (1 when absent), set through the admin API.
+FQ_WEIGHTS = PREFIX + "fq:weights"
+#: Sorted set of "<key id> <job id>" taken by a worker (scored by when), looked at by full polls: a
+#: job still queued without its in-progress key goes back to the front of its key's line.
+FQ_TAKEN = PREFIX + "fq:taken"
+
+
+def fq_line(key_id: str) -> str:
+    """A key's line of waiting jobs in the fair queue."""
+    return FQ_LINE_PREFIX + key_id
+
+
 #: Failed master-key attempts from everyone in the current window (api.http.login_throttle).
 LOGIN_FAILURES_ALL = PREFIX + "login:failures"
 

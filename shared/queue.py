@@ -19,6 +19,23 @@ this module, one Redis round trip each, with each Lua script beside the function
 - **start** (:class:`StartOnce`, the chat job's first step): claims the job's run key and
   publishes its start message.
 
+**Fair queuing across keys.** arq's queue (the sorted set) still holds every job until it ends,
+but which waiting job a worker takes next is decided by start-time fair queuing over keys, in the
+claim script: each key (a team key; ``master``; ``dashboard``) has its own line of waiting jobs
+(first come, first served within the key), and the key whose head job has the smallest virtual
+start time goes first. A key's head starts at ``max(V, F_key)`` when the key becomes active
+(``V``: the start time of the job taken last; ``F_key``: where the key's last job ended), and
+each job taken moves the key on by ``1 / weight``. So a key that queues 100 jobs does not make
+a key that queues 5 a moment later wait behind all 100; with weights 3 and 1 the shares are 3:1;
+an idle key saves up no credit, and none starves (``V`` only grows). Weights are in
+``names.FQ_WEIGHTS`` (``api.tenancy.weights``), read at each job taken. With
+``UPSTREAM_MAX_CONCURRENT`` set, the claim also takes the job's upstream lease
+(``names.UPSTREAM_LEASES``, member: the job id; ``worker.jobs.budget`` adopts it), so jobs wait
+here, in fair order, rather than in a worker's slot. Jobs with no key (the doctor) wait in a line
+of their own that always goes first and takes no upstream lease. A job arq would deliver again
+(its worker died, or arq let go of it at shutdown) goes back to the front of its key's line at
+the next full poll (``names.FQ_TAKEN``).
+
 **Deliveries and runs, one rule.** arq counts *deliveries* of a job (``max_tries``); the run key
 ``decopy:run:<job>`` counts *upstream runs*. A chat job runs upstream at most once: the first
 delivery that reaches :class:`StartOnce` claims the run key, and every later delivery is refused
@@ -61,24 +78,40 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-# KEYS: queue, job key, wake channel. ARGV: cap (0: none), job bytes, expiry ms, score, job id.
-# The wake-up names the job: a worker claims it by id without reading the queue (Claimer).
+# KEYS: queue, job key, wake channel, active keys, clock, finish times.
+# ARGV: cap (0: none), job bytes, expiry ms, score, job id, key id ('': no fair share), line prefix.
+# The job joins its key's line; a key that had nothing waiting becomes active at max(V, F_key).
+# Jobs without a key (the doctor) wait in the line of key '', which is always first ('-inf').
+# The wake-up names the job.
 _ENQUEUE = """
 local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
+local key = ARGV[6]
+redis.call('RPUSH', ARGV[7] .. key, ARGV[5])
+if not redis.call('ZSCORE', KEYS[4], key) then
+  local s = '-inf'
+  if key ~= '' then
+    local v = tonumber(redis.call('GET', KEYS[5])) or 0
+    s = string.format('%.17g', math.max(v, tonumber(redis.call('HGET', KEYS[6], key)) or 0))
+  end
+  redis.call('ZADD', KEYS[4], s, key)
+end
 redis.call('PUBLISH', KEYS[3], ARGV[5])
 return 1
 """
 
-# KEYS: queue, job key, abort set, wake channel, arq's in-progress key. ARGV: job id, now ms.
+# KEYS: queue, job key, abort set, wake channel, arq's in-progress key, active keys, finish times.
+# ARGV: job id, now ms, line prefix, key id ('-': not known).
 # arq keeps a job in the queue until it *finishes*, so being in the queue does not mean waiting:
 # the in-progress key (set by the worker that took the job) tells. A running job is taken out of
 # the queue (so it can never be picked again, e.g. after its worker died) and marked in arq's
 # abort set, and the workers are woken so the one running it cancels it now (returns 0). A job
-# still waiting is taken out with its data (returns 1). arq never clears abort entries of jobs
-# that finished first, so old ones are trimmed here.
+# still waiting is taken out with its data and out of its key's line (returns 1); a key whose
+# line is left empty stops being active, its next job starting where this one would have (it got
+# no service for it). (Without the key, the job stays in its line and the claim skips it.) arq
+# never clears abort entries of jobs that finished first, so old ones are trimmed here.
 _CANCEL = """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - 60000)
 local queued = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -88,8 +121,21 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   return 0
 end
 redis.call('DEL', KEYS[2])
+local key = ARGV[4]
+if key ~= '-' then
+  local line = ARGV[3] .. key
+  if redis.call('LREM', line, 1, ARGV[1]) > 0 and redis.call('LLEN', line) == 0 then
+    local s = redis.call('ZSCORE', KEYS[6], key)
+    redis.call('ZREM', KEYS[6], key)
+    if s and key ~= '' then redis.call('HSET', KEYS[7], key, s) end
+  end
+end
 return queued
 """
+
+
+#: The fair queue's keys in the order _ENQUEUE takes them (KEYS[4..6]).
+_FAIR_KEYS = (names.FQ_KEYS, names.FQ_CLOCK, names.FQ_FINISH)
 
 
 class JobQueue:
@@ -110,36 +156,131 @@ class JobQueue:
         function: str = names.CHAT_FUNCTION,
         capped: bool = True,
         expires_s: float | None = None,
+        key: str | None = None,
     ) -> bool:
         """Queue a call of ``function(job)`` (no argument if ``job`` is None) and wake the workers;
-        False when ``capped`` and the queue already holds ``max_queue`` jobs."""
+        False when ``capped`` and the queue already holds ``max_queue`` jobs. ``key``: the id of the
+        key it runs for, whose fair share it waits in (None: it skips the lines, as the doctor does)."""
         now = timestamp_ms()
         data = serialize_job(function, () if job is None else (job,), {}, None, now)
         expires_ms = self._expires_ms if expires_s is None else int(expires_s * 1000)
-        keys = [names.QUEUE, job_key_prefix + job_id, names.WAKE_CHANNEL]
+        keys = [names.QUEUE, job_key_prefix + job_id, names.WAKE_CHANNEL, *_FAIR_KEYS]
         cap = self._max_queue if capped else 0
-        added = await self._enqueue(keys=keys, args=[cap, data, expires_ms, now, job_id])
+        # key '': the line of jobs without a key (the doctor's)
+        args: list[Any] = [cap, data, expires_ms, now, job_id, key or "", names.FQ_LINE_PREFIX]
+        added = await self._enqueue(keys=keys, args=args)
         return bool(added)
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, *, key: str | None = None) -> bool:
         """Withdraw a job: True if it was still waiting (it never starts), False if a worker had
-        taken it (it is aborted now) or it had already finished."""
+        taken it (it is aborted now) or it had already finished. ``key``: the one it was queued
+        for (``""`` for none), so it leaves that key's line at once."""
         keys = [
             names.QUEUE,
             job_key_prefix + job_id,
             abort_jobs_ss,
             names.WAKE_CHANNEL,
             in_progress_key_prefix + job_id,
+            names.FQ_KEYS,
+            names.FQ_FINISH,
         ]
-        return bool(await self._cancel(keys=keys, args=[job_id, timestamp_ms()]))
+        args: list[Any] = [job_id, timestamp_ms(), names.FQ_LINE_PREFIX, "-" if key is None else key]
+        return bool(await self._cancel(keys=keys, args=args))
 
     async def depth(self) -> int:
         """Jobs queued or running (arq keeps a job in the queue until it finishes)."""
         return int(await self._redis.zcard(names.QUEUE))
 
 
-# The end of both claim scripts: read the abort set if asked (ARGV[6] == '1'), trimmed at ARGV[7].
-_ABORTS = """
+# KEYS: queue, abort set, active keys, clock, finish times, weights, taken set, upstream leases.
+# ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix, line prefix, read
+# aborts (0/1), abort-set trim score, upstream streams at once (0: not gated), lease ms, look for
+# jobs of dead workers (0/1).
+# Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
+# Key names built here (in-progress keys, each key's line) are not in KEYS: they are not known
+# before the script reads (arq supports no Redis Cluster either).
+# 1. (Full polls only) The jobs taken since (the taken set, members "<key id> <job id>") are
+#    looked at: one that ended leaves the set; one still in arq's queue without its in-progress
+#    key goes back to the front of its key's line. That is arq's redelivery: its worker died (the
+#    key ran out) or arq let go of it at shutdown (the run key refuses a second upstream run).
+#    Like arq's own poll, this costs a look per job taken since the last full poll.
+# 2. While this worker has room (and, when gated, the pool has an upstream stream free): the head
+#    job of the key with the smallest virtual start time; the clock moves to that time and the key
+#    on by 1 / weight. Its upstream lease is taken with it. Key '' (no fair share: the doctor) is
+#    always first and takes no lease.
+_CLAIM = """
+local claimed = {}
+local want = tonumber(ARGV[2])
+local wall = tonumber(ARGV[1])
+local prefix, lines = ARGV[4], ARGV[5]
+if ARGV[10] == '1' then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[7], 0, 1999)) do
+    local cut = string.find(member, ' ', 1, true)
+    local key, id = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
+    if not redis.call('ZSCORE', KEYS[1], id) then
+      redis.call('ZREM', KEYS[7], member)  -- it ended, or was withdrawn
+    elseif redis.call('EXISTS', prefix .. id) == 0 then
+      redis.call('ZREM', KEYS[7], member)  -- its worker died or let go of it: deliver it again
+      redis.call('LPUSH', lines .. key, id)
+      if not redis.call('ZSCORE', KEYS[3], key) then
+        local s = '-inf'
+        if key ~= '' then
+          local v = tonumber(redis.call('GET', KEYS[4])) or 0
+          s = string.format('%.17g', math.max(v, tonumber(redis.call('HGET', KEYS[5], key)) or 0))
+        end
+        redis.call('ZADD', KEYS[3], s, key)
+      end
+    end
+  end
+end
+local maxc, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
+local room, now = nil, 0
+local steps = 0
+while want > 0 and steps < 1000 do
+  steps = steps + 1
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #head == 0 then break end
+  local key = head[1]
+  local direct = key == ''
+  if not direct then
+    if room == nil then  -- counted once, and only when a keyed job waits
+      room = want
+      if maxc > 0 then
+        local t = redis.call('TIME')  -- leases are scored on Redis' clock (shared.leases)
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+        room = maxc - redis.call('ZCARD', KEYS[8])
+      end
+    end
+    if room <= 0 then break end
+  end
+  local line = lines .. key
+  local id = redis.call('LPOP', line)
+  local score = id and redis.call('ZSCORE', KEYS[1], id)
+  local next_s = head[2]
+  if score and redis.call('EXISTS', prefix .. id) == 0 then
+    redis.call('PSETEX', prefix .. id, ARGV[3], '1')
+    redis.call('ZADD', KEYS[7], wall, key .. ' ' .. id)
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = score
+    want = want - 1
+    if not direct then
+      redis.call('SET', KEYS[4], head[2])
+      next_s = string.format('%.17g', tonumber(head[2]) + 1 / (tonumber(redis.call('HGET', KEYS[6], key)) or 1))
+      room = room - 1
+      if maxc > 0 then
+        redis.call('ZADD', KEYS[8], now + lease_ms, id)
+        redis.call('PEXPIRE', KEYS[8], lease_ms)
+      end
+    end
+  end
+  if redis.call('LLEN', line) > 0 then
+    if next_s ~= head[2] then redis.call('ZADD', KEYS[3], next_s, key) end
+  else
+    redis.call('ZREM', KEYS[3], key)
+    if not direct then redis.call('HSET', KEYS[5], key, next_s) end
+  end
+end
 local aborts = {}
 if ARGV[6] == '1' then
   aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
@@ -148,96 +289,66 @@ end
 return {claimed, aborts}
 """
 
-# KEYS: queue, abort set. ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix,
-# queue entries read at a time, read aborts (0/1), abort-set trim score, most entries to look at.
-# Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
-# The in-progress keys are built here, not passed in KEYS: their names are not known before the
-# queue is read (arq supports no Redis Cluster either).
-# arq reads the oldest ``queue_read_limit`` entries only; running jobs stay in the queue, so with
-# more than that running across the pool, jobs behind them would wait while slots stand idle.
-# The read goes on, page by page, past running jobs (up to ARGV[8] entries).
-_CLAIM = (
-    """
-local claimed = {}
-local want = tonumber(ARGV[2])
-local page = tonumber(ARGV[5])
-local offset = 0
-while want > 0 and #claimed < 2 * want and offset < tonumber(ARGV[8]) do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
-  for i = 1, #due, 2 do
-    local key = ARGV[4] .. due[i]
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('PSETEX', key, ARGV[3], '1')
-      claimed[#claimed + 1] = due[i]
-      claimed[#claimed + 1] = due[i + 1]
-      if #claimed >= 2 * want then break end
-    end
-  end
-  if #due < 2 * page then break end
-  offset = offset + page
-end
-"""
-    + _ABORTS
-)
-
-# KEYS and ARGV[1-7]: as _CLAIM's; ARGV[8...]: the job ids to try. Same claim as _CLAIM's, by id.
-_CLAIM_IDS = (
-    """
-local claimed = {}
-local want = tonumber(ARGV[2])
-for i = 8, #ARGV do
-  if #claimed >= 2 * want then break end
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[1]) then
-    local key = ARGV[4] .. ARGV[i]
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('PSETEX', key, ARGV[3], '1')
-      claimed[#claimed + 1] = ARGV[i]
-      claimed[#claimed + 1] = score
-    end
-  end
-end
-"""
-    + _ABORTS
-)
-
 #: What a claim returns: the jobs claimed (id, score) and the ids in the abort set (if read).
 Claimed = tuple[list[tuple[str, int]], list[str]]
 
 
 class Claimer:
-    """The consuming side: claims due jobs the way arq's worker would, in one round trip.
+    """The consuming side: takes the next jobs in fair order, in one round trip (see the module doc).
 
     arq's own poll keeps every job in the queue until it *ends* and walks each running one with
-    WATCH/EXISTS/ZSCORE/UNWATCH (four round trips per running job per poll); this claims the same
-    jobs (due, not in progress; in-progress key set for ``in_progress_ms``) in one script.
+    WATCH/EXISTS/ZSCORE/UNWATCH (four round trips per running job per poll); the fair claim looks
+    only at the keys with jobs waiting, whatever runs. ``upstream_max_concurrent`` (> 0) gates it
+    on the pool's upstream streams; ``lease_ttl_s``: how long a taken lease lives unrenewed.
     """
 
-    def __init__(self, redis: Redis, queue: str = names.QUEUE) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue: str = names.QUEUE,
+        *,
+        upstream_max_concurrent: int = 0,
+        lease_ttl_s: float = 30.0,
+    ) -> None:
         self._queue = queue
+        self._gate = upstream_max_concurrent
+        self._lease_ms = max(1, int(lease_ttl_s * 1000))
         self._claim = redis.register_script(_CLAIM)
-        self._claim_ids = redis.register_script(_CLAIM_IDS)
 
     async def claim(
         self, *, want: int, in_progress_ms: int, read_limit: int, read_aborts: bool, ids: list[str] | None = None
     ) -> Claimed:
-        """Claim up to ``want`` due jobs (those named in ``ids`` only, if given) and, if
-        ``read_aborts``, read the abort set."""
-        keys = [self._queue, abort_jobs_ss]
+        """Take up to ``want`` jobs in fair order and, if ``read_aborts``, read the abort set.
+
+        The fair order decides which jobs start, whatever the wake-ups named: ``ids`` (given after
+        a wake-up naming jobs) only spares this poll the look for jobs of dead workers, which a
+        full poll (``ids`` None: the timer, a freed slot) does. ``read_limit`` is not used: the
+        claim costs the same whatever the queue holds.
+        """
+        keys = [
+            self._queue,
+            abort_jobs_ss,
+            names.FQ_KEYS,
+            names.FQ_CLOCK,
+            names.FQ_FINISH,
+            names.FQ_WEIGHTS,
+            names.FQ_TAKEN,
+            names.UPSTREAM_LEASES,
+        ]
         now = timestamp_ms()
         args: list[Any] = [
             now,
             want,
             in_progress_ms,
             in_progress_key_prefix,
-            read_limit,
+            names.FQ_LINE_PREFIX,
             int(read_aborts),
             now + abort_job_max_age,
-        ]  # ARGV[1-7] of both scripts
-        if ids is None:
-            raw, aborts = await self._claim(keys=keys, args=[*args, read_limit * QUEUE_READ_PAGES])
-        else:
-            raw, aborts = await self._claim_ids(keys=keys, args=[*args, *ids])
+            self._gate,
+            self._lease_ms,
+            int(ids is None),  # a full poll (the timer, a slot freed) also puts back dead workers' jobs
+        ]
+        raw, aborts = await self._claim(keys=keys, args=args)
         claimed = [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
         return claimed, [a.decode() for a in aborts]
 

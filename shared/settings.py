@@ -207,6 +207,27 @@ class Settings:
     #: Longest prompt, in characters, once tools or an output format are folded in (over it: a 400).
     tools_prompt_max_chars: int = 200_000
 
+    # --- several teams: the request log and Redis Sentinel ---
+    #: Entries the request log keeps at most (the oldest go first; 0 turns the request log off).
+    request_log_max_entries: int = 100_000
+    #: Seconds a request-log entry is kept at most (0: only REQUEST_LOG_MAX_ENTRIES limits it).
+    request_log_max_age: float = 7 * 86400.0
+    #: Sentinels to ask for the Redis primary (``host:port``, comma-separated); empty: REDIS_URL's host.
+    redis_sentinels: str = ""
+    #: The name the sentinels know the gateway's Redis primary by.
+    redis_sentinel_master: str = "mymaster"
+
+    def _validate_teams(self) -> None:
+        if self.request_log_max_entries < 0:
+            raise ConfigError("REQUEST_LOG_MAX_ENTRIES must be 0 (off) or more")
+        if self.request_log_max_age < 0:
+            raise ConfigError("REQUEST_LOG_MAX_AGE must be 0 (no age limit) or more")
+        from shared.redis_connect import sentinel_hosts  # here: that module needs this one
+
+        sentinel_hosts(self.redis_sentinels)  # raises ConfigError on a malformed entry
+        if self.redis_sentinels.strip() and not self.redis_sentinel_master.strip():
+            raise ConfigError("REDIS_SENTINEL_MASTER must name the primary when REDIS_SENTINELS is set")
+
     # --- upstreams besides decopy, routes, breakers and decopy's transport (docs/upstreams.md) ---
     #: JSON object of the upstreams besides decopy; seeds the live configuration (docs/upstreams.md).
     upstreams: str = field(default="", repr=False)
@@ -330,6 +351,7 @@ class Settings:
         self._validate_compat()
         self._validate_limits()
         self._validate_operator()
+        self._validate_teams()
         self._validate_upstreams()
 
     def _validate_hardening(self) -> None:

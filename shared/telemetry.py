@@ -95,6 +95,10 @@ def running_sums(fams: list[list[Any]]) -> tuple[dict[str, float], dict[str, flo
             elif sample == "decopy_time_to_first_token_seconds_bucket":
                 bound = float(labels["le"])
                 key = f"ttft:{TTFT_BOUNDS.index(bound)}" if bound in TTFT_BOUNDS else None
+            elif sample == "decopy_key_queue_wait_seconds_sum":  # in ms: totals are integers
+                key, value = "key_wait_ms:" + labels.get("key_id", ""), value * 1000
+            elif sample == "decopy_key_queue_wait_seconds_count":
+                key = "key_waits:" + labels.get("key_id", "")
             elif sample in ("decopy_streams_in_flight", "decopy_jobs_running"):
                 gauges[sample.removeprefix("decopy_")] = gauges.get(sample.removeprefix("decopy_"), 0) + value
             if key is not None:

@@ -158,7 +158,13 @@ def test_compose_file_follows_the_compose_spec() -> None:
 
 def test_compose_services() -> None:
     services = _compose()["services"]
-    assert set(services) == {"redis", "api", "worker", "nginx"}
+    sentinel_profile = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert set(services) == {"redis", "api", "worker", "nginx", *sentinel_profile}
+    for name in sentinel_profile:  # optional: only with --profile sentinel
+        assert services[name]["profiles"] == ["sentinel"]
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["redis-replica"]["command"][5:8] == ["--replicaof", "redis", "6379"]
+    assert "sentinel monitor decopy redis 6379 2" in services["sentinel-1"]["command"][2]
 
     redis_svc = services["redis"]
     assert redis_svc["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

@@ -166,6 +166,7 @@ def test_admin_stats_shape_and_a_killed_worker(cluster: tuple[Gateway, Proc, str
         "upstream_errors",
         "rate_limit_rejections",
         "history",
+        "waiting_by_key",
     }
     assert abs(stats["time"] - time.time()) < 60
     assert stats["requests_per_second"] > 0  # the earlier tests' requests, within the last 60 s

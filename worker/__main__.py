@@ -15,13 +15,13 @@ from shared.preflight import require_dependencies
 require_dependencies("worker")
 
 import uvloop
-from arq.connections import RedisSettings
 from arq.worker import func
 
 from shared import metrics, names, queue
 from shared.errors import ConfigError
 from shared.logs import request_id_var, setup_logging
 from shared.messages import ChatJob
+from shared.redis_connect import arq_redis_settings
 from shared.settings import Settings
 from shared.telemetry import Reporter, process_id
 from worker import doctor
@@ -74,7 +74,7 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         if reporter is not None:
             await reporter.stop()
 
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings = arq_redis_settings(settings)  # REDIS_URL, or the primary REDIS_SENTINELS name
     # Keep trying to reach Redis at start-up rather than crash-looping.
     redis_settings.conn_retries = 1_000_000
     redis_settings.conn_retry_delay = 1
@@ -97,6 +97,8 @@ def build_worker(settings: Settings, worker_id: str) -> WakeableWorker:
         health_check_interval=5,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        upstream_max_concurrent=settings.upstream_max_concurrent,
+        lease_ttl_s=settings.limit_lease_ttl,
     )
 
 

@@ -21,10 +21,10 @@ import socket
 import sys
 from pathlib import Path
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import names
+from shared.redis_connect import async_redis
 from shared.settings import Settings
 
 
@@ -55,9 +55,9 @@ def find_worker_pids() -> list[int]:
     return sorted(pids)
 
 
-async def check(redis_url: str, pids: list[int], hostname: str) -> tuple[int, list[str]]:
+async def check(settings: Settings, pids: list[int], hostname: str) -> tuple[int, list[str]]:
     """(exit code, one line per worker)."""
-    redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
+    redis = async_redis(settings, socket_connect_timeout=3, socket_timeout=3)
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for pid in pids:
@@ -89,6 +89,6 @@ def health_main(settings: Settings, argv: list[str]) -> int:
     if not pids:
         print("unhealthy: no `python -m worker` process found here", file=sys.stderr)
         return 1
-    code, lines = asyncio.run(check(settings.redis_url, pids, socket.gethostname()))
+    code, lines = asyncio.run(check(settings, pids, socket.gethostname()))
     print("\n".join(lines), file=sys.stderr if code else sys.stdout)
     return code

@@ -29,6 +29,7 @@ from api.relay.hub import PubSubHub, redis_unavailable
 from api.relay.jobstream import Event, JobStream
 from api.relay.queue import JobQueue, new_job_id
 from api.tenancy.limits import enforce_prompt_budget
+from api.tenancy.requestlog import caller_of
 from api.tenancy.usage import request_usage
 from shared.errors import GatewayError, InternalError, ServiceUnavailable
 from shared.messages import ToolCall
@@ -117,17 +118,20 @@ class ChatService:
         if call.emulated:  # TOOLS_EMULATION and the folded prompt's cap, whichever dialect folded it
             check_emulation(call, self.settings)
         enforce_prompt_budget(request, call.prompt_tokens)
-        stream = await self.start(call, request.state.request_id)
+        stream = await self.start(call, request.state.request_id, caller=caller_of(request.scope))
         note(request, job=stream)
         return await self.respond(request, call, stream, dialect)
 
-    async def start(self, call: ChatCall, request_id: str) -> JobStream:
-        """Subscribe to a new job's channel (confirmed), then enqueue the job."""
+    async def start(self, call: ChatCall, request_id: str, *, caller: tuple[str, str] = ("open", "open")) -> JobStream:
+        """Subscribe to a new job's channel (confirmed), then enqueue the job.
+
+        ``caller`` is the (id, name) of the key it runs for (``api.tenancy.requestlog.caller_of``).
+        """
         job_id = new_job_id()
         sub = await self.hub.subscribe(job_id)
         job = call.job(request_id)
         try:
-            queued = await self.queue.enqueue(job_id, job)
+            queued = await self.queue.enqueue(job_id, job, key=caller[0])  # waits in its key's fair share
         except (RedisError, OSError) as exc:
             self.hub.unsubscribe(sub)
             raise redis_unavailable(exc) from exc
@@ -141,6 +145,7 @@ class ChatService:
         stream = JobStream(
             hub=self.hub, queue=self.queue, sub=sub, settings=self.settings, on_close=self.in_flight.discard
         )
+        stream.caller = caller
         self.in_flight.add(stream)
         return stream
 
@@ -258,6 +263,7 @@ class ChatService:
         except GatewayError as exc:
             log.warning("stream of job %s failed: %r", stream.job_id, exc)
             stream.usage.failed = True
+            stream.error_code = exc.code
             yield enc.error(exc)
         except Exception:  # a bug: the client still gets an error event, not a cut stream
             log.exception("stream of job %s failed", stream.job_id)

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.tenancy import requestlog
 from shared import metrics
 from shared.logs import request_id_var
 
@@ -171,6 +172,9 @@ class AccessLogMiddleware:
                 status = message["status"]
                 sse = Headers(raw=message.get("headers", [])).get("content-type", "").startswith("text/event-stream")
                 capture = self.log_prompts or status >= 400
+                waited = requestlog.queue_wait_header(state)  # x-queue-wait-ms on every chat answer
+                if waited is not None:
+                    message = {**message, "headers": [*message.get("headers", []), waited]}
                 if sse:
                     metrics.STREAMS_IN_FLIGHT.inc()
             elif message["type"] == "http.response.body":
@@ -260,3 +264,4 @@ class AccessLogMiddleware:
             fields["answer"] = _answer_of(response_body, sse) if status < 400 else None
         level = logging.DEBUG if path.startswith(_QUIET) and status < 400 else logging.INFO
         log.log(level, "%s %s %s", scope.get("method"), path, status, extra=fields)
+        requestlog.collect(scope, fields, started)  # the request log's entry, written off this path

@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,12 +31,17 @@ from api.relay.queue import JobQueue
 from api.tenancy.admin import routes as admin_routes
 from api.tenancy.keys import KeyStore
 from api.tenancy.limits import Limiter, LimitsMiddleware
+from api.tenancy.requestlog import RequestLog
+from api.tenancy.requestlog_routes import routes as requestlog_routes
 from api.tenancy.routing_admin import initial_routing, start_routing
 from api.tenancy.routing_admin import routes as routing_admin_routes
+from api.tenancy.waiting import WaitingCollector
+from api.tenancy.weights import routes as weight_routes
 from shared import redis_trouble
 from shared.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from shared.logs import setup_logging
 from shared.metrics import API_REGISTRY
+from shared.redis_connect import async_redis
 from shared.settings import Settings
 from shared.telemetry import Reporter
 
@@ -104,11 +108,9 @@ def create_app(settings: Settings) -> Starlette:
         # hung costs a client a quick 503, never a hang. The hub's pub/sub connection blocks on
         # reads by design, so it gets its own client without a read timeout.
         timeout = settings.redis_timeout
-        redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=0
-        )
-        pubsub_redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0
+        redis = async_redis(settings, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=0)
+        pubsub_redis = async_redis(
+            settings, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0
         )
         if warning := await redis_trouble.eviction_warning(redis):
             log.warning("%s", warning)
@@ -119,6 +121,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.hub = hub
         app.state.queue = queue
         app.state.chat = ChatService(settings=settings, hub=hub, queue=queue, images=app.state.images)
+        waiting = WaitingCollector(app.state.chat.in_flight)  # jobs waiting per key, in the snapshots
+        API_REGISTRY.register(waiting)
         app.state.responses = ResponseStore(redis, ttl_s=settings.responses_ttl_seconds)
         reporter = Reporter(
             redis,
@@ -133,9 +137,15 @@ def create_app(settings: Settings) -> Starlette:
         app.state.limiter = Limiter(redis, lease_ttl_s=settings.limit_lease_ttl)
         app.state.login_throttle = LoginThrottle(redis, settings)
         live, breakers = await start_routing(app, redis, settings)  # routes and breakers (docs/upstreams.md)
+        app.state.request_log = RequestLog(
+            redis, max_entries=settings.request_log_max_entries, max_age=settings.request_log_max_age
+        )
+        await app.state.request_log.start()
         try:
             yield
         finally:
+            API_REGISTRY.unregister(waiting)
+            await app.state.request_log.stop()
             await breakers.stop()
             await live.stop()
             await reporter.stop()
@@ -146,7 +156,7 @@ def create_app(settings: Settings) -> Starlette:
     # CORS (when configured) answers preflights before the drain and auth checks could refuse them.
     cors = [Middleware(APICorsMiddleware, origins=settings.cors_allow_origins)] if settings.cors_allow_origins else []
     app = Starlette(
-        routes=[*routes, *admin_routes, *routing_admin_routes, *dashboard_routes],
+        routes=[*routes, *admin_routes, *routing_admin_routes, *requestlog_routes, *weight_routes, *dashboard_routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, log_prompts=settings.log_prompts),

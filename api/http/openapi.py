@@ -35,6 +35,7 @@ from api.http.shutdown import DRAIN_EXEMPT
 from api.tenancy.keys import NewKey
 from api.tenancy.routing_schema import SCHEMAS as ROUTING_SCHEMAS
 from api.tenancy.routing_schema import RouteBody, RouteReplacement, UpstreamBody, UpstreamReplacement
+from api.tenancy.weights import WeightBody
 
 REF = "#/components/schemas/{model}"
 
@@ -285,6 +286,51 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "history",
         ],
         "description": "Figures across every API replica and worker (see docs/operations.md, Metrics).",
+    },
+    # --- the request log and the fair queue's weights ---
+    "RequestLogPage": {
+        "type": "object",
+        "required": ["object", "data", "next_cursor", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("RequestLogEntry")},
+            "next_cursor": _NULL_STR,
+            "has_more": {"type": "boolean"},
+        },
+        "description": "Newest first; pass next_cursor back as cursor for the next page (docs/teams.md).",
+    },
+    "RequestLogEntry": {
+        "type": "object",
+        "required": ["id", "time", "request_id", "key_id", "key_name", "dialect", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "time": {"type": "number"},
+            "request_id": _NULL_STR,
+            "key_id": {"type": "string"},
+            "key_name": {"type": "string"},
+            "dialect": {"type": "string"},
+            "model": _NULL_STR,
+            "target": _NULL_STR,
+            "status": {"type": "integer"},
+            "error_code": _NULL_STR,
+            "tokens_in": {"type": ["integer", "null"]},
+            "tokens_out": {"type": ["integer", "null"]},
+            "ttft_ms": {"type": ["number", "null"]},
+            "duration_ms": {"type": ["number", "null"]},
+            "queue_wait_ms": {"type": ["number", "null"]},
+            "client": _NULL_STR,
+        },
+    },
+    "RequestLogLines": {"type": "string", "description": "One RequestLogEntry per line (JSON lines)."},
+    "WeightList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Weight")}},
+    },
+    "Weight": {
+        "type": "object",
+        "required": ["key_id", "weight"],
+        "properties": {"key_id": {"type": "string"}, "name": {"type": "string"}, "weight": {"type": "number"}},
     },
 }
 
@@ -630,6 +676,43 @@ ENDPOINTS: list[Endpoint] = [
         status=202,
         auth="master",
         errors=(503,),
+    ),
+    # --- the request log and the fair queue's weights ---
+    Endpoint(
+        "GET",
+        "/admin/requests",
+        "The request log: every key's chat requests, newest first",
+        ok="RequestLogPage",
+        auth="master",
+        errors=(400, 503),
+        description="Query: key (id or name), model, status (200, 4xx, 5xx, ok, error), dialect, since, until "
+        "(unix seconds or ISO 8601), limit (1-1000), cursor; format=jsonl streams every match as JSON lines.",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/gateway/requests",
+        "The calling key's own requests from the request log",
+        ok="RequestLogPage",
+        errors=(400, 503),
+        description="The filters of GET /admin/requests, always limited to the calling key.",
+    ),
+    Endpoint("GET", "/admin/weights", "Every key's weight in the fair queue", ok="WeightList", auth="master"),
+    Endpoint(
+        "PUT",
+        "/admin/weights/{key_id}",
+        "Set a key's weight in the fair queue (key_id: a team key, master or dashboard)",
+        ok="Weight",
+        request=WeightBody,
+        auth="master",
+        errors=(400, 404, 415),
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/weights/{key_id}",
+        "Put a key's weight back to 1",
+        ok="Weight",
+        auth="master",
+        errors=(404,),
     ),
     # the live routing configuration (docs/upstreams.md)
     Endpoint(

@@ -66,6 +66,8 @@ class JobStream:
         self._closed = False
         self.worker: str | None = None
         self.upstream: str | None = None  # the target (upstream/model) serving the answer
+        self.caller: tuple[str, str] = ("open", "open")  # (id, name) of the key it runs for
+        self.error_code: str | None = None  # the code of the error that ended it after its 200
         self.usage = RequestUsage()  # what this request used, for its key's usage counters
 
     @property
@@ -199,6 +201,6 @@ class JobStream:
         self._hub.unsubscribe(self._sub)
         if not self._finished:
             try:
-                await self._queue.cancel(self.job_id)
+                await self._queue.cancel(self.job_id, key=self.caller[0])
             except Exception as exc:  # Redis down: the worker notices nobody listens
                 log.warning("job %s: could not withdraw: %s", self.job_id, exc)

@@ -25,6 +25,7 @@ from api.tenancy.keys import KeyStore, parse_new_key
 from api.tenancy.usage import FIELDS, keys_with_usage, usage_report
 from shared import local_run
 from shared.errors import GatewayError, InvalidRequest
+from shared.redis_connect import async_redis
 from shared.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the library's warnings would repeat our error
 
     async def go() -> tuple[Any, str]:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=5)
         try:
             return await command(redis, args)
         finally:

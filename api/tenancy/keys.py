@@ -220,7 +220,9 @@ class KeyStore:
                 pipe.delete(names.key_by_hash(key_hash.decode()))
                 pipe.delete(names.key_by_id(key_id))
                 pipe.srem(names.KEY_IDS, key_id)
-                deleted, _, _ = await pipe.execute()
+                pipe.hdel(names.FQ_WEIGHTS, key_id)  # its share of the fair queue goes with it
+                pipe.hdel(names.FQ_FINISH, key_id)
+                deleted, *_ = await pipe.execute()
         if deleted:
             log.info("key %s revoked", key_id)
         return bool(deleted)

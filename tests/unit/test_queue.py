@@ -78,19 +78,21 @@ def test_claim_takes_due_jobs_once_and_marks_them_in_progress(redis_url: str) ->
     arun(body())
 
 
-def test_claim_by_id_takes_only_the_named_jobs(redis_url: str) -> None:
+def test_a_wake_up_naming_a_job_does_not_let_it_jump_the_fair_order(redis_url: str) -> None:
+    # The fair queue decides which job starts (tests/unit/test_teams_fair_order.py), whatever
+    # job a wake-up named: within one key, first come, first served.
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         queue = _queue(redis)
         first, second = new_job_id(), new_job_id()
-        await queue.enqueue(first, JOB)
-        await queue.enqueue(second, JOB)
+        await queue.enqueue(first, JOB, key="key_a")
+        await queue.enqueue(second, JOB, key="key_a")
         claimer = Claimer(redis)
         claimed, _ = await claimer.claim(
-            want=5, in_progress_ms=10_000, read_limit=10, read_aborts=False, ids=[second, "no-such-job"]
+            want=1, in_progress_ms=10_000, read_limit=10, read_aborts=False, ids=[second, "no-such-job"]
         )
-        assert [c[0] for c in claimed] == [second]
-        assert not await redis.exists(in_progress_key_prefix + first)
+        assert [c[0] for c in claimed] == [first]
+        assert not await redis.exists(in_progress_key_prefix + second)
         await redis.aclose()
 
     arun(body())
@@ -101,8 +103,8 @@ def test_cancel_withdraws_a_waiting_job_and_aborts_a_running_one(redis_url: str)
         redis = Redis.from_url(redis_url)
         queue = _queue(redis)
         waiting, running = new_job_id(), new_job_id()
+        await queue.enqueue(running, JOB)  # first in line: the claim below takes it
         await queue.enqueue(waiting, JOB)
-        await queue.enqueue(running, JOB)
         claimer = Claimer(redis)
         await claimer.claim(want=1, in_progress_ms=10_000, read_limit=10, read_aborts=False, ids=[running])
 

@@ -38,11 +38,11 @@ def run_doctor(
     return asyncio.run(Doctor(settings, source=source, host=host, on_step=on_step).run())
 
 
-def record(redis_url: str, report: dict[str, Any]) -> None:
+def record(settings: Settings, report: dict[str, Any]) -> None:
     """Keep ``report`` as the last doctor run in Redis (synchronous; the CLI's way)."""
-    import redis
+    from shared.redis_connect import sync_redis  # REDIS_URL, or the primary REDIS_SENTINELS name
 
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    client = sync_redis(settings, socket_connect_timeout=2, socket_timeout=5)
     try:
         client.set(names.DOCTOR_LAST, json.dumps(report), ex=REPORT_TTL)
     finally:
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         print(report["summary"])
     if not args.no_record:
         try:
-            record(settings.redis_url, report)
+            record(settings, report)
         except Exception as exc:  # Redis is optional for the CLI: the report is printed anyway
             print(
                 f"(not kept for the dashboard: Redis at {mask_url(settings.redis_url)} unreachable: {exc})",

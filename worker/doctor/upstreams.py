@@ -19,12 +19,12 @@ import sys
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.breaker import BreakerState, read_states
 from shared.errors import ConfigError
 from shared.messages import ChatJob
+from shared.redis_connect import async_redis
 from shared.routing import RoutingConfig
 from shared.settings import Settings
 from worker.upstream.base import UpstreamFailure
@@ -34,7 +34,7 @@ PROMPT = "Reply with one word: OK"
 
 
 async def check_targets(settings: Settings) -> tuple[RoutingConfig, list[dict[str, Any]]]:
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=5)
     router = Router(settings, redis, default=_decopy(settings))
     states: dict[str, BreakerState] | None = None
     try:

@@ -10,17 +10,17 @@ that waited for a free slot starts without waiting for the next poll.
 A poll is one Redis round trip (:class:`shared.queue.Claimer`). arq's own poll reads up to
 ``queue_read_limit`` ids from the queue, and arq keeps a job there until it *ends*, so it walks
 every running job of every worker with WATCH/EXISTS/ZSCORE/UNWATCH: four round trips per running
-job per poll, and a poll per wake-up. At 25 streams/s that was 180 Redis commands per stream
-(bench: 22 ms of worker CPU per stream). The script claims the same jobs arq would (due, not in
-progress; in-progress key set for ``in_progress_seconds``) and reads the abort set in the same
-call.
+job per poll, and a poll per wake-up (at 25 streams/s, 180 Redis commands per stream). The claim
+script instead takes the next jobs in fair order across keys (start-time fair queuing, see
+:mod:`shared.queue`), looking only at the keys that have jobs waiting, whatever runs; it sets
+the in-progress key as arq would and reads the abort set in the same call. With
+``UPSTREAM_MAX_CONCURRENT`` set, it takes a job only with an upstream stream free for it, and a
+stream freed anywhere in the pool wakes every worker (``worker.jobs.budget``).
 
-The API's wake-up names the job it enqueued, and a worker so woken claims that job by its id
-(a few commands whatever the queue holds) instead of reading the queue: every
-worker hears every wake-up, so with M workers and R jobs running a read of the queue would cost
-Redis M × R lookups per new job. The full read stays for what an id cannot say: the fallback
-timer, a wake-up without an id ("1": a job withdrawn, or an older API), a slot freed in a full
-worker (a job left waiting), and a failed poll.
+Every worker hears every wake-up; which jobs start is the fair order's choice, not the wake-up's.
+A wake-up naming a job only spares the poll the look for jobs of dead workers, which the full
+polls do: the fallback timer, a wake-up without an id ("1": a job withdrawn, a stream freed), a
+slot freed in a full worker, and a failed poll.
 
 Jobs whose worker is gone: arq marks a running job with an in-progress key that lives for the
 job's whole timeout (``TOTAL_TIMEOUT`` + 70 s, about 11 minutes), and a job stays in the queue
@@ -61,8 +61,11 @@ hide_job_arguments()  # the prompt and image bytes never go through repr() for a
 class WakeableWorker(FencedWorker):
     """arq's ``Worker``, woken by ``WAKE_CHANNEL`` and polling in one round trip (see the module doc)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, upstream_max_concurrent: int = 0, lease_ttl_s: float = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The fair claim takes a job only when the pool has an upstream stream free for it (shared.queue).
+        self.upstream_max_concurrent = upstream_max_concurrent
+        self.lease_ttl_s = lease_ttl_s
         self._wake = asyncio.Event()
         self._claimer: Claimer | None = None
         self._woken_ids: list[str] = []  # jobs named by wake-ups since the last poll
@@ -79,7 +82,12 @@ class WakeableWorker(FencedWorker):
 
     async def poll(self) -> None:
         if self._claimer is None:
-            self._claimer = Claimer(self.pool, self.queue_name)
+            self._claimer = Claimer(
+                self.pool,
+                self.queue_name,
+                upstream_max_concurrent=self.upstream_max_concurrent,
+                lease_ttl_s=self.lease_ttl_s,
+            )
         want = self.free_slots if self.allow_pick_jobs else 0
         read_aborts = self.allow_abort_jobs and self.running
         ids, self._woken_ids = self._woken_ids, []

@@ -12,7 +12,13 @@ fire. The wait is bounded by ``QUEUE_TIMEOUT`` (a job waiting that long for the 
 gateway that is too busy, as much as one waiting that long for a worker): past it, the client
 gets a 503 ``upstream_busy`` with ``Retry-After``. The wait also counts towards the API's
 ``FIRST_TOKEN_TIMEOUT``. A job whose client went away stops waiting at the next heartbeat.
-Waiters are not served in arrival order (each polls), which is fair enough at this scale.
+Waiters are not served in arrival order (each polls).
+
+With ``UPSTREAM_MAX_CONCURRENT`` set, a job rarely waits here: the fair queue's claim
+(``shared.queue``) takes a job only when an upstream stream is free, and takes that stream's
+lease for it (member: the job id), which :meth:`UpstreamBudget.slot` adopts. So jobs wait in the
+queue, in fair order across keys, rather than in worker slots; what still waits here is a job
+over ``UPSTREAM_RPM``, or a retry whose stream another job took meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -57,7 +62,8 @@ if rpm > 0 then
 end
 if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= maxc then return {0, 0} end
+  -- a lease the fair queue's claim took for this job (member: the job id) is this job's slot
+  if not redis.call('ZSCORE', KEYS[2], ARGV[4]) and redis.call('ZCARD', KEYS[2]) >= maxc then return {0, 0} end
 end
 if rpm > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
@@ -70,6 +76,15 @@ end
 return {1, 0}
 """
 )
+
+
+# KEYS: leases, wake channel. ARGV: lease id. A freed upstream stream wakes the workers: with the
+# fair queue gated on upstream streams, a waiting job can start now (shared.queue's claim).
+_RELEASE = """
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+if n > 0 then redis.call('PUBLISH', KEYS[2], '1') end
+return n
+"""
 
 
 class UpstreamBusy(ServiceUnavailable):
@@ -102,6 +117,9 @@ class UpstreamBudget:
         self._max_wait = settings.queue_timeout
         self._heartbeat = settings.worker_heartbeat
         self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        #: Jobs that entered :meth:`slot`: their lease is released there (see :meth:`job_ended`).
+        self._entered: set[str] = set()
 
     @property
     def enabled(self) -> bool:
@@ -162,7 +180,9 @@ class UpstreamBudget:
         if not self.enabled:
             yield
             return
-        member = uuid.uuid4().hex
+        # The job id, not a fresh id: the fair queue's claim may have taken this job's lease already.
+        member = job.job_id
+        self._entered.add(member)
         await self._wait(job, member)
         keeper = None
         if self._max_concurrent:
@@ -172,4 +192,20 @@ class UpstreamBudget:
             yield
         finally:
             if keeper is not None:
-                await asyncio.shield(keeper.release())
+                await keeper.stop()
+                await asyncio.shield(self._free(member))
+
+    async def _free(self, member: str) -> None:
+        try:
+            await self._release(keys=[names.UPSTREAM_LEASES, names.WAKE_CHANNEL], args=[member])
+        except (RedisError, OSError) as exc:
+            log.warning("could not release upstream lease %s (it expires by itself): %s", member, exc)
+
+    async def job_ended(self, job_id: str) -> None:
+        """Called once per job when it ends: frees the upstream lease the claim took for a job that
+        never reached :meth:`slot` (refused as a re-run, dropped, withdrawn), so it does not wait
+        ``LIMIT_LEASE_TTL`` to expire. No Redis call for a job that went through :meth:`slot`."""
+        if job_id in self._entered:
+            self._entered.discard(job_id)
+        elif self._max_concurrent:
+            await asyncio.shield(self._free(job_id))

@@ -190,6 +190,14 @@ class ChatRunner:
 
     async def run(self, job_id: str, job: ChatJob) -> str:
         """The arq job body; returns the outcome (also logged)."""
+        try:
+            return await self._run(job_id, job)
+        finally:
+            # The upstream lease the fair claim took with the job, if the job never used it
+            # (refused as a re-run, dropped, withdrawn): freed now rather than when it expires.
+            await self.budget.job_ended(job_id)
+
+    async def _run(self, job_id: str, job: ChatJob) -> str:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         pub = Publisher(self.out, job_id)

@@ -106,6 +106,20 @@
       cell(tr, w.alive ? 'alive' : 'silent', w.alive ? 'ok' : 'fail');
       wbody.appendChild(tr);
     }
+    const waiting = Array.isArray(s.waiting_by_key) ? s.waiting_by_key : [];
+    const qbody = $('waiting').tBodies[0];
+    qbody.textContent = '';
+    if (!waiting.length) emptyRow(qbody, 5, 'nothing waiting');
+    for (const w of waiting) {
+      const tr = document.createElement('tr');
+      tr.dataset.keyId = w.key_id;
+      cell(tr, w.key);
+      cell(tr, num(w.waiting), 'num');
+      cell(tr, ms(w.oldest_wait_ms), 'num');
+      cell(tr, ms(w.mean_wait_ms), 'num');
+      cell(tr, num(w.started), 'num');
+      qbody.appendChild(tr);
+    }
     const kinds = Object.entries(s.upstream_errors || {});
     if (changed('kinds', kinds)) {
       const kbody = $('error-kinds').tBodies[0];
@@ -215,6 +229,137 @@
     }
     $('copy-state').textContent = 'copied';
   });
+
+  // ---- fair shares -------------------------------------------------------------------------
+  async function refreshWeights() {
+    const r = await call('GET', '/admin/weights');
+    if (!r.ok || !r.data) {
+      notice('shares-notice', 'Weights unavailable: ' + failure(r, 'GET /admin/weights'));
+      return;
+    }
+    const rows = Array.isArray(r.data.data) ? r.data.data : [];
+    // Not while the operator is typing a weight: the input would be replaced under the cursor.
+    if ($('weights').contains(document.activeElement) || !changed('weights', rows)) return;
+    notice('shares-notice', null);
+    const tbody = $('weights').tBodies[0];
+    tbody.textContent = '';
+    for (const w of rows) {
+      const tr = document.createElement('tr');
+      tr.dataset.keyId = w.key_id;
+      cell(tr, w.name);
+      cell(tr, w.key_id, 'mono');
+      const td = cell(tr, '', 'num');
+      const input = document.createElement('input');
+      input.type = 'number';
+      input.min = '0.01';
+      input.max = '1000';
+      input.step = 'any';
+      input.value = String(w.weight);
+      input.className = 'weight';
+      td.appendChild(input);
+      const act = cell(tr, '');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'save-weight';
+      button.textContent = 'Save';
+      button.addEventListener('click', async () => {
+        const res = await call('PUT', '/admin/weights/' + encodeURIComponent(w.key_id), { weight: Number(input.value) });
+        delete lastRender.weights;
+        button.blur();
+        await refreshWeights();
+        notice('shares-notice', res.ok ? null : failure(res, 'PUT /admin/weights'));  // after: a refresh clears it
+      });
+      act.appendChild(button);
+      tbody.appendChild(tr);
+    }
+  }
+
+  // ---- request log -------------------------------------------------------------------------
+  // Filled on load and on "Show" (not on every refresh: the operator may be reading a detail).
+  let reqCursor = null;
+
+  function reqQuery() {
+    const form = new FormData($('req-form'));
+    const params = new URLSearchParams();
+    for (const name of ['key', 'model', 'status', 'dialect']) {
+      const v = String(form.get(name) || '').trim();
+      if (v) params.set(name, v);
+    }
+    for (const name of ['since', 'until']) {  // local time in the form, unix seconds on the wire
+      const v = String(form.get(name) || '');
+      if (v) params.set(name, String(new Date(v).getTime() / 1000));
+    }
+    return params;
+  }
+
+  function reqRow(tbody, e) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = e.id;
+    cell(tr, new Date(e.time * 1000).toLocaleString());
+    cell(tr, e.key_name || e.key_id);
+    cell(tr, e.dialect || '');
+    cell(tr, e.model || '');
+    cell(tr, String(e.status), 'num ' + (e.status >= 400 || e.error_code ? 'fail' : 'ok'));
+    cell(tr, e.error_code || '');
+    cell(tr, num(e.tokens_in), 'num');
+    cell(tr, num(e.tokens_out), 'num');
+    cell(tr, ms(e.queue_wait_ms), 'num');
+    cell(tr, ms(e.ttft_ms), 'num');
+    cell(tr, ms(e.duration_ms), 'num');
+    tr.addEventListener('click', () => {
+      for (const other of tbody.querySelectorAll('tr.selected')) other.classList.remove('selected');
+      tr.classList.add('selected');
+      const detail = $('req-detail');
+      detail.textContent = JSON.stringify(e, null, 2);
+      detail.hidden = false;
+    });
+    tbody.appendChild(tr);
+  }
+
+  async function loadRequests(more) {
+    const params = reqQuery();
+    params.set('limit', '50');
+    if (more && reqCursor) params.set('cursor', reqCursor);
+    const r = await call('GET', '/admin/requests?' + params.toString());
+    const tbody = $('req-table').tBodies[0];
+    if (!r.ok || !r.data) {
+      notice('req-notice', 'Request log unavailable: ' + failure(r, 'GET /admin/requests'));
+      return;
+    }
+    notice('req-notice', null);
+    if (!more) {
+      tbody.textContent = '';
+      $('req-detail').hidden = true;
+    }
+    const entries = Array.isArray(r.data.data) ? r.data.data : [];
+    if (!more && !entries.length) emptyRow(tbody, 11, 'no requests match');
+    for (const e of entries) reqRow(tbody, e);
+    reqCursor = r.data.next_cursor || null;
+    $('req-more').hidden = !reqCursor;
+  }
+
+  $('req-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    loadRequests(false);
+  });
+  $('req-more').addEventListener('click', () => loadRequests(true));
+  $('req-export').addEventListener('click', async () => {
+    const params = reqQuery();
+    params.set('format', 'jsonl');
+    const resp = await fetch('/admin/requests?' + params.toString(),
+      { headers: { 'X-Dashboard': '1' }, credentials: 'same-origin', cache: 'no-store' });
+    if (!resp.ok) {
+      notice('req-notice', `Export failed: GET /admin/requests answered ${resp.status}`);
+      return;
+    }
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(await resp.blob());
+    link.download = 'requests.jsonl';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  });
+  loadRequests(false);
 
   // ---- try it ------------------------------------------------------------------------------
   $('try-form').addEventListener('submit', async (event) => {
@@ -445,7 +590,9 @@
 
   // ---- the refresh loop --------------------------------------------------------------------
   async function tick() {
-    const parts = await Promise.allSettled([refreshStats(), refreshKeys(), refreshUpstreams(), refreshDoctor()]);
+    const parts = await Promise.allSettled([
+      refreshStats(), refreshKeys(), refreshUpstreams(), refreshDoctor(), refreshWeights(),
+    ]);
     const failed = parts.filter((p) => p.status === 'rejected');
     $('updated').textContent = failed.length
       ? `update failed at ${new Date().toLocaleTimeString()}: ${failed[0].reason.message}`
