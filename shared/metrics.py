@@ -186,16 +186,17 @@ def observe_request(
 
 KEY_QUEUE_WAIT = Histogram(
     "decopy_key_queue_wait_seconds",
-    "Time a key's chat jobs waited in the queue before a worker took them, by key id and name.",
-    ["key_id", "key"],
+    "Time a key's chat jobs waited in the queue before a worker took them, by key id (/metrics "
+    "needs no key: a team's name is never a label).",
+    ["key_id"],
     buckets=TTFT_BUCKETS,
     registry=API_REGISTRY,
 )
 
 
-def key_queue_wait(key_id: str, key_name: str, seconds: float) -> None:
+def key_queue_wait(key_id: str, seconds: float) -> None:
     """Count how long one job of a key waited for a worker (called when its request ends)."""
-    KEY_QUEUE_WAIT.labels(key_id=key_id, key=key_name).observe(seconds)
+    KEY_QUEUE_WAIT.labels(key_id=key_id).observe(seconds)
 
 
 UPSTREAM_REPLACED = Counter(

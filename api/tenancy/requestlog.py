@@ -109,7 +109,7 @@ def collect(scope: Scope, fields: dict[str, Any], started: float) -> None:
     job = obs.get("job")
     if job is not None and job.started is not None:  # how long this key's job waited (per-key metrics)
         caller_id, caller_name = job.caller
-        metrics.key_queue_wait(caller_id, caller_name, job.started - job.created)
+        metrics.key_queue_wait(caller_id, job.started - job.created)
     app = scope.get("app")
     request_log: RequestLog | None = getattr(getattr(app, "state", None), "request_log", None)
     if request_log is None or not request_log.enabled:

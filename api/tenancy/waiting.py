@@ -2,7 +2,8 @@
 
 Each API process knows the jobs it queued that no worker has taken yet (its chat calls in flight
 whose ``start`` has not arrived). :class:`WaitingCollector` exports them at every metric snapshot
-as ``decopy_key_jobs_waiting`` and ``decopy_key_oldest_wait_seconds`` (labels ``key_id``, ``key``);
+as ``decopy_key_jobs_waiting`` and ``decopy_key_oldest_wait_seconds`` (label ``key_id`` only:
+``/metrics`` needs no key, so a team's name is never a label; ``/admin/stats`` adds the names);
 how long each job waited is the histogram ``decopy_key_queue_wait_seconds`` (``shared.metrics``).
 :func:`waiting_by_key` merges every API process's snapshot into the ``waiting_by_key`` list of
 ``/admin/stats`` (the dashboard's "Waiting by key" table).
@@ -34,34 +35,38 @@ class WaitingCollector:
 
     def collect(self) -> Iterator[Metric]:
         now = time.monotonic()
-        count: dict[tuple[str, str], int] = {}
-        oldest: dict[tuple[str, str], float] = {}
+        count: dict[str, int] = {}
+        oldest: dict[str, float] = {}
         for stream in list(self._streams):
             if stream.started is not None:
                 continue
-            caller = stream.caller
-            count[caller] = count.get(caller, 0) + 1
-            oldest[caller] = max(oldest.get(caller, 0.0), now - stream.created)
+            key_id = stream.caller[0]
+            count[key_id] = count.get(key_id, 0) + 1
+            oldest[key_id] = max(oldest.get(key_id, 0.0), now - stream.created)
         waiting = GaugeMetricFamily(
-            "decopy_key_jobs_waiting", "Chat jobs waiting for a worker now, by key.", labels=["key_id", "key"]
+            "decopy_key_jobs_waiting", "Chat jobs waiting for a worker now, by key id.", labels=["key_id"]
         )
         longest = GaugeMetricFamily(
             "decopy_key_oldest_wait_seconds",
-            "How long the oldest chat job still waiting for a worker has waited, by key.",
-            labels=["key_id", "key"],
+            "How long the oldest chat job still waiting for a worker has waited, by key id.",
+            labels=["key_id"],
         )
-        for (key_id, name), n in sorted(count.items()):
-            waiting.add_metric([key_id, name], n)
-            longest.add_metric([key_id, name], oldest[(key_id, name)])
+        for key_id, n in sorted(count.items()):
+            waiting.add_metric([key_id], n)
+            longest.add_metric([key_id], oldest[key_id])
         yield waiting
         yield longest
 
 
-def waiting_by_key(api_snaps: list[Snapshot]) -> list[dict[str, Any]]:
-    """Per key: jobs waiting now, the oldest wait now, and the mean wait and jobs started over :data:`WINDOW`."""
+def waiting_by_key(api_snaps: list[Snapshot], key_names: dict[str, str]) -> list[dict[str, Any]]:
+    """Per key: jobs waiting now, the oldest wait now, and the mean wait and jobs started over :data:`WINDOW`.
+
+    ``key_names`` maps team key ids to their names; the master key, the dashboard and open mode
+    are named by their id."""
     rows: dict[str, dict[str, Any]] = {}
 
-    def row(key_id: str, name: str) -> dict[str, Any]:
+    def row(key_id: str) -> dict[str, Any]:
+        name = key_names.get(key_id, key_id)
         return rows.setdefault(
             key_id,
             {"key_id": key_id, "key": name, "waiting": 0, "oldest_wait_ms": None, "mean_wait_ms": None, "started": 0},
@@ -71,12 +76,12 @@ def waiting_by_key(api_snaps: list[Snapshot]) -> list[dict[str, Any]]:
         for name, _type, _doc, samples in snap["families"]:
             for sample, labels, value in samples:
                 if name == "decopy_key_jobs_waiting":
-                    row(labels["key_id"], labels["key"])["waiting"] += int(value)
+                    row(labels["key_id"])["waiting"] += int(value)
                 elif name == "decopy_key_oldest_wait_seconds":
-                    r = row(labels["key_id"], labels["key"])
+                    r = row(labels["key_id"])
                     r["oldest_wait_ms"] = max(r["oldest_wait_ms"] or 0.0, round(value * 1000, 1))
                 elif sample == "decopy_key_queue_wait_seconds_count":
-                    row(labels["key_id"], labels["key"])
+                    row(labels["key_id"])
     for key_id, r in rows.items():
         started = window_sum(api_snaps, WINDOW, "key_waits:" + key_id)
         r["started"] = int(started)
