@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-ramp", type=float, default=5.0, help="seconds over which the memory test opens them")
     p.add_argument(
         "--dialects",
-        default="chat",
+        default="chat,responses,messages",
         help="comma-separated gateway APIs whose CPU per stream is compared at --dialect-load ('chat' alone skips it)",
     )
     p.add_argument("--dialect-load", type=float, default=25.0, help="streams per second of the dialect comparison")
