@@ -190,6 +190,8 @@ def doctor_transports(sim: str, **env: str) -> tuple[int, str]:
 def test_doctor_transports_says_which_gets_through_and_where_each_stops(sim: str) -> None:
     code, out = doctor_transports(sim)
     assert code == 0, out
+    # like every operator command, it says first which Redis and which upstream it talks to
+    assert f"Redis redis://127.0.0.1:1/0 · upstream {sim} · settings" in out
     assert "[ ok ] aiohttp" in out and "[ ok ] curl_cffi" in out
     assert "DECOPY_TRANSPORT=aiohttp (in use) gets through; so does curl_cffi" in out
     # curl_cffi unusable (a browser it does not know): it stops at once, aiohttp still gets through

@@ -64,6 +64,20 @@ async def doctor_job(ctx: dict[str, Any]) -> bool:
         await redis.delete(names.DOCTOR_PENDING)
 
 
+def cli_settings() -> Settings | None:
+    """The settings every doctor command runs with: those of the gateway running from this
+    checkout unless the environment names a Redis (see :mod:`shared.local_run`). Prints which Redis
+    and upstream they are, or the configuration error (None: exit 2)."""
+    env, origin = local_run.environment()
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return None
+    print(local_run.describe(settings.redis_url, settings.decopy_base_url, origin), file=sys.stderr, flush=True)
+    return settings
+
+
 def main(argv: list[str]) -> int:
     """``python -m worker doctor [--json]``: 0 when an answer streamed end to end, 1 if not, 2 bad config.
 
@@ -84,16 +98,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not keep the report in Redis")
     args = parser.parse_args(argv)
     on_step = None if args.json else (lambda step: print(format_step(step), flush=True))
-    env, origin = local_run.environment()
+    settings = cli_settings()
+    if settings is None:
+        return 2
     try:
-        settings = Settings.from_env(env)
         doctor = Doctor(settings, source="cli", on_step=on_step)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     # Upstream warnings (skipped lines) are counted in the report; keep stdout to the report.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    print(local_run.describe(settings.redis_url, settings.decopy_base_url, origin), file=sys.stderr, flush=True)
     if not args.json:
         print(
             f"decopy doctor: {settings.decopy_base_url} "

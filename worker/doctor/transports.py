@@ -17,13 +17,13 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sys
 import time
 from typing import Any
 
 from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.settings import Settings
+from worker.doctor.render import cli_settings
 from worker.upstream.base import UpstreamFailure
 from worker.upstream.decopy.client import DecopyUpstream
 from worker.upstream.decopy.parser import StreamParser
@@ -131,10 +131,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     args, _ = parser.parse_known_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = cli_settings()
+    if settings is None:
         return 2
     verdicts = asyncio.run(run(settings))
     advice = recommendation(verdicts, settings.decopy_transport)

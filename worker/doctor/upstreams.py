@@ -15,18 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from shared.breaker import BreakerState, read_states
-from shared.errors import ConfigError
 from shared.messages import ChatJob
 from shared.redis_connect import async_redis
 from shared.routing import RoutingConfig
 from shared.settings import Settings
+from worker.doctor.render import cli_settings
 from worker.upstream.base import UpstreamFailure
 from worker.upstream.router import Router
 
@@ -104,10 +103,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the sections as JSON")
     args, _ = parser.parse_known_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = cli_settings()
+    if settings is None:
         return 2
     config, rows = asyncio.run(check_targets(settings))
     if args.json:
