@@ -26,18 +26,10 @@ class UpstreamBody(BaseModel):
     native_tools: StrictBool = False
 
 
-class UpstreamReplacement(BaseModel):
+class UpstreamReplacement(UpstreamBody):
     """``PUT /admin/upstreams/{name}``: the upstream's new fields (``name``, if given, as in the URL)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: StrictStr | None = None
-    kind: Literal["openai", "decopy"]
-    base_url: StrictStr
-    api_key_env: StrictStr | None = None
-    api_key_header: StrictStr | None = None
-    headers: dict[str, StrictStr] = {}
-    native_tools: StrictBool = False
+    name: StrictStr | None = None  # type: ignore[assignment]  # optional here: the URL names it
 
 
 class TargetBody(BaseModel):
@@ -56,13 +48,10 @@ class RouteBody(BaseModel):
     targets: list[TargetBody]
 
 
-class RouteReplacement(BaseModel):
+class RouteReplacement(RouteBody):
     """``PUT /admin/routes/{route_id}``: the route's targets (``id``, if given, as in the URL)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr | None = None
-    targets: list[TargetBody]
+    id: StrictStr | None = None  # type: ignore[assignment]  # optional here: the URL names it
 
 
 def _ref(name: str) -> dict[str, str]:
