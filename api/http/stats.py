@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.tenancy.keys import KeyStore
-from api.tenancy.waiting import waiting_by_key
+from api.tenancy.waiting import named, waiting_by_key
 from shared import names, redis_trouble
 from shared.metrics import UPSTREAM_ERROR_KINDS
 from shared.telemetry import (
@@ -133,7 +133,9 @@ class StatsService:
             totals_raw, depth, history_raw = await pipe.execute()
         totals = {k.decode(): int(v) for k, v in totals_raw.items()}
         workers = await live_workers(self.redis, now=now)
-        key_names = {str(k.id): str(k.name) for k in await KeyStore(self.redis).list_all()}
+        waiting = waiting_by_key(api)
+        if waiting:  # the key store is read only when some key has jobs waiting or started lately
+            waiting = named(waiting, {str(k.id): str(k.name) for k in await KeyStore(self.redis).list_all()})
         running = {s["id"]: int(s["gauges"].get("jobs_running", 0)) for s in worker_snaps}
         buckets = ttft_buckets(api, 300)
         return {
@@ -144,7 +146,7 @@ class StatsService:
             "ttft_p99_ms": ms(quantile(0.99, buckets)),
             "streams_in_flight": int(sum(s["gauges"].get("streams_in_flight", 0) for s in api)),
             "queue_depth": int(depth),
-            "waiting_by_key": waiting_by_key(api, key_names),  # jobs waiting and wait times per key
+            "waiting_by_key": waiting,  # jobs waiting and wait times per key
             "workers": [
                 {"id": wid, "jobs_running": running.get(wid, 0) if ok else 0, "last_seen": seen, "alive": ok}
                 for wid, (seen, ok) in sorted(workers.items())

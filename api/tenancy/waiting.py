@@ -58,18 +58,15 @@ class WaitingCollector:
         yield longest
 
 
-def waiting_by_key(api_snaps: list[Snapshot], key_names: dict[str, str]) -> list[dict[str, Any]]:
-    """Per key: jobs waiting now, the oldest wait now, and the mean wait and jobs started over :data:`WINDOW`.
-
-    ``key_names`` maps team key ids to their names; the master key, the dashboard and open mode
-    are named by their id."""
+def waiting_by_key(api_snaps: list[Snapshot]) -> list[dict[str, Any]]:
+    """Per key: jobs waiting now, the oldest wait now, and the mean wait and jobs started over
+    :data:`WINDOW`. Rows are named by key id; :func:`named` gives them the keys' names."""
     rows: dict[str, dict[str, Any]] = {}
 
     def row(key_id: str) -> dict[str, Any]:
-        name = key_names.get(key_id, key_id)
         return rows.setdefault(
             key_id,
-            {"key_id": key_id, "key": name, "waiting": 0, "oldest_wait_ms": None, "mean_wait_ms": None, "started": 0},
+            {"key_id": key_id, "key": key_id, "waiting": 0, "oldest_wait_ms": None, "mean_wait_ms": None, "started": 0},
         )
 
     for snap in api_snaps:
@@ -87,5 +84,12 @@ def waiting_by_key(api_snaps: list[Snapshot], key_names: dict[str, str]) -> list
         r["started"] = int(started)
         if started:
             r["mean_wait_ms"] = round(window_sum(api_snaps, WINDOW, "key_wait_ms:" + key_id) / started, 1)
-    shown = [r for r in rows.values() if r["waiting"] or r["started"]]
-    return sorted(shown, key=lambda r: (-r["waiting"], r["key"]))
+    return [r for r in rows.values() if r["waiting"] or r["started"]]
+
+
+def named(rows: list[dict[str, Any]], key_names: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows with their keys' names (team keys; the master key, the dashboard and open mode
+    keep their id as name), most waiting first, then by name."""
+    for r in rows:
+        r["key"] = key_names.get(r["key_id"], r["key_id"])
+    return sorted(rows, key=lambda r: (-r["waiting"], r["key"]))
