@@ -33,7 +33,7 @@ import orjson
 import uvloop
 
 CREATE_PATH = "/api/decopy/ask-ai/create-job"
-STREAM_PATH = "/api/decopy/ask-ai/get-job/"
+GET_JOB_PATH = "/api/decopy/ask-ai/get-job/"
 END_MARKER = b"Data transfer completed."
 SIM_HEADERS = {
     "Accept": "*/*",
@@ -131,8 +131,9 @@ async def direct(session: aiohttp.ClientSession, base: str, s: Stream, prompt: s
     if resp.status != 200 or answer.get("code") != 100000:
         s.error = f"create-job: HTTP {resp.status} {answer!r:.200}"
         return
-    job_id = answer["result"]["job_id"]
-    async with session.get(base + STREAM_PATH + job_id, headers={**SIM_HEADERS, "Accept": "text/event-stream"}) as resp:
+    ticket = answer["result"]["job_id"]
+    headers = {**SIM_HEADERS, "Accept": "text/event-stream"}
+    async with session.get(base + GET_JOB_PATH + ticket, headers=headers) as resp:
         if resp.status != 200:
             s.error = f"get-job: HTTP {resp.status}"
             return

@@ -38,7 +38,7 @@ def answer(settings: Settings, text: str) -> str:
     async def run() -> str:
         upstream = CurlDecopyUpstream(settings)
         try:
-            return "".join([p async for batch in upstream.stream(job(text)) for p in batch])
+            return "".join([p async for batch in upstream.pieces(job(text)) for p in batch])
         finally:
             await upstream.aclose()
 
@@ -220,7 +220,7 @@ def test_curl_cffi_keeps_the_sessions_cookies_both_ways(sim: str, tag: str) -> N
             session = upstream.pool.acquire()
             session.cookies.set("cf_clearance", "granted")
             upstream.pool.release(session, broken=False)
-            text = "".join([p async for b in upstream.stream(job(f"{tag} {directive(reply=['one'])}")) for p in b])
+            text = "".join([p async for b in upstream.pieces(job(f"{tag} {directive(reply=['one'])}")) for p in b])
             assert text == "one"
             assert "__cf_bm" in {c.name for c in session.cookies}
             return [e["headers"] for e in entries(sim, tag)]

@@ -298,7 +298,7 @@ def test_cancelled_job_spares_the_jobs_sharing_its_client() -> None:
         return {"request_id": "r", "model": MODEL, "upstream_model": "DeepSeek-V3", "prompt": text, "image": None}
 
     async def collect(upstream: DecopyUpstream, text: str) -> str:
-        return "".join([piece async for batch in upstream.stream(job(text)) for piece in batch])
+        return "".join([piece async for batch in upstream.pieces(job(text)) for piece in batch])
 
     slow = [f"{i} " for i in range(20)]
 

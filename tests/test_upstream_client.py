@@ -45,7 +45,7 @@ def sim_log(sim: str, tag: str) -> list[dict[str, Any]]:
 
 
 async def answer(upstream: DecopyUpstream, text: str) -> str:
-    return "".join([piece async for batch in upstream.stream(job(text)) for piece in batch])
+    return "".join([piece async for batch in upstream.pieces(job(text)) for piece in batch])
 
 
 def test_a_challenge_cloudscraper_cannot_solve_fails_the_attempt_with_one_call(sim: str, tag: str) -> None:

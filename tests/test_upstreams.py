@@ -314,7 +314,7 @@ def test_openai_timeouts_and_refused_connections_are_typed(env: Env, tag: str) -
         )
         job: Any = {"request_id": "r", "model": "m", "upstream_model": "m", "prompt": text, "image": None}
         try:
-            async for _ in upstream.stream(job):
+            async for _ in upstream.pieces(job):
                 pass
         except UpstreamFailure as failure:
             return failure

@@ -10,7 +10,7 @@ from api.dialects.chat.encode import DONE, ChunkEncoder, completion, error_event
 from api.engine.events import Usage
 from shared import messages
 from shared.errors import UpstreamError
-from worker.upstream.decopy.parser import END_MARKER, StreamParser
+from worker.upstream.decopy.parser import END_MARKER, PieceParser
 
 STREAM = (
     b'data: {"data": "Hel", "status": "running"}\n\n'
@@ -22,8 +22,8 @@ STREAM = (
 )
 
 
-def _parse(chunks: list[bytes]) -> tuple[str, StreamParser]:
-    parser = StreamParser()
+def _parse(chunks: list[bytes]) -> tuple[str, PieceParser]:
+    parser = PieceParser()
     text = "".join(d for chunk in chunks for d in parser.feed(chunk))
     return text, parser
 
@@ -49,7 +49,7 @@ def test_parser_takes_crlf_and_multiline_data_and_skips_garbage() -> None:
 
 
 def test_parser_holds_an_unfinished_line_until_its_end() -> None:
-    parser = StreamParser()
+    parser = PieceParser()
     assert parser.feed(b'data: {"data": "x"}') == []
     assert parser.feed(b"\n") == ["x"]
 

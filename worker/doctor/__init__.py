@@ -21,7 +21,7 @@ run), while each model is checked even if another model failed:
 - ``cloudflare``  the ``create-job`` call's answers: was a challenge served, and did
   cloudscraper get past it?
 - ``create-job``  the same call judged as the protocol expects: HTTP 200, ``code`` 100000 and a
-  job id (decopy answers another code when it dislikes a field or header);
+  ticket, decopy's job id (decopy answers another code when it dislikes a field or header);
 - ``stream``      the job's event stream: events parsed, lines skipped, end marker seen;
 - ``model <id>``  a tiny prompt to each configured model, through the worker's own code path.
 

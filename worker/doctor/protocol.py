@@ -17,7 +17,7 @@ from worker.doctor.report import PROMPT, Step, ms_since, reason
 from worker.doctor.steps import Steps
 from worker.upstream.base import UpstreamFailure, trim
 from worker.upstream.decopy.client import Answer, DecopyUpstream, classify_status, is_cloudflare
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.parser import PieceParser
 
 
 class ProtocolProbes(Steps):
@@ -73,7 +73,7 @@ class ProtocolProbes(Steps):
             took = ms_since(started)
             self._cloudflare_verdict(answer, seen, took)
             try:
-                job_id = upstream.parse_create_job(answer)
+                ticket = upstream.parse_ticket(answer)
             except UpstreamFailure as failure:
                 self._fail(
                     Step(
@@ -92,13 +92,13 @@ class ProtocolProbes(Steps):
                 Step(
                     "create-job",
                     "ok",
-                    f"HTTP 200, code 100000, job id {job_id[:16]}… (model "
+                    f"HTTP 200, code 100000, ticket {ticket[:16]}… (model "
                     f"{upstream_model}; fields and headers accepted{via})",
                     took,
                     http_status=200,
                 )
             )
-            await self._stream(upstream, session, job_id)
+            await self._stream(upstream, session, ticket)
             broken = False
         finally:
             upstream.pool.release(session, broken=broken)
@@ -142,14 +142,14 @@ class ProtocolProbes(Steps):
                 )
             )
 
-    async def _stream(self, upstream: DecopyUpstream, session: requests.Session, job_id: str) -> None:
+    async def _stream(self, upstream: DecopyUpstream, session: requests.Session, ticket: str) -> None:
         started = time.monotonic()
-        parser = StreamParser()
+        parser = PieceParser()
         pieces: list[str] = []
         first: list[float] = []
 
         async def read() -> None:
-            async for batch in upstream.read_job(session, job_id, parser=parser):
+            async for batch in upstream.read_pieces(session, ticket, parser=parser):
                 if not first:
                     first.append(ms_since(started))
                 pieces.extend(batch)
@@ -203,7 +203,7 @@ class ProtocolProbes(Steps):
             pieces: list[str] = []
 
             async def read(job: ChatJob) -> None:
-                async for batch in upstream.stream(job):
+                async for batch in upstream.pieces(job):
                     pieces.extend(batch)
 
             try:

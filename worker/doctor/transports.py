@@ -26,7 +26,7 @@ from shared.settings import Settings
 from worker.doctor.render import cli_settings
 from worker.upstream.base import UpstreamFailure
 from worker.upstream.decopy.client import DecopyUpstream
-from worker.upstream.decopy.parser import StreamParser
+from worker.upstream.decopy.parser import PieceParser
 from worker.upstream.decopy.transport import is_cloudflare
 
 TRANSPORTS = ("aiohttp", "curl_cffi")
@@ -92,11 +92,11 @@ async def try_transport(settings: Settings, transport: str) -> Verdict:
             answer = await upstream.solve_create_job(session, form)
         elif is_cloudflare(answer):
             step = "cloudflare"
-        job_id = upstream.parse_create_job(answer)
+        ticket = upstream.parse_ticket(answer)
         step = "stream"
-        parser = StreamParser()
+        parser = PieceParser()
         pieces = 0
-        async for batch in upstream.read_job(session, job_id, parser):
+        async for batch in upstream.read_pieces(session, ticket, parser):
             pieces += len(batch)
         solved = " (a Cloudflare challenge was solved on the way)" if step == "cloudflare" else ""
         return Verdict(transport, True, "done", f"an answer streamed end to end, {pieces} piece(s){solved}", took())

@@ -60,7 +60,7 @@ async def check_targets(settings: Settings) -> tuple[RoutingConfig, list[dict[st
                 row: dict[str, Any] = {"target": target.label, "route": route.id}
                 try:
                     pieces = 0
-                    async for batch in choice.upstream.stream(choice.job):
+                    async for batch in choice.upstream.pieces(choice.job):
                         pieces += len(batch) if isinstance(batch, list) else 1
                     row.update(ok=True, verdict=f"answered ({pieces} piece(s))")
                 except UpstreamFailure as failure:

@@ -339,9 +339,9 @@ class ChatRunner:
 
     async def _one_attempt(self, pub: Publisher, job: ChatJob, choice: Choice | None = None) -> None:
         upstream = choice.upstream if choice is not None else self.upstream
-        stream = upstream.stream(job)
+        pieces = upstream.pieces(job)
         try:
-            async for batch in stream:
+            async for batch in pieces:
                 if type(batch) is list:  # text: the hot path (decopy yields nothing else)
                     await pub.delta(batch[0] if len(batch) == 1 else "".join(batch))
                 elif isinstance(batch, Reasoning):  # typed pieces of other upstreams
@@ -352,7 +352,7 @@ class ChatRunner:
                     pub.finish = batch.reason
         finally:
             # Closing it ends the upstream call at once, whatever stopped the loop.
-            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            await pieces.aclose()  # type: ignore[attr-defined]  # an async generator
 
     async def _emulated_attempt(
         self, pub: Publisher, job: ChatJob, choice: Choice, emulation: Emulation, *, may_retry: bool
@@ -360,10 +360,10 @@ class ChatRunner:
         """One attempt of a job with tools or a JSON format on an upstream that takes one text;
         returns the finish reason."""
         reader = AnswerReader(emulation, may_retry=may_retry)
-        stream = choice.upstream.stream(job)
+        pieces = choice.upstream.pieces(job)
         retry: str | None = None
         try:
-            async for batch in stream:
+            async for batch in pieces:
                 if not isinstance(batch, list):  # an upstream that marks pieces itself, tools not native
                     if isinstance(batch, Reasoning):
                         await pub.piece({"kind": "reasoning", "text": batch.text})
@@ -377,7 +377,7 @@ class ChatRunner:
             retry = exc.reason
             raise
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            await pieces.aclose()  # type: ignore[attr-defined]  # an async generator
             self._on_emulation(job["model"], reader.counts, retry)
         return reader.finish_reason
 

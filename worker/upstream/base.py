@@ -1,6 +1,6 @@
 """The one small interface between the worker and an upstream chat service.
 
-An upstream runs on the worker's event loop: :meth:`Upstream.stream` starts a job from a prompt
+An upstream runs on the worker's event loop: :meth:`Upstream.pieces` starts a job from a prompt
 and optional image and yields what arrives, batch by batch: a ``list[str]`` of text deltas (the
 hot path: decopy yields nothing else, no object per piece), or one typed piece, a
 :class:`Reasoning`, a :class:`ToolCallPiece` or a :class:`Finish` (an upstream that marks them
@@ -109,14 +109,14 @@ class Finish:
     reason: str
 
 
-#: What :meth:`Upstream.stream` yields: text deltas that arrived together, or one typed piece.
+#: What :meth:`Upstream.pieces` yields: text deltas that arrived together, or one typed piece.
 Batch = list[str] | Reasoning | ToolCallPiece | Finish
 
 
 class Upstream(Protocol):
     name: str
 
-    def stream(self, job: ChatJob) -> AsyncIterator[Batch]:
+    def pieces(self, job: ChatJob) -> AsyncIterator[Batch]:
         """Start the job upstream (model ``job["upstream_model"]``) and yield what it answers,
         batch by batch, until the end."""
         ...

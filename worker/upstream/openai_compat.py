@@ -209,7 +209,7 @@ class OpenAIUpstream:
             await self._client.close()
             self._client = None
 
-    async def stream(self, job: ChatJob) -> AsyncIterator[Batch]:
+    async def pieces(self, job: ChatJob) -> AsyncIterator[Batch]:
         what = f"{self.name} chat/completions"
         body = orjson.dumps(build_body(job, native=self.config.native_tools))
         try:

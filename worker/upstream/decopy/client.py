@@ -1,13 +1,15 @@
 """decopy.ai's "Ask AI" API (see ``../shared/upstream-decopy.md``), on the worker's event loop.
 
-Two calls per answer: ``create-job`` (multipart form) returns a job id; ``get-job/{id}`` streams
-the answer as server-sent events ending with ``data: Data transfer completed.``.
+Two calls per answer: ``create-job`` (multipart form) returns what decopy calls a job id; here it
+is the **ticket** (a *job* is always the gateway's own, queued in Redis), so the two are never
+mixed up. ``get-job/{ticket}`` sends the answer's pieces as server-sent events ending with
+``data: Data transfer completed.``.
 
 This module says what to send and how to read what comes back; the rest is split by concern:
 who speaks (:mod:`~worker.upstream.decopy.identity`: cloudscraper sessions), how the calls
 travel (:mod:`~worker.upstream.decopy.transport`: aiohttp, failures named), the Cloudflare
 challenges cloudscraper can solve (:mod:`~worker.upstream.decopy.challenge`), and the answer's
-event stream (:mod:`~worker.upstream.decopy.parser`).
+pieces (:mod:`~worker.upstream.decopy.parser`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from worker.upstream.decopy.identity import (
     proxy_of,
     request_headers,
 )
-from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
+from worker.upstream.decopy.parser import PieceParser, UnreadablePiece
 from worker.upstream.decopy.transport import (
     TRANSPORT_ERRORS,
     Answer,
@@ -53,7 +55,7 @@ __all__ = [
 
 OK_CODE = 100000
 CREATE_PATH = "/api/decopy/ask-ai/create-job"
-STREAM_PATH = "/api/decopy/ask-ai/get-job/"
+GET_JOB_PATH = "/api/decopy/ask-ai/get-job/"
 
 #: create-job's multipart body and its content type.
 Form = tuple[bytes, str]
@@ -84,12 +86,12 @@ class DecopyUpstream:
         self.solver.close()
         self.pool.close()
 
-    async def stream(self, job: ChatJob) -> AsyncIterator[list[str]]:
+    async def pieces(self, job: ChatJob) -> AsyncIterator[list[str]]:
         session = self.pool.acquire()
         broken = False
         try:
-            job_id = await self.create_job(session, job)
-            async for batch in self.read_job(session, job_id):
+            ticket = await self.create_ticket(session, job)
+            async for batch in self.read_pieces(session, ticket):
                 yield batch
         except UpstreamFailure as failure:
             broken = failure.replace_session
@@ -99,12 +101,12 @@ class DecopyUpstream:
             # are still good; aiohttp closes a connection whose answer was not read to the end.
             self.pool.release(session, broken=broken)
 
-    async def create_job(self, session: requests.Session, job: ChatJob) -> str:
+    async def create_ticket(self, session: requests.Session, job: ChatJob) -> str:
         form = self.form(job)  # encoded once: a challenge hand-off sends the same body again
         answer = await self.post_create_job(session, form)
         if self.solvable_challenge(session, answer):
             answer = await self.solve_create_job(session, form)
-        return self.parse_create_job(answer)
+        return self.parse_ticket(answer)
 
     def form(self, job: ChatJob) -> Form:
         """The multipart body requests would send for these fields (urllib3 encodes it for both)."""
@@ -123,7 +125,7 @@ class DecopyUpstream:
     async def post_create_job(self, session: requests.Session, form: Form) -> Answer:
         """Send ``create-job``; any HTTP answer is returned, a transport failure raised.
 
-        Split from :meth:`parse_create_job` so the doctor can look at the raw answer
+        Split from :meth:`parse_ticket` so the doctor can look at the raw answer
         (was it a Cloudflare page?) before judging it.
         """
         url = self._base + CREATE_PATH
@@ -147,8 +149,9 @@ class DecopyUpstream:
         body, content_type = form
         return await self.solver.post(session, self._base + CREATE_PATH, body, content_type, "create-job")
 
-    def parse_create_job(self, answer: Answer) -> str:
-        """The job id in a ``create-job`` answer; raises :class:`UpstreamFailure` for anything else."""
+    def parse_ticket(self, answer: Answer) -> str:
+        """The ticket (decopy's ``result.job_id``) in a ``create-job`` answer; raises
+        :class:`UpstreamFailure` for anything else."""
         what = "create-job"
         if answer.status != 200:
             raise classify_status(answer, what)
@@ -179,19 +182,20 @@ class DecopyUpstream:
                 body=trim(answer.text),
             )
         result = data.get("result")
-        job_id = result.get("job_id") if isinstance(result, dict) else None
-        if not isinstance(job_id, str) or not job_id:
+        ticket = result.get("job_id") if isinstance(result, dict) else None
+        if not isinstance(ticket, str) or not ticket:
             raise UpstreamFailure(
                 "protocol", f"{what}: answer has no result.job_id", retryable=True, status=200, body=trim(answer.text)
             )
-        return job_id
+        return ticket
 
-    async def read_job(
-        self, session: requests.Session, job_id: str, parser: StreamParser | None = None
+    async def read_pieces(
+        self, session: requests.Session, ticket: str, parser: PieceParser | None = None
     ) -> AsyncIterator[list[str]]:
-        """Stream the job's answer; ``parser`` may be given to read its counts afterwards (the doctor)."""
+        """Read the answer behind ``ticket``, batch by batch of pieces; ``parser`` may be given to read
+        its counts afterwards (the doctor)."""
         what = "get-job"
-        url = self._base + STREAM_PATH + job_id
+        url = self._base + GET_JOB_PATH + ticket
         client, proxy = self.transport.client(proxy_of(session, url))
         headers = request_headers(session, {"Accept": "text/event-stream", "Accept-Encoding": "identity"})
         try:
@@ -214,7 +218,7 @@ class DecopyUpstream:
                         body=failure.body,
                     )
                 raise failure
-            parser = parser or StreamParser()
+            parser = parser or PieceParser()
             content = resp.content
             while not parser.ended:
                 try:

@@ -33,9 +33,9 @@ from curl_cffi.requests import exceptions as curl_errors
 from shared.errors import ConfigError
 from shared.settings import Settings
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy.client import CREATE_PATH, STREAM_PATH, DecopyUpstream, Form
+from worker.upstream.decopy.client import CREATE_PATH, GET_JOB_PATH, DecopyUpstream, Form
 from worker.upstream.decopy.identity import proxy_of, request_headers
-from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
+from worker.upstream.decopy.parser import PieceParser, UnreadablePiece
 from worker.upstream.decopy.transport import ANSWER_LIMIT, Answer, classify_status
 
 log = logging.getLogger("worker.decopy.curl")
@@ -133,11 +133,11 @@ class CurlDecopyUpstream(DecopyUpstream):
         _keep_cookies(session, resp)
         return Answer.of(resp.status_code, resp.headers, resp.content[:ANSWER_LIMIT])
 
-    async def read_job(
-        self, session: requests.Session, job_id: str, parser: StreamParser | None = None
+    async def read_pieces(
+        self, session: requests.Session, ticket: str, parser: PieceParser | None = None
     ) -> AsyncIterator[list[str]]:
         what = "get-job"
-        url = self._base + STREAM_PATH + job_id
+        url = self._base + GET_JOB_PATH + ticket
         headers = self._headers(session, {"Accept": "text/event-stream", "Accept-Encoding": "identity"})
         try:
             resp = await self.curl.request("GET", url, headers=headers, stream=True, **self._options(session, url))
@@ -158,7 +158,7 @@ class CurlDecopyUpstream(DecopyUpstream):
                         body=failure.body,
                     )
                 raise failure
-            parser = parser or StreamParser()
+            parser = parser or PieceParser()
             chunks = resp.aiter_content()
             while not parser.ended:
                 try:

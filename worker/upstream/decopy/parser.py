@@ -1,4 +1,4 @@
-"""Incremental parser for decopy's job event stream.
+"""Incremental parser for decopy's answer: the pieces of a ``get-job`` event stream.
 
 Feed it bytes as they arrive; it returns the text deltas found so far and notes the end marker.
 A ``data:`` line is taken on its own as soon as it is complete (decopy sends one JSON object per
@@ -105,7 +105,10 @@ class Mender:
             self._decoder.reset()
 
 
-class StreamParser:
+class PieceParser:
+    """Reads one ``get-job`` answer: feed it bytes, get its text pieces; ``ended`` once the end
+    marker came."""
+
     def __init__(self) -> None:
         self._buffer = b""
         self._pending: list[bytes] = []  # data lines of the current event that did not parse alone

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from shared.metrics import WORKER_REGISTRY
-from worker.upstream.decopy.parser import StreamParser, UnreadablePiece
+from worker.upstream.decopy.parser import PieceParser, UnreadablePiece
 
 END = b"data: Data transfer completed.\n\n"
 
@@ -30,8 +30,8 @@ def replaced_metric() -> float:
     return WORKER_REGISTRY.get_sample_value("decopy_upstream_replaced_chars_total") or 0.0
 
 
-def read(*chunks: bytes) -> tuple[str, StreamParser]:
-    parser = StreamParser()
+def read(*chunks: bytes) -> tuple[str, PieceParser]:
+    parser = PieceParser()
     out: list[str] = []
     for chunk in chunks:
         out += parser.feed(chunk)
@@ -105,7 +105,7 @@ def test_the_multi_line_form_of_an_event_is_still_read() -> None:
 
 
 def test_an_answer_piece_that_cannot_be_read_raises() -> None:
-    parser = StreamParser()
+    parser = PieceParser()
     assert parser.feed(escaped("ok ")) == ["ok "]
     with pytest.raises(UnreadablePiece):
         parser.feed(event(b'{"data": "lost text'))
