@@ -30,17 +30,12 @@ import orjson
 from shared.messages import ChatJob, OutputFormat, ToolCall, ToolChoice, Turn
 from shared.routing import UpstreamConfig
 from shared.settings import Settings
-from worker.upstream.base import Batch, Finish, Reasoning, ToolCallPiece, UpstreamFailure
+from worker.upstream.base import Batch, Finish, Reasoning, ToolCallPiece, UpstreamFailure, trim
 from worker.upstream.decopy.fence import no_silent_retry
 
 log = logging.getLogger("worker.openai")
 
 _BODY_LIMIT = 64 * 1024
-
-
-def _trim(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -220,7 +215,7 @@ class OpenAIUpstream:
             raise UpstreamFailure("timeout", f"{what}: ReadTimeout", retryable=True) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamFailure(
-                "connection", f"{what}: ConnectionError: {_trim(str(exc)) or type(exc).__name__}", retryable=True
+                "connection", f"{what}: ConnectionError: {trim(str(exc), 200) or type(exc).__name__}", retryable=True
             ) from exc
         finished = False
         try:
@@ -234,7 +229,7 @@ class OpenAIUpstream:
                     f"{what}: expected an event stream, got {ctype or 'no content type'}",
                     retryable=True,
                     status=200,
-                    body=_trim(text),
+                    body=trim(text, 200),
                 )
             async for batch in self._read(resp, what):
                 yield batch
@@ -265,15 +260,15 @@ class OpenAIUpstream:
                 f"{what}: rate limited (HTTP 429)",
                 retryable=True,
                 status=429,
-                body=_trim(text),
+                body=trim(text, 200),
                 retry_after=_retry_after(resp.headers.get("retry-after")),
             )
         return UpstreamFailure(
             "http",
-            f"{what}: HTTP {status}: {_trim(detail, 120)}",
+            f"{what}: HTTP {status}: {trim(detail, 120)}",
             retryable=status >= 500 or status in (408, 409),
             status=status,
-            body=_trim(text),
+            body=trim(text, 200),
         )
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[Batch]:
@@ -290,7 +285,7 @@ class OpenAIUpstream:
             except (aiohttp.ClientError, OSError) as exc:
                 raise UpstreamFailure(
                     "connection",
-                    f"{what}: ConnectionError: Connection broken: {_trim(str(exc), 160) or type(exc).__name__}",
+                    f"{what}: ConnectionError: Connection broken: {trim(str(exc), 160) or type(exc).__name__}",
                     retryable=True,
                 ) from exc
             if not data:
@@ -311,14 +306,14 @@ class OpenAIUpstream:
                 except orjson.JSONDecodeError:
                     raise UpstreamFailure(
                         "protocol",
-                        f"{what}: an event is not JSON: {_trim(payload.decode('utf-8', 'replace'), 80)}",
+                        f"{what}: an event is not JSON: {trim(payload.decode('utf-8', 'replace'), 80)}",
                         retryable=True,
                         status=200,
                     ) from None
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise UpstreamFailure(
                         "http",
-                        f"{what}: error in the stream: {_trim(str(chunk['error']), 120)}",
+                        f"{what}: error in the stream: {trim(str(chunk['error']), 120)}",
                         retryable=True,
                         status=200,
                     )
