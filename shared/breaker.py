@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import names
+from shared.tasks import stop_task
 
 log = logging.getLogger("shared.breaker")
 
@@ -174,11 +175,8 @@ class Breakers:
         self._task = asyncio.create_task(self._poll(), name="breaker-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def refresh(self) -> None:
         self.snapshot = await read_states(self._redis, self._targets())

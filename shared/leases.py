@@ -11,11 +11,12 @@ than the lease's time-to-live. A live holder renews its lease every third of the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from shared.tasks import stop_task
 
 log = logging.getLogger("leases")
 
@@ -63,11 +64,8 @@ class LeaseKeeper:
 
     async def stop(self) -> None:
         """Stop renewing (the lease itself stays until removed or expired)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def release(self) -> None:
         """Stop renewing and remove the lease; if Redis is unreachable, it expires by itself."""

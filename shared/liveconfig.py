@@ -14,7 +14,6 @@ that Redis is the source of truth (the environment only seeds).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from redis.exceptions import RedisError, WatchError
 from shared import names
 from shared.routing import RoutingConfig, Stored, check, combine, seed_from_settings
 from shared.settings import Settings
+from shared.tasks import stop_task
 
 log = logging.getLogger("shared.liveconfig")
 
@@ -80,11 +80,8 @@ class LiveConfig:
         self._task = asyncio.create_task(self._poll(), name="liveconfig-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def refresh(self) -> bool:
         """Reload if the version in Redis moved; True when the configuration changed."""

@@ -36,6 +36,7 @@ from starlette.types import Scope
 
 from shared import metrics, names
 from shared.errors import InvalidRequest
+from shared.tasks import stop_task
 
 log = logging.getLogger("api.requestlog")
 
@@ -265,10 +266,8 @@ class RequestLog:
         """Stop the writer after one last write of what is waiting."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         with contextlib.suppress(RedisError, OSError):
             await self.flush()
 
