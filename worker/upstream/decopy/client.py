@@ -15,7 +15,7 @@ pieces (:mod:`~worker.upstream.decopy.parser`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import requests
@@ -56,6 +56,27 @@ __all__ = [
 OK_CODE = 100000
 CREATE_PATH = "/api/decopy/ask-ai/create-job"
 GET_JOB_PATH = "/api/decopy/ask-ai/get-job/"
+
+
+async def pieces_of(read: Callable[[], Awaitable[bytes]], parser: PieceParser, what: str) -> AsyncIterator[list[str]]:
+    """The pieces of one ``get-job`` answer, whichever transport reads it: ``read`` returns the next
+    chunk (``b""`` at the end) and raises :class:`UpstreamFailure` itself for a transport error.
+    An unreadable piece, or an answer without its end marker (truncated), fails the answer."""
+    while not parser.ended:
+        data = await read()
+        if not data:
+            break
+        try:
+            deltas = parser.feed(data)
+        except UnreadablePiece as exc:
+            raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
+        if deltas:
+            yield deltas
+    if not parser.ended:
+        raise UpstreamFailure(
+            "protocol", f"{what}: the stream ended without its end marker (truncated)", retryable=True, status=200
+        )
+
 
 #: create-job's multipart body and its content type.
 Form = tuple[bytes, str]
@@ -220,26 +241,15 @@ class DecopyUpstream:
                 raise failure
             parser = parser or PieceParser()
             content = resp.content
-            while not parser.ended:
+
+            async def read() -> bytes:
                 try:
-                    data = await content.readany()
+                    return await content.readany()
                 except TRANSPORT_ERRORS as exc:
                     raise exception_failure(exc, what, begun=True) from exc
-                if not data:
-                    break
-                try:
-                    deltas = parser.feed(data)
-                except UnreadablePiece as exc:
-                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
-                if deltas:
-                    yield deltas
-            if not parser.ended:
-                raise UpstreamFailure(
-                    "protocol",
-                    f"{what}: the stream ended without its end marker (truncated)",
-                    retryable=True,
-                    status=200,
-                )
+
+            async for deltas in pieces_of(read, parser, what):
+                yield deltas
         finally:
             # An answer read to its end marker leaves the connection for the next call; any other
             # way out (a failure, a cancelled job, a client that left) closes it, so decopy sees

@@ -33,9 +33,9 @@ from curl_cffi.requests import exceptions as curl_errors
 from shared.errors import ConfigError
 from shared.settings import Settings
 from worker.upstream.base import UpstreamFailure
-from worker.upstream.decopy.client import CREATE_PATH, GET_JOB_PATH, DecopyUpstream, Form
+from worker.upstream.decopy.client import CREATE_PATH, GET_JOB_PATH, DecopyUpstream, Form, pieces_of
 from worker.upstream.decopy.identity import proxy_of, request_headers
-from worker.upstream.decopy.parser import PieceParser, UnreadablePiece
+from worker.upstream.decopy.parser import PieceParser
 from worker.upstream.decopy.transport import ANSWER_LIMIT, Answer, classify_status
 
 log = logging.getLogger("worker.decopy.curl")
@@ -158,28 +158,16 @@ class CurlDecopyUpstream(DecopyUpstream):
                         body=failure.body,
                     )
                 raise failure
-            parser = parser or PieceParser()
             chunks = resp.aiter_content()
-            while not parser.ended:
+
+            async def read() -> bytes:
                 try:
-                    data = await anext(chunks, b"")
+                    return await anext(chunks, b"")
                 except CURL_ERRORS as exc:
                     raise curl_failure(exc, what, begun=True) from exc
-                if not data:
-                    break
-                try:
-                    deltas = parser.feed(data)
-                except UnreadablePiece as exc:
-                    raise UpstreamFailure("protocol", f"{what}: {exc}", retryable=True, status=200) from None
-                if deltas:
-                    yield deltas
-            if not parser.ended:
-                raise UpstreamFailure(
-                    "protocol",
-                    f"{what}: the stream ended without its end marker (truncated)",
-                    retryable=True,
-                    status=200,
-                )
+
+            async for deltas in pieces_of(read, parser or PieceParser(), what):
+                yield deltas
         finally:
             await resp.aclose()  # whatever ended the loop: a stream not read to its end is let go at once
 
