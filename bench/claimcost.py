@@ -1,0 +1,202 @@
+"""What Redis spends per job on the queue protocol: the fair claim against the claim by id it replaced.
+
+Every job costs Redis one enqueue script (the API) and one claim script per worker woken by its
+wake-up (every worker hears every wake-up; one of them takes the job). This drives exactly those
+calls, in-process, against a private Redis: :class:`shared.queue.JobQueue` and
+:class:`shared.queue.Claimer` as the gateway calls them (the fair path), and the scripts of
+before fair queuing (:mod:`bench.claim_reference`, kept only for this comparison), in the same
+run on the same Redis, scenarios interleaved so a noisy machine moves both alike.
+
+Each job is enqueued for one of ``--keys`` keys in turn, claimed by id by each of ``--workers``
+woken workers in turn (the first takes it, the rest find nothing), then ended as arq ends it
+(queue entry, in-progress key and job data removed; with the gate, its upstream lease released),
+so each key's line empties after every job. The fair path is measured without and with
+``UPSTREAM_MAX_CONCURRENT`` (the claim then takes the job's upstream lease; the reference claim
+took none: the old worker took it afterwards, in ``worker.jobs.budget``'s script, not counted
+here). Redis' own time comes from ``INFO commandstats`` taken around the enqueue and claims of
+each job (the ending and the fallback polls that clean the fair queue's taken set between jobs
+are left out): the scripts' ``usec`` (which includes the commands they run) and the commands
+they run. Each figure is the median over ``--repetitions`` repetitions.
+
+``python -m bench.claimcost`` starts its own Redis and prints the figures; ``make bench`` and
+``make bench-quick`` run it on their private Redis before the gateway starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.asyncio import Redis
+
+from bench.claim_reference import ReferenceQueue
+from shared import names
+from shared.queue import Claimer, JobQueue
+
+#: A worker's free slots when a wake-up comes (WORKER_CONCURRENCY's default room).
+WANT = 50
+IN_PROGRESS_MS = 60_000
+#: UPSTREAM_MAX_CONCURRENT of the gated scenarios: room enough that the gate never holds a job.
+GATE = 8
+JOB = {"model": "decopy-deepseek-v3", "messages": [{"role": "user", "content": "hello"}]}
+NOT_SCRIPT = {"evalsha", "eval", "info", "script|load", "script", "flushall"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str  # "fair" or "reference"
+    workers: int
+    gated: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}_{self.workers}w" + ("_gated" if self.gated else "")
+
+
+SCENARIOS = (
+    Scenario("reference", 1),
+    Scenario("fair", 1),
+    Scenario("fair", 1, gated=True),
+    Scenario("reference", 4),
+    Scenario("fair", 4),
+    Scenario("fair", 4, gated=True),
+)
+
+
+async def _stats(r: Redis) -> dict[str, tuple[int, int]]:
+    raw: dict[str, Any] = await r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in raw.items()}
+
+
+async def _one_run(r: Redis, sc: Scenario, jobs: int, keys: int, seq: list[int]) -> tuple[float, float, float]:
+    """Redis µs, commands run by scripts, and scripts, per job, over ``jobs`` jobs."""
+    await r.flushall()
+    fair_q = JobQueue(r, max_queue=10_000, expires_s=300)
+    ref_q = ReferenceQueue(r, max_queue=10_000, expires_s=300)
+    claimers = [Claimer(r, upstream_max_concurrent=GATE if sc.gated else 0, lease_ttl_s=30) for _ in range(sc.workers)]
+    usec = cmds = scripts = 0
+
+    async def job(measure: bool) -> None:
+        nonlocal usec, cmds, scripts
+        seq[0] += 1
+        job_id = f"bench{seq[0]:09d}"
+        key = f"key_{seq[0] % keys}"
+        before = await _stats(r) if measure else {}
+        taken = []
+        if sc.path == "fair":
+            assert await fair_q.enqueue(job_id, JOB, key=key)
+            for c in claimers:  # each woken worker claims, naming the job its wake-up named
+                got, _ = await c.claim(
+                    want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False, ids=[job_id]
+                )
+                taken += got
+        else:
+            assert await ref_q.enqueue(job_id, JOB)
+            for _ in range(sc.workers):
+                taken += await ref_q.claim_ids(
+                    [job_id], want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
+                )
+        if measure:
+            after = await _stats(r)
+            for name, (calls, us) in after.items():
+                c0, u0 = before.get(name, (0, 0))
+                if name in ("evalsha", "eval"):
+                    usec += us - u0
+                    scripts += calls - c0
+                elif name not in NOT_SCRIPT:
+                    cmds += calls - c0
+        assert [j for j, _ in taken] == [job_id], (sc, taken)
+        # the job ends, as arq ends it (not measured)
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.zrem(names.QUEUE, job_id)
+            pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            pipe.zrem(names.UPSTREAM_LEASES, job_id)
+            await pipe.execute()
+
+    async def full_poll() -> None:  # the fallback poll: the fair queue's taken set is cleaned (not measured)
+        if sc.path == "fair":
+            got, _ = await claimers[0].claim(
+                want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
+            )
+            assert not got
+
+    for _ in range(20):  # warm-up: scripts loaded, keys created
+        await job(False)
+    await full_poll()
+    for i in range(jobs):
+        await job(True)
+        if i % 50 == 49:
+            await full_poll()
+    await full_poll()
+    return usec / jobs, cmds / jobs, scripts / jobs
+
+
+async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> dict[str, Any]:
+    r = Redis.from_url(redis_url)
+    runs: dict[str, list[tuple[float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
+    seq = [0]
+    try:
+        for rep in range(repetitions):
+            order = SCENARIOS[rep % len(SCENARIOS) :] + SCENARIOS[: rep % len(SCENARIOS)]  # rotated
+            for sc in order:
+                runs[sc.name].append(await _one_run(r, sc, jobs, keys, seq))
+        await r.flushall()
+    finally:
+        await r.aclose()
+    out: dict[str, Any] = {"jobs": jobs, "repetitions": repetitions, "keys": keys, "want": WANT, "gate": GATE}
+    for sc in SCENARIOS:
+        values = runs[sc.name]
+        out[sc.name] = {
+            "us_per_job": round(statistics.median(v[0] for v in values), 1),
+            "commands_per_job": round(statistics.median(v[1] for v in values), 2),
+            "scripts_per_job": round(statistics.median(v[2] for v in values), 2),
+            "us_per_job_all": [round(v[0], 1) for v in values],
+        }
+    return out
+
+
+def line(c: dict[str, Any]) -> str:
+    def f(name: str) -> str:
+        s = c[name]
+        return f"{s['us_per_job']} µs ({s['commands_per_job']:g} cmds)"
+
+    return (
+        f"claim cost (Redis time per job from INFO commandstats, median of {c['repetitions']} x {c['jobs']} jobs, "
+        f"{c['keys']} keys; enqueue + the claims of the workers woken): 1 worker: reference claim by id "
+        f"{f('reference_1w')}, fair {f('fair_1w')}, fair gated {f('fair_1w_gated')}; 4 workers: reference "
+        f"{f('reference_4w')}, fair {f('fair_4w')}, fair gated {f('fair_4w_gated')}"
+    )
+
+
+def run(redis_url: str, *, jobs: int, repetitions: int, keys: int = 4) -> dict[str, Any]:
+    """The figures (``make bench``: 9 x 500 jobs; quick: 5 x 300), printed as one line."""
+    c = asyncio.run(measure(redis_url, jobs=jobs, repetitions=repetitions, keys=keys))
+    print(line(c), flush=True)
+    return c
+
+
+def main(argv: list[str] | None = None) -> int:
+    from devtools.procs import Stack
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=500, help="jobs per scenario and repetition")
+    p.add_argument("--repetitions", type=int, default=9)
+    p.add_argument("--keys", type=int, default=4, help="keys the jobs are queued for, in turn")
+    a = p.parse_args(argv)
+    stack = Stack()
+    try:
+        _, url = stack.redis()
+        c = asyncio.run(measure(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys))
+    finally:
+        stack.stop()
+    print(line(c))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
