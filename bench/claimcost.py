@@ -5,7 +5,8 @@ wake-up (every worker hears every wake-up; one of them takes the job). This driv
 calls, in-process, against a private Redis: :class:`shared.queue.JobQueue` and
 :class:`shared.queue.Claimer` as the gateway calls them (the fair path), and the scripts of
 before fair queuing (:mod:`bench.claim_reference`, kept only for this comparison), in the same
-run on the same Redis, scenarios interleaved so a noisy machine moves both alike.
+run on the same Redis, the scenarios' jobs interleaved one by one so a noisy moment on a shared
+machine moves them all alike.
 
 Each job is enqueued for one of ``--keys`` keys in turn, claimed by id by each of ``--workers``
 woken workers in turn (the first takes it, the rest find nothing), then ended as arq ends it
@@ -16,7 +17,8 @@ took none: the old worker took it afterwards, in ``worker.jobs.budget``'s script
 here). Redis' own time comes from ``INFO commandstats`` taken around the enqueue and claims of
 each job (the ending and the fallback polls that clean the fair queue's taken set between jobs
 are left out): the scripts' ``usec`` (which includes the commands they run) and the commands
-they run. Each figure is the median over ``--repetitions`` repetitions.
+they run. Each figure is the median over ``--repetitions`` repetitions; the line printed also
+gives what the enqueue alone cost.
 
 ``python -m bench.claimcost`` starts its own Redis and prints the figures; ``make bench`` and
 ``make bench-quick`` run it on their private Redis before the gateway starts.
@@ -73,78 +75,99 @@ async def _stats(r: Redis) -> dict[str, tuple[int, int]]:
     return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in raw.items()}
 
 
-async def _one_run(r: Redis, sc: Scenario, jobs: int, keys: int, seq: list[int]) -> tuple[float, float, float]:
-    """Redis µs, commands run by scripts, and scripts, per job, over ``jobs`` jobs."""
-    await r.flushall()
-    fair_q = JobQueue(r, max_queue=10_000, expires_s=300)
-    ref_q = ReferenceQueue(r, max_queue=10_000, expires_s=300)
-    claimers = [Claimer(r, upstream_max_concurrent=GATE if sc.gated else 0, lease_ttl_s=30) for _ in range(sc.workers)]
-    usec = cmds = scripts = 0
+class _Run:
+    """One scenario's queue objects and what its jobs cost Redis, over one repetition."""
 
-    async def job(measure: bool) -> None:
-        nonlocal usec, cmds, scripts
-        seq[0] += 1
-        job_id = f"bench{seq[0]:09d}"
-        key = f"key_{seq[0] % keys}"
+    def __init__(self, r: Redis, sc: Scenario, keys: int) -> None:
+        self.r, self.sc, self.keys = r, sc, keys
+        self.fair_q = JobQueue(r, max_queue=10_000, expires_s=300)
+        self.ref_q = ReferenceQueue(r, max_queue=10_000, expires_s=300)
+        gate = GATE if sc.gated else 0
+        self.claimers = [Claimer(r, upstream_max_concurrent=gate, lease_ttl_s=30) for _ in range(sc.workers)]
+        self.jobs = self.usec = self.cmds = self.scripts = self.enqueue_usec = 0
+
+    def _add(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+        spent = 0
+        for name, (calls, us) in after.items():
+            c0, u0 = before.get(name, (0, 0))
+            if name in ("evalsha", "eval"):
+                spent += us - u0
+                self.scripts += calls - c0
+            elif name not in NOT_SCRIPT:
+                self.cmds += calls - c0
+        self.usec += spent
+        return spent
+
+    async def job(self, n: int, measure: bool) -> None:
+        """Job ``n``: enqueued, claimed by each woken worker, ended; measured if ``measure``."""
+        r, fair = self.r, self.sc.path == "fair"
+        job_id = f"bench{n:09d}"
+        key = f"{self.sc.name}_key{n % self.keys}"
         before = await _stats(r) if measure else {}
+        if fair:
+            assert await self.fair_q.enqueue(job_id, JOB, key=key)
+        else:
+            assert await self.ref_q.enqueue(job_id, JOB)
+        enqueued = await _stats(r) if measure else {}
         taken = []
-        if sc.path == "fair":
-            assert await fair_q.enqueue(job_id, JOB, key=key)
-            for c in claimers:  # each woken worker claims, naming the job its wake-up named
+        for c in self.claimers:  # each woken worker claims, naming the job its wake-up named
+            if fair:
                 got, _ = await c.claim(
                     want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False, ids=[job_id]
                 )
-                taken += got
-        else:
-            assert await ref_q.enqueue(job_id, JOB)
-            for _ in range(sc.workers):
-                taken += await ref_q.claim_ids(
+            else:
+                got = await self.ref_q.claim_ids(
                     [job_id], want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
                 )
+            taken += got
         if measure:
-            after = await _stats(r)
-            for name, (calls, us) in after.items():
-                c0, u0 = before.get(name, (0, 0))
-                if name in ("evalsha", "eval"):
-                    usec += us - u0
-                    scripts += calls - c0
-                elif name not in NOT_SCRIPT:
-                    cmds += calls - c0
-        assert [j for j, _ in taken] == [job_id], (sc, taken)
-        # the job ends, as arq ends it (not measured)
-        async with r.pipeline(transaction=True) as pipe:
+            self.enqueue_usec += self._add(before, enqueued)
+            self._add(enqueued, await _stats(r))
+            self.jobs += 1
+        assert [j for j, _ in taken] == [job_id], (self.sc, taken)
+        async with r.pipeline(transaction=True) as pipe:  # the job ends, as arq ends it (not measured)
             pipe.zrem(names.QUEUE, job_id)
             pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id)
             pipe.zrem(names.UPSTREAM_LEASES, job_id)
             await pipe.execute()
 
-    async def full_poll() -> None:  # the fallback poll: the fair queue's taken set is cleaned (not measured)
-        if sc.path == "fair":
-            got, _ = await claimers[0].claim(
+    async def full_poll(self) -> None:
+        """The fallback poll, which cleans the fair queue's taken set (not measured)."""
+        if self.sc.path == "fair":
+            got, _ = await self.claimers[0].claim(
                 want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
             )
             assert not got
 
-    for _ in range(20):  # warm-up: scripts loaded, keys created
-        await job(False)
-    await full_poll()
-    for i in range(jobs):
-        await job(True)
-        if i % 50 == 49:
-            await full_poll()
-    await full_poll()
-    return usec / jobs, cmds / jobs, scripts / jobs
+    def figures(self) -> tuple[float, float, float, float]:
+        """Redis µs, commands run by scripts, scripts, and the enqueue's µs, per job."""
+        n = max(1, self.jobs)
+        return self.usec / n, self.cmds / n, self.scripts / n, self.enqueue_usec / n
+
+
+async def _repetition(r: Redis, jobs: int, keys: int, rep: int) -> dict[str, tuple[float, float, float, float]]:
+    """One repetition: every scenario's jobs interleaved one by one (a noisy moment hits them all)."""
+    await r.flushall()
+    runs = [_Run(r, sc, keys) for sc in SCENARIOS]
+    n = 0
+    for i in range(20 + jobs):  # 20 unmeasured first: scripts loaded, keys created
+        k = (i + rep) % len(runs)
+        for run in runs[k:] + runs[:k]:  # rotated
+            n += 1
+            await run.job(n, measure=i >= 20)
+        if i % 50 == 19:
+            for run in runs:
+                await run.full_poll()
+    return {run.sc.name: run.figures() for run in runs}
 
 
 async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> dict[str, Any]:
     r = Redis.from_url(redis_url)
-    runs: dict[str, list[tuple[float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
-    seq = [0]
+    runs: dict[str, list[tuple[float, float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
     try:
         for rep in range(repetitions):
-            order = SCENARIOS[rep % len(SCENARIOS) :] + SCENARIOS[: rep % len(SCENARIOS)]  # rotated
-            for sc in order:
-                runs[sc.name].append(await _one_run(r, sc, jobs, keys, seq))
+            for name, figures in (await _repetition(r, jobs, keys, rep)).items():
+                runs[name].append(figures)
         await r.flushall()
     finally:
         await r.aclose()
@@ -155,6 +178,7 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> 
             "us_per_job": round(statistics.median(v[0] for v in values), 1),
             "commands_per_job": round(statistics.median(v[1] for v in values), 2),
             "scripts_per_job": round(statistics.median(v[2] for v in values), 2),
+            "enqueue_us_per_job": round(statistics.median(v[3] for v in values), 1),
             "us_per_job_all": [round(v[0], 1) for v in values],
         }
     return out
@@ -163,7 +187,7 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> 
 def line(c: dict[str, Any]) -> str:
     def f(name: str) -> str:
         s = c[name]
-        return f"{s['us_per_job']} µs ({s['commands_per_job']:g} cmds)"
+        return f"{s['us_per_job']} µs ({s['commands_per_job']:g} cmds; enqueue {s['enqueue_us_per_job']})"
 
     return (
         f"claim cost (Redis time per job from INFO commandstats, median of {c['repetitions']} x {c['jobs']} jobs, "
