@@ -19,16 +19,16 @@ def test_a_line_keeps_its_order_and_the_clock_moves_to_the_start_time_taken(redi
         a = await enqueue(q, "key_a", 3, "a")
         b = await enqueue(q, "key_b", 1, "b")
         assert await take(c, 1) == ["a000"]  # A and B both start at 0 (a tie: the key ids decide)
-        assert await r.lrange(names.fq_line("key_a"), 0, -1) == [x.encode() for x in a[1:]]  # type: ignore[misc]
+        assert await r.lrange(names.fq_line("key_a"), 0, -1) == [x.encode() for x in a[1:]]
         assert await r.zscore(names.FQ_KEYS, "key_a") == 1.0  # A moved on by 1 / weight
-        assert await r.hget(names.FQ_FINISH, "") == b"0"  # type: ignore[misc]  # V: the start time taken
+        assert await r.hget(names.FQ_FINISH, "") == b"0"  # V: the start time taken
         assert await take(c, 1) == b  # B's only job: its line empties, its finish time is kept
         assert await r.zrange(names.FQ_KEYS, 0, -1) == [b"key_a"]
-        assert float(await r.hget(names.FQ_FINISH, "key_b")) == 1.0  # type: ignore[misc, arg-type]
+        assert float(await r.hget(names.FQ_FINISH, "key_b")) == 1.0
         assert await take(c, 5) == a[1:]
         assert await r.exists(names.fq_line("key_a"), names.FQ_KEYS) == 0
-        assert float(await r.hget(names.FQ_FINISH, "")) == 2.0  # type: ignore[misc, arg-type]
-        assert float(await r.hget(names.FQ_FINISH, "key_a")) == 3.0  # type: ignore[misc, arg-type]
+        assert float(await r.hget(names.FQ_FINISH, "")) == 2.0
+        assert float(await r.hget(names.FQ_FINISH, "key_a")) == 3.0
         await r.aclose()
 
     arun(body())
@@ -39,14 +39,14 @@ def test_the_clock_of_an_older_version_is_read_until_a_job_is_taken(redis_url: s
         r = Redis.from_url(redis_url)
         q, c = JobQueue(r, max_queue=100, expires_s=60), Claimer(r)
         await r.set(names.FQ_CLOCK, "100.5")  # where an older version kept V
-        await r.hset(names.FQ_FINISH, "key_old", "120")  # type: ignore[misc]
+        await r.hset(names.FQ_FINISH, "key_old", "120")
         await enqueue(q, "key_new", 1, "n")
         await enqueue(q, "key_old", 1, "o")
         # A new key starts at V (not at 0, which would let it go before every key for a long while)
         assert await r.zscore(names.FQ_KEYS, "key_new") == 100.5
         assert await r.zscore(names.FQ_KEYS, "key_old") == 120.0  # max(V, F_key)
         assert await take(c, 1) == ["n000"]
-        assert await r.hget(names.FQ_FINISH, "") == b"100.5"  # type: ignore[misc]  # V's place from now on
+        assert await r.hget(names.FQ_FINISH, "") == b"100.5"  # V's place from now on
         await r.aclose()
 
     arun(body())
