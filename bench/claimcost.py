@@ -181,6 +181,9 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> 
             "enqueue_us_per_job": round(statistics.median(v[3] for v in values), 1),
             "us_per_job_all": [round(v[0], 1) for v in values],
         }
+        if sc.path == "fair":  # against the reference of the same repetition (their jobs interleaved)
+            ref = runs[f"reference_{sc.workers}w"]
+            out[sc.name]["vs_reference"] = round(statistics.median(v[0] / r[0] for v, r in zip(values, ref)), 2)
     return out
 
 
@@ -193,7 +196,9 @@ def line(c: dict[str, Any]) -> str:
         f"claim cost (Redis time per job from INFO commandstats, median of {c['repetitions']} x {c['jobs']} jobs, "
         f"{c['keys']} keys; enqueue + the claims of the workers woken): 1 worker: reference claim by id "
         f"{f('reference_1w')}, fair {f('fair_1w')}, fair gated {f('fair_1w_gated')}; 4 workers: reference "
-        f"{f('reference_4w')}, fair {f('fair_4w')}, fair gated {f('fair_4w_gated')}"
+        f"{f('reference_4w')}, fair {f('fair_4w')}, fair gated {f('fair_4w_gated')}; fair / reference (median of the "
+        f"repetitions' ratios): {c['fair_1w']['vs_reference']}x, gated {c['fair_1w_gated']['vs_reference']}x with 1 "
+        f"worker, {c['fair_4w']['vs_reference']}x, gated {c['fair_4w_gated']['vs_reference']}x with 4"
     )
 
 

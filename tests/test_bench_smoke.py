@@ -108,6 +108,7 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     for name in ("reference_1w", "fair_1w", "fair_1w_gated", "reference_4w", "fair_4w", "fair_4w_gated"):
         assert cost[name]["us_per_job"] > 0 and cost[name]["commands_per_job"] >= 3, (name, cost[name])
     assert cost["fair_4w"]["scripts_per_job"] == 5 and cost["reference_1w"]["scripts_per_job"] == 2
+    assert cost["fair_4w"]["vs_reference"] > 0
     assert "claim cost (Redis time per job" in proc.stdout
     assert doc["floor"]["min_gateway_ms_per_stream"] == round(2 * hops["callback"]["cpu_us_per_message"] * 5 / 1000, 2)
 
