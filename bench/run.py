@@ -12,6 +12,9 @@ of the API and of the workers, CPU milliseconds per stream (the steady figure on
 machine), errors and lost, duplicated, reordered or mixed-up pieces. The full run repeats the
 sweep (``--rounds``) and ends with the memory test: 1,000 concurrent streams through one API.
 It prints a table and writes ``bench/results/<date>.json`` and a PNG of TTFT against load.
+First, on the same private Redis before the gateway starts, it measures what Redis spends per
+job on the queue's enqueue and claims, fair queuing against the claim by id it replaced
+(``bench.claimcost``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any, cast
 import orjson
 import redis
 
-from bench import floor
+from bench import claimcost, floor
 from bench.procstat import reset_peak, sample
 from devtools.procs import ROOT, Proc, Stack, wait_workers
 
@@ -67,11 +70,15 @@ class Bench:
         self.sim: Proc | None = None
         self.sim_url = ""
         self.redis_proc: Proc | None = None
+        self.claim_cost: dict[str, Any] | None = None
 
     # --- processes -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.redis_proc, redis_url = self.stack.redis()
+        if not self.args.no_claim_cost:  # on the private Redis, before anything else uses it
+            a = self.args
+            self.claim_cost = claimcost.run(redis_url, jobs=a.claim_cost_jobs, repetitions=a.claim_cost_repetitions)
         self.sim, self.sim_url = self.stack.simulator()
         self.env = {
             "REDIS_URL": redis_url,
@@ -500,7 +507,11 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="two loads, short phases, no memory test (< 1 min)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="two loads, short phases, no memory test, a shorter claim cost (about 1.5 min)",
+    )
     p.add_argument(
         "--loads",
         type=lambda s: [float(x) for x in s.split(",")],
@@ -532,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float, default=None, help="idle Redis load measured over (5; quick 2)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-floor", action="store_true", help="skip the per-hop floor (bench/floor.py)")
+    p.add_argument(
+        "--no-claim-cost", action="store_true", help="skip the queue's Redis cost per job (bench/claimcost.py)"
+    )
+    p.add_argument("--claim-cost-jobs", type=int, default=None, help="jobs per claim-cost repetition (500; quick 300)")
+    p.add_argument("--claim-cost-repetitions", type=int, default=None, help="claim-cost repetitions (9; quick 5)")
     p.add_argument("--floor-seconds", type=float, default=None, help="seconds per floor measurement (4; quick 2)")
     p.add_argument("--replot", type=Path, default=None, help="only draw the PNG of a results JSON again")
     a = p.parse_args(argv)
@@ -543,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     a.loads = a.loads or ([25.0, 100.0] if a.quick else [10.0, 25.0, 50.0, 100.0])
     a.duration = a.duration or (4.0 if a.quick else 20.0)
     a.rounds = a.rounds or (1 if a.quick else 2)
+    a.claim_cost_jobs = a.claim_cost_jobs or (300 if a.quick else 500)
+    a.claim_cost_repetitions = a.claim_cost_repetitions or (5 if a.quick else 9)
     a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0)
     if a.memory_streams is None:
         a.memory_streams = 0 if a.quick else 1000
@@ -629,11 +647,14 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory,
         "dialects": dialects,
         "floor": hop_floor,
+        "claim_cost": bench.claim_cost,
     }
     json_path = a.out_dir / f"{name}.json"
     json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print()
     print(table(rows))
+    if bench.claim_cost is not None:
+        print(claimcost.line(bench.claim_cost))
     print(f"\nwrote {json_path}")
     if not a.no_plot:
         png = a.out_dir / f"{name}.png"

@@ -122,9 +122,12 @@ FQ_KEYS = PREFIX + "fq:keys"
 #: Prefix of each key's line of waiting job ids (a list, first come first served): + key id
 #: ('' for jobs without a key, the doctor's: that line always goes first).
 FQ_LINE_PREFIX = PREFIX + "fq:line:"
-#: The queue's virtual time: the virtual start time of the job taken last.
+#: Where versions before the claim was made cheaper kept the queue's virtual time (now field ''
+#: of FQ_FINISH): read only until the first job is taken after an upgrade.
 FQ_CLOCK = PREFIX + "fq:clock"
-#: Hash key id -> the virtual time at which the key's next job starts once it is active again.
+#: Hash key id -> the virtual time at which the key's next job starts once it is active again;
+#: field '' (no key has that id: the doctor's line has no fair share): the queue's virtual time,
+#: the virtual start time of the keyed job taken last.
 FQ_FINISH = PREFIX + "fq:finish"
 #: Hash key id -> weight (1 when absent), set through the admin API.
 FQ_WEIGHTS = PREFIX + "fq:weights"

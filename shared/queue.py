@@ -34,7 +34,10 @@ an idle key saves up no credit, and none starves (``V`` only grows). Weights are
 here, in fair order, rather than in a worker's slot. Jobs with no key (the doctor) wait in a line
 of their own that always goes first and takes no upstream lease. A job arq would deliver again
 (its worker died, or arq let go of it at shutdown) goes back to the front of its key's line at
-the next full poll (``names.FQ_TAKEN``).
+the next full poll (``names.FQ_TAKEN``). ``V`` is kept beside the keys' finish times (field
+``''`` of ``names.FQ_FINISH``), so a key becoming active reads both in one command. What this
+costs Redis per job, next to the claim by id it replaced, is measured by ``make bench``
+(``bench.claimcost``): docs/teams.md, "What it costs".
 
 **Deliveries and runs, one rule.** arq counts *deliveries* of a job (``max_tries``); the run key
 ``decopy:run:<job>`` counts *upstream runs*. A chat job runs upstream at most once: the first
@@ -78,29 +81,52 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-# KEYS: queue, job key, wake channel, active keys, clock, finish times.
-# ARGV: cap (0: none), job bytes, expiry ms, score, job id, key id ('': no fair share), line prefix.
+# The fair queue's fixed key names, as Lua constants of the scripts that use them: passed as
+# KEYS/ARGV they were converted on every call, and every worker woken by a job calls the claim.
+# (Redis Cluster would need them in KEYS; arq supports no Redis Cluster, and the scripts build
+# key names from what they read anyway: in-progress keys, each key's line.)
+_FAIR_NAMES = f"""
+local ACTIVE, CLOCK, FINISH, WEIGHTS = '{names.FQ_KEYS}', '{names.FQ_CLOCK}', '{names.FQ_FINISH}', '{names.FQ_WEIGHTS}'
+local TAKEN, LEASES, LINES = '{names.FQ_TAKEN}', '{names.UPSTREAM_LEASES}', '{names.FQ_LINE_PREFIX}'
+local WAKE, IN_PROGRESS, ABORTS = '{names.WAKE_CHANNEL}', '{in_progress_key_prefix}', '{abort_jobs_ss}'
+"""
+
+# Lua, with `key` the key that becomes active (its line was empty): `s`, its virtual start time,
+# max(V, F_key), or '-inf' for key '' (no fair share: the doctor's jobs go first). V is field ''
+# of the finish times (the clock's former key is read until a job is taken after an upgrade).
+# The strings are passed on as Redis wrote them: no number formatting.
+_START_TIME = """
+local s = '-inf'
+if key ~= '' then
+  local vf = redis.call('HMGET', FINISH, '', key)
+  s = vf[1] or redis.call('GET', CLOCK) or '0'
+  if vf[2] and tonumber(vf[2]) > tonumber(s) then s = vf[2] end
+end
+"""
+
+# KEYS: queue, job key. ARGV: cap (0: none), job bytes, expiry ms, score, job id, key id ('': no
+# fair share).
 # The job joins its key's line; a key that had nothing waiting becomes active at max(V, F_key).
 # Jobs without a key (the doctor) wait in the line of key '', which is always first ('-inf').
 # The wake-up names the job.
-_ENQUEUE = """
+_ENQUEUE = (
+    _FAIR_NAMES
+    + """
 local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
 local key = ARGV[6]
-redis.call('RPUSH', ARGV[7] .. key, ARGV[5])
-if not redis.call('ZSCORE', KEYS[4], key) then
-  local s = '-inf'
-  if key ~= '' then
-    local v = tonumber(redis.call('GET', KEYS[5])) or 0
-    s = string.format('%.17g', math.max(v, tonumber(redis.call('HGET', KEYS[6], key)) or 0))
-  end
-  redis.call('ZADD', KEYS[4], s, key)
+if redis.call('RPUSH', LINES .. key, ARGV[5]) == 1 then  -- its line was empty: the key becomes active
+"""
+    + _START_TIME
+    + """
+  redis.call('ZADD', ACTIVE, s, key)
 end
-redis.call('PUBLISH', KEYS[3], ARGV[5])
+redis.call('PUBLISH', WAKE, ARGV[5])
 return 1
 """
+)
 
 # KEYS: queue, job key, abort set, wake channel, arq's in-progress key, active keys, finish times.
 # ARGV: job id, now ms, line prefix, key id ('-': not known).
@@ -134,10 +160,6 @@ return queued
 """
 
 
-#: The fair queue's keys in the order _ENQUEUE takes them (KEYS[4..6]).
-_FAIR_KEYS = (names.FQ_KEYS, names.FQ_CLOCK, names.FQ_FINISH)
-
-
 class JobQueue:
     """The producing side: enqueue (with its wake-up), cancel, depth."""
 
@@ -164,11 +186,10 @@ class JobQueue:
         now = timestamp_ms()
         data = serialize_job(function, () if job is None else (job,), {}, None, now)
         expires_ms = self._expires_ms if expires_s is None else int(expires_s * 1000)
-        keys = [names.QUEUE, job_key_prefix + job_id, names.WAKE_CHANNEL, *_FAIR_KEYS]
         cap = self._max_queue if capped else 0
         # key '': the line of jobs without a key (the doctor's)
-        args: list[Any] = [cap, data, expires_ms, now, job_id, key or "", names.FQ_LINE_PREFIX]
-        added = await self._enqueue(keys=keys, args=args)
+        args: list[Any] = [cap, data, expires_ms, now, job_id, key or ""]
+        added = await self._enqueue(keys=[names.QUEUE, job_key_prefix + job_id], args=args)
         return bool(added)
 
     async def cancel(self, job_id: str, *, key: str | None = None) -> bool:
@@ -192,13 +213,9 @@ class JobQueue:
         return int(await self._redis.zcard(names.QUEUE))
 
 
-# KEYS: queue, abort set, active keys, clock, finish times, weights, taken set, upstream leases.
-# ARGV: now ms, most jobs to claim, in-progress ms, in-progress key prefix, line prefix, read
-# aborts (0/1), abort-set trim score, upstream streams at once (0: not gated), lease ms, look for
-# jobs of dead workers (0/1).
+# KEYS: queue. ARGV: now ms, most jobs to claim, in-progress ms, read aborts (0/1), abort-set
+# trim score, upstream streams at once (0: not gated), lease ms, look for jobs of dead workers (0/1).
 # Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
-# Key names built here (in-progress keys, each key's line) are not in KEYS: they are not known
-# before the script reads (arq supports no Redis Cluster either).
 # 1. (Full polls only) The jobs taken since (the taken set, members "<key id> <job id>") are
 #    looked at: one that ended leaves the set; one still in arq's queue without its in-progress
 #    key goes back to the front of its key's line. That is arq's redelivery: its worker died (the
@@ -207,87 +224,98 @@ class JobQueue:
 # 2. While this worker has room (and, when gated, the pool has an upstream stream free): the head
 #    job of the key with the smallest virtual start time; the clock moves to that time and the key
 #    on by 1 / weight. Its upstream lease is taken with it. Key '' (no fair share: the doctor) is
-#    always first and takes no lease.
-_CLAIM = """
+#    always first and takes no lease. A job in a line is never in progress (it enters a line when
+#    queued, or put back without its in-progress key, and leaves it when taken or withdrawn), so
+#    it is taken without a look at its in-progress key; one withdrawn meanwhile (no longer in the
+#    queue) is skipped. The heads of two keys are read at a time, so the claim that empties the
+#    last line knows it without another read.
+_CLAIM = (
+    _FAIR_NAMES
+    + """
 local claimed = {}
 local want = tonumber(ARGV[2])
-local wall = tonumber(ARGV[1])
-local prefix, lines = ARGV[4], ARGV[5]
-if ARGV[10] == '1' then
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[7], 0, 1999)) do
+if ARGV[8] == '1' then
+  for _, member in ipairs(redis.call('ZRANGE', TAKEN, 0, 1999)) do
     local cut = string.find(member, ' ', 1, true)
     local key, id = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
     if not redis.call('ZSCORE', KEYS[1], id) then
-      redis.call('ZREM', KEYS[7], member)  -- it ended, or was withdrawn
-    elseif redis.call('EXISTS', prefix .. id) == 0 then
-      redis.call('ZREM', KEYS[7], member)  -- its worker died or let go of it: deliver it again
-      redis.call('LPUSH', lines .. key, id)
-      if not redis.call('ZSCORE', KEYS[3], key) then
-        local s = '-inf'
-        if key ~= '' then
-          local v = tonumber(redis.call('GET', KEYS[4])) or 0
-          s = string.format('%.17g', math.max(v, tonumber(redis.call('HGET', KEYS[5], key)) or 0))
-        end
-        redis.call('ZADD', KEYS[3], s, key)
+      redis.call('ZREM', TAKEN, member)  -- it ended, or was withdrawn
+    elseif redis.call('EXISTS', IN_PROGRESS .. id) == 0 then
+      redis.call('ZREM', TAKEN, member)  -- its worker died or let go of it: deliver it again
+      if redis.call('LPUSH', LINES .. key, id) == 1 then  -- its key becomes active again
+"""
+    + _START_TIME
+    + """
+        redis.call('ZADD', ACTIVE, s, key)
       end
     end
   end
 end
-local maxc, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
+local maxc = tonumber(ARGV[6])
 local room, now = nil, 0
 local steps = 0
-while want > 0 and steps < 1000 do
+local heads = want > 0 and redis.call('ZRANGE', ACTIVE, 0, 1, 'WITHSCORES') or {}
+while #heads > 0 and steps < 1000 do
   steps = steps + 1
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  if #head == 0 then break end
-  local key = head[1]
+  local key, s = heads[1], heads[2]
   local direct = key == ''
-  if not direct then
+  if not direct and maxc > 0 then
     if room == nil then  -- counted once, and only when a keyed job waits
-      room = want
-      if maxc > 0 then
-        local t = redis.call('TIME')  -- leases are scored on Redis' clock (shared.leases)
-        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-        room = maxc - redis.call('ZCARD', KEYS[8])
-      end
+      local t = redis.call('TIME')  -- leases are scored on Redis' clock (shared.leases)
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      room = maxc - redis.call('ZCOUNT', LEASES, '(' .. now, '+inf')  -- the leases not run out
     end
     if room <= 0 then break end
   end
-  local line = lines .. key
-  local id = redis.call('LPOP', line)
+  local line = LINES .. key
+  local popped = redis.call('LPOP', line, 2) or {}  -- its head, and whether another follows
+  local more = #popped == 2
+  if more then redis.call('LPUSH', line, popped[2]) end
+  local id = popped[1]
   local score = id and redis.call('ZSCORE', KEYS[1], id)
-  local next_s = head[2]
-  if score and redis.call('EXISTS', prefix .. id) == 0 then
-    redis.call('PSETEX', prefix .. id, ARGV[3], '1')
-    redis.call('ZADD', KEYS[7], wall, key .. ' ' .. id)
+  local next_s = s
+  if score then
+    redis.call('PSETEX', IN_PROGRESS .. id, ARGV[3], '1')
+    redis.call('ZADD', TAKEN, ARGV[1], key .. ' ' .. id)
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = score
     want = want - 1
     if not direct then
-      redis.call('SET', KEYS[4], head[2])
-      next_s = string.format('%.17g', tonumber(head[2]) + 1 / (tonumber(redis.call('HGET', KEYS[6], key)) or 1))
-      room = room - 1
-      if maxc > 0 then
-        redis.call('ZADD', KEYS[8], now + lease_ms, id)
-        redis.call('PEXPIRE', KEYS[8], lease_ms)
+      next_s = tonumber(s) + 1 / (tonumber(redis.call('HGET', WEIGHTS, key)) or 1)
+      if maxc > 0 then  -- (the set's own expiry is set by the worker adopting the lease: worker.jobs.budget)
+        room = room - 1
+        redis.call('ZADD', LEASES, now + tonumber(ARGV[7]), id)
       end
     end
   end
-  if redis.call('LLEN', line) > 0 then
-    if next_s ~= head[2] then redis.call('ZADD', KEYS[3], next_s, key) end
+  -- the clock V (field '' of the finish times) moves to the start time of the keyed job taken
+  if more then
+    if next_s ~= s then
+      redis.call('ZADD', ACTIVE, next_s, key)
+      redis.call('HSET', FINISH, '', s)
+    end
   else
-    redis.call('ZREM', KEYS[3], key)
-    if not direct then redis.call('HSET', KEYS[5], key, next_s) end
+    redis.call('ZREM', ACTIVE, key)
+    if next_s ~= s then
+      redis.call('HSET', FINISH, '', s, key, next_s)
+    elseif not direct then
+      redis.call('HSET', FINISH, key, s)
+    end
+  end
+  if want > 0 and (more or #heads > 2) then
+    heads = redis.call('ZRANGE', ACTIVE, 0, 1, 'WITHSCORES')
+  else
+    heads = {}  -- no job left waiting, or no room left
   end
 end
 local aborts = {}
-if ARGV[6] == '1' then
-  aborts = redis.call('ZRANGE', KEYS[2], 0, -1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[7], '+inf')
+if ARGV[4] == '1' then
+  aborts = redis.call('ZRANGE', ABORTS, 0, -1)
+  redis.call('ZREMRANGEBYSCORE', ABORTS, ARGV[5], '+inf')
 end
 return {claimed, aborts}
 """
+)
 
 #: What a claim returns: the jobs claimed (id, score) and the ids in the abort set (if read).
 Claimed = tuple[list[tuple[str, int]], list[str]]
@@ -325,30 +353,18 @@ class Claimer:
         full poll (``ids`` None: the timer, a freed slot) does. ``read_limit`` is not used: the
         claim costs the same whatever the queue holds.
         """
-        keys = [
-            self._queue,
-            abort_jobs_ss,
-            names.FQ_KEYS,
-            names.FQ_CLOCK,
-            names.FQ_FINISH,
-            names.FQ_WEIGHTS,
-            names.FQ_TAKEN,
-            names.UPSTREAM_LEASES,
-        ]
         now = timestamp_ms()
         args: list[Any] = [
             now,
             want,
             in_progress_ms,
-            in_progress_key_prefix,
-            names.FQ_LINE_PREFIX,
             int(read_aborts),
             now + abort_job_max_age,
             self._gate,
             self._lease_ms,
             int(ids is None),  # a full poll (the timer, a slot freed) also puts back dead workers' jobs
         ]
-        raw, aborts = await self._claim(keys=keys, args=args)
+        raw, aborts = await self._claim(keys=[self._queue], args=args)
         claimed = [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
         return claimed, [a.decode() for a in aborts]
 

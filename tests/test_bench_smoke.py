@@ -59,6 +59,10 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
             "0.5",
             "--floor-seconds",
             "0.5",
+            "--claim-cost-jobs",
+            "30",
+            "--claim-cost-repetitions",
+            "1",
             "--no-plot",
             "--out-dir",
             str(tmp_path),
@@ -100,6 +104,12 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     assert set(hops) == {"callback", "task", "task+reply"}
     for hop in hops.values():  # every message sent crossed the relay, and its CPU was measured
         assert hop["messages"] > 0 and hop["relayed"] == hop["messages"] and hop["cpu_us_per_message"] > 0
+    cost = doc["claim_cost"]  # the queue's Redis time per job, fair and reference, on the bench's Redis
+    for name in ("reference_1w", "fair_1w", "fair_1w_gated", "reference_4w", "fair_4w", "fair_4w_gated"):
+        assert cost[name]["us_per_job"] > 0 and cost[name]["commands_per_job"] >= 3, (name, cost[name])
+    assert cost["fair_4w"]["scripts_per_job"] == 5 and cost["reference_1w"]["scripts_per_job"] == 2
+    assert cost["fair_4w"]["vs_reference"] > 0
+    assert "claim cost (Redis time per job" in proc.stdout
     assert doc["floor"]["min_gateway_ms_per_stream"] == round(2 * hops["callback"]["cpu_us_per_message"] * 5 / 1000, 2)
 
 

@@ -1,0 +1,231 @@
+"""What Redis spends per job on the queue protocol: the fair claim against the claim by id it replaced.
+
+Every job costs Redis one enqueue script (the API) and one claim script per worker woken by its
+wake-up (every worker hears every wake-up; one of them takes the job). This drives exactly those
+calls, in-process, against a private Redis: :class:`shared.queue.JobQueue` and
+:class:`shared.queue.Claimer` as the gateway calls them (the fair path), and the scripts of
+before fair queuing (:mod:`bench.claim_reference`, kept only for this comparison), in the same
+run on the same Redis, the scenarios' jobs interleaved one by one so a noisy moment on a shared
+machine moves them all alike.
+
+Each job is enqueued for one of ``--keys`` keys in turn, claimed by id by each of ``--workers``
+woken workers in turn (the first takes it, the rest find nothing), then ended as arq ends it
+(queue entry, in-progress key and job data removed; with the gate, its upstream lease released),
+so each key's line empties after every job. The fair path is measured without and with
+``UPSTREAM_MAX_CONCURRENT`` (the claim then takes the job's upstream lease; the reference claim
+took none: the old worker took it afterwards, in ``worker.jobs.budget``'s script, not counted
+here). Redis' own time comes from ``INFO commandstats`` taken around the enqueue and claims of
+each job (the ending and the fallback polls that clean the fair queue's taken set between jobs
+are left out): the scripts' ``usec`` (which includes the commands they run) and the commands
+they run. Each figure is the median over ``--repetitions`` repetitions; the line printed also
+gives what the enqueue alone cost.
+
+``python -m bench.claimcost`` starts its own Redis and prints the figures; ``make bench`` and
+``make bench-quick`` run it on their private Redis before the gateway starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.asyncio import Redis
+
+from bench.claim_reference import ReferenceQueue
+from shared import names
+from shared.queue import Claimer, JobQueue
+
+#: A worker's free slots when a wake-up comes (WORKER_CONCURRENCY's default room).
+WANT = 50
+IN_PROGRESS_MS = 60_000
+#: UPSTREAM_MAX_CONCURRENT of the gated scenarios: room enough that the gate never holds a job.
+GATE = 8
+JOB = {"model": "decopy-deepseek-v3", "messages": [{"role": "user", "content": "hello"}]}
+NOT_SCRIPT = {"evalsha", "eval", "info", "script|load", "script", "flushall"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str  # "fair" or "reference"
+    workers: int
+    gated: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}_{self.workers}w" + ("_gated" if self.gated else "")
+
+
+SCENARIOS = (
+    Scenario("reference", 1),
+    Scenario("fair", 1),
+    Scenario("fair", 1, gated=True),
+    Scenario("reference", 4),
+    Scenario("fair", 4),
+    Scenario("fair", 4, gated=True),
+)
+
+
+async def _stats(r: Redis) -> dict[str, tuple[int, int]]:
+    raw: dict[str, Any] = await r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in raw.items()}
+
+
+class _Run:
+    """One scenario's queue objects and what its jobs cost Redis, over one repetition."""
+
+    def __init__(self, r: Redis, sc: Scenario, keys: int) -> None:
+        self.r, self.sc, self.keys = r, sc, keys
+        self.fair_q = JobQueue(r, max_queue=10_000, expires_s=300)
+        self.ref_q = ReferenceQueue(r, max_queue=10_000, expires_s=300)
+        gate = GATE if sc.gated else 0
+        self.claimers = [Claimer(r, upstream_max_concurrent=gate, lease_ttl_s=30) for _ in range(sc.workers)]
+        self.jobs = self.usec = self.cmds = self.scripts = self.enqueue_usec = 0
+
+    def _add(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+        spent = 0
+        for name, (calls, us) in after.items():
+            c0, u0 = before.get(name, (0, 0))
+            if name in ("evalsha", "eval"):
+                spent += us - u0
+                self.scripts += calls - c0
+            elif name not in NOT_SCRIPT:
+                self.cmds += calls - c0
+        self.usec += spent
+        return spent
+
+    async def job(self, n: int, measure: bool) -> None:
+        """Job ``n``: enqueued, claimed by each woken worker, ended; measured if ``measure``."""
+        r, fair = self.r, self.sc.path == "fair"
+        job_id = f"bench{n:09d}"
+        key = f"{self.sc.name}_key{n % self.keys}"
+        before = await _stats(r) if measure else {}
+        if fair:
+            assert await self.fair_q.enqueue(job_id, JOB, key=key)
+        else:
+            assert await self.ref_q.enqueue(job_id, JOB)
+        enqueued = await _stats(r) if measure else {}
+        taken = []
+        for c in self.claimers:  # each woken worker claims, naming the job its wake-up named
+            if fair:
+                got, _ = await c.claim(
+                    want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False, ids=[job_id]
+                )
+            else:
+                got = await self.ref_q.claim_ids(
+                    [job_id], want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
+                )
+            taken += got
+        if measure:
+            self.enqueue_usec += self._add(before, enqueued)
+            self._add(enqueued, await _stats(r))
+            self.jobs += 1
+        assert [j for j, _ in taken] == [job_id], (self.sc, taken)
+        async with r.pipeline(transaction=True) as pipe:  # the job ends, as arq ends it (not measured)
+            pipe.zrem(names.QUEUE, job_id)
+            pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            pipe.zrem(names.UPSTREAM_LEASES, job_id)
+            await pipe.execute()
+
+    async def full_poll(self) -> None:
+        """The fallback poll, which cleans the fair queue's taken set (not measured)."""
+        if self.sc.path == "fair":
+            got, _ = await self.claimers[0].claim(
+                want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=1000, read_aborts=False
+            )
+            assert not got
+
+    def figures(self) -> tuple[float, float, float, float]:
+        """Redis µs, commands run by scripts, scripts, and the enqueue's µs, per job."""
+        n = max(1, self.jobs)
+        return self.usec / n, self.cmds / n, self.scripts / n, self.enqueue_usec / n
+
+
+async def _repetition(r: Redis, jobs: int, keys: int, rep: int) -> dict[str, tuple[float, float, float, float]]:
+    """One repetition: every scenario's jobs interleaved one by one (a noisy moment hits them all)."""
+    await r.flushall()
+    runs = [_Run(r, sc, keys) for sc in SCENARIOS]
+    n = 0
+    for i in range(20 + jobs):  # 20 unmeasured first: scripts loaded, keys created
+        k = (i + rep) % len(runs)
+        for run in runs[k:] + runs[:k]:  # rotated
+            n += 1
+            await run.job(n, measure=i >= 20)
+        if i % 50 == 19:
+            for run in runs:
+                await run.full_poll()
+    return {run.sc.name: run.figures() for run in runs}
+
+
+async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> dict[str, Any]:
+    r = Redis.from_url(redis_url)
+    runs: dict[str, list[tuple[float, float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
+    try:
+        for rep in range(repetitions):
+            for name, figures in (await _repetition(r, jobs, keys, rep)).items():
+                runs[name].append(figures)
+        await r.flushall()
+    finally:
+        await r.aclose()
+    out: dict[str, Any] = {"jobs": jobs, "repetitions": repetitions, "keys": keys, "want": WANT, "gate": GATE}
+    for sc in SCENARIOS:
+        values = runs[sc.name]
+        out[sc.name] = {
+            "us_per_job": round(statistics.median(v[0] for v in values), 1),
+            "commands_per_job": round(statistics.median(v[1] for v in values), 2),
+            "scripts_per_job": round(statistics.median(v[2] for v in values), 2),
+            "enqueue_us_per_job": round(statistics.median(v[3] for v in values), 1),
+            "us_per_job_all": [round(v[0], 1) for v in values],
+        }
+        if sc.path == "fair":  # against the reference of the same repetition (their jobs interleaved)
+            ref = runs[f"reference_{sc.workers}w"]
+            out[sc.name]["vs_reference"] = round(statistics.median(v[0] / r[0] for v, r in zip(values, ref)), 2)
+    return out
+
+
+def line(c: dict[str, Any]) -> str:
+    def f(name: str) -> str:
+        s = c[name]
+        return f"{s['us_per_job']} µs ({s['commands_per_job']:g} cmds; enqueue {s['enqueue_us_per_job']})"
+
+    return (
+        f"claim cost (Redis time per job from INFO commandstats, median of {c['repetitions']} x {c['jobs']} jobs, "
+        f"{c['keys']} keys; enqueue + the claims of the workers woken): 1 worker: reference claim by id "
+        f"{f('reference_1w')}, fair {f('fair_1w')}, fair gated {f('fair_1w_gated')}; 4 workers: reference "
+        f"{f('reference_4w')}, fair {f('fair_4w')}, fair gated {f('fair_4w_gated')}; fair / reference (median of the "
+        f"repetitions' ratios): {c['fair_1w']['vs_reference']}x, gated {c['fair_1w_gated']['vs_reference']}x with 1 "
+        f"worker, {c['fair_4w']['vs_reference']}x, gated {c['fair_4w_gated']['vs_reference']}x with 4"
+    )
+
+
+def run(redis_url: str, *, jobs: int, repetitions: int, keys: int = 4) -> dict[str, Any]:
+    """The figures (``make bench``: 9 x 500 jobs; quick: 5 x 300), printed as one line."""
+    c = asyncio.run(measure(redis_url, jobs=jobs, repetitions=repetitions, keys=keys))
+    print(line(c), flush=True)
+    return c
+
+
+def main(argv: list[str] | None = None) -> int:
+    from devtools.procs import Stack
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=500, help="jobs per scenario and repetition")
+    p.add_argument("--repetitions", type=int, default=9)
+    p.add_argument("--keys", type=int, default=4, help="keys the jobs are queued for, in turn")
+    a = p.parse_args(argv)
+    stack = Stack()
+    try:
+        _, url = stack.redis()
+        c = asyncio.run(measure(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys))
+    finally:
+        stack.stop()
+    print(line(c))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
