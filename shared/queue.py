@@ -80,7 +80,7 @@ QUEUE_READ_PAGES = 20
 #: A full poll looks at this many of the jobs taken (the oldest-scored), due or not, besides those
 #: due for a look: so a job let go of early (arq's worker, at shutdown) is seen at once in a small
 #: pool, and a full poll costs the same whatever runs (see ``_CLAIM``).
-TAKEN_LOOKS = 8
+TAKEN_LOOKS = 4
 
 
 def new_job_id() -> str:
