@@ -4,7 +4,9 @@ Kept for one purpose: ``bench.claimcost`` measures what Redis spends per job on 
 and on the fair one (``shared.queue``) in the same run, on the same private Redis. Nothing in
 the gateway uses it; it has no fair share, no upstream gate and no redelivery across keys. The
 scripts are copied verbatim from ``git show 64b449f^:shared/queue.py`` (``_ENQUEUE``, and
-``_CLAIM_IDS`` with its ``_ABORTS`` tail), and called with the arguments that code passed.
+``_CLAIM`` (the full read of the queue) and ``_CLAIM_IDS`` with their ``_ABORTS`` tail), and
+called with the arguments that code passed (``QUEUE_READ_PAGES`` was 20 then as now). The queue
+is a parameter here only so the benchmark can keep this path's jobs apart from the fair path's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from shared import names
+from shared.queue import QUEUE_READ_PAGES
 
 # --- verbatim from 64b449f^:shared/queue.py ------------------------------------------------------
 
@@ -37,6 +40,32 @@ if ARGV[6] == '1' then
 end
 return {claimed, aborts}
 """
+
+# The full read of the queue (the fallback timer, a wake-up without id, a slot freed in a full
+# worker): it walks the queue in pages past every running job (each one EXISTS), up to ARGV[8].
+_CLAIM = (
+    """
+local claimed = {}
+local want = tonumber(ARGV[2])
+local page = tonumber(ARGV[5])
+local offset = 0
+while want > 0 and #claimed < 2 * want and offset < tonumber(ARGV[8]) do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
+  for i = 1, #due, 2 do
+    local key = ARGV[4] .. due[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('PSETEX', key, ARGV[3], '1')
+      claimed[#claimed + 1] = due[i]
+      claimed[#claimed + 1] = due[i + 1]
+      if #claimed >= 2 * want then break end
+    end
+  end
+  if #due < 2 * page then break end
+  offset = offset + page
+end
+"""
+    + _ABORTS
+)
 
 _CLAIM_IDS = (
     """
@@ -64,16 +93,18 @@ end
 class ReferenceQueue:
     """The pre-fair-queuing enqueue and claim by id (reference for the benchmark only)."""
 
-    def __init__(self, redis: Redis, *, max_queue: int, expires_s: float) -> None:
+    def __init__(self, redis: Redis, *, max_queue: int, expires_s: float, queue: str = names.QUEUE) -> None:
+        self._queue = queue
         self._max_queue = max_queue
         self._expires_ms = int(expires_s * 1000)
         self._enqueue = redis.register_script(_ENQUEUE)
+        self._claim = redis.register_script(_CLAIM)
         self._claim_ids = redis.register_script(_CLAIM_IDS)
 
     async def enqueue(self, job_id: str, job: Any) -> bool:
         now = timestamp_ms()
         data = serialize_job(names.CHAT_FUNCTION, (job,), {}, None, now)
-        keys = [names.QUEUE, job_key_prefix + job_id, names.WAKE_CHANNEL]
+        keys = [self._queue, job_key_prefix + job_id, names.WAKE_CHANNEL]
         return bool(await self._enqueue(keys=keys, args=[self._max_queue, data, self._expires_ms, now, job_id]))
 
     async def claim_ids(
@@ -89,5 +120,23 @@ class ReferenceQueue:
             int(read_aborts),
             now + abort_job_max_age,
         ]
-        raw, _ = await self._claim_ids(keys=[names.QUEUE, abort_jobs_ss], args=[*args, *ids])
+        raw, _ = await self._claim_ids(keys=[self._queue, abort_jobs_ss], args=[*args, *ids])
+        return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
+
+    async def claim_full(
+        self, *, want: int, in_progress_ms: int, read_limit: int, read_aborts: bool
+    ) -> list[tuple[str, int]]:
+        """64b449f^'s ``Claimer.claim`` with ``ids`` None: the full read of the queue."""
+        now = timestamp_ms()
+        args: list[Any] = [
+            now,
+            want,
+            in_progress_ms,
+            in_progress_key_prefix,
+            read_limit,
+            int(read_aborts),
+            now + abort_job_max_age,
+            read_limit * QUEUE_READ_PAGES,
+        ]
+        raw, _ = await self._claim(keys=[self._queue, abort_jobs_ss], args=args)
         return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]

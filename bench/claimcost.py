@@ -161,17 +161,43 @@ async def _repetition(r: Redis, jobs: int, keys: int, rep: int) -> dict[str, tup
     return {run.sc.name: run.figures() for run in runs}
 
 
-async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> dict[str, Any]:
+async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int, polls: int = 200) -> dict[str, Any]:
     r = Redis.from_url(redis_url)
     runs: dict[str, list[tuple[float, float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
+    sat: dict[int, dict[str, list[tuple[float, float]]]] = {n: {"reference": [], "fair": []} for n in RUNNING}
     try:
         for rep in range(repetitions):
             for name, figures in (await _repetition(r, jobs, keys, rep)).items():
                 runs[name].append(figures)
+            for running, by_path in (await _saturated(r, polls, rep)).items():
+                for path, v in by_path.items():
+                    sat[running][path].append(v)
         await r.flushall()
     finally:
         await r.aclose()
     out: dict[str, Any] = {"jobs": jobs, "repetitions": repetitions, "keys": keys, "want": WANT, "gate": GATE}
+    out["saturated"] = {
+        "polls": polls,
+        "waiting": WAITING,
+        "keys": SATURATED_KEYS,
+        "read_limit": READ_LIMIT,
+        "by_running": {
+            str(n): {
+                **{
+                    path: {
+                        "us_per_job": round(statistics.median(v[0] for v in values), 1),
+                        "commands_per_job": round(statistics.median(v[1] for v in values), 1),
+                        "us_per_job_all": [round(v[0], 1) for v in values],
+                    }
+                    for path, values in by_path.items()
+                },
+                "fair_vs_reference": round(
+                    statistics.median(f[0] / ref[0] for f, ref in zip(by_path["fair"], by_path["reference"])), 2
+                ),
+            }
+            for n, by_path in sat.items()
+        },
+    }
     for sc in SCENARIOS:
         values = runs[sc.name]
         out[sc.name] = {
@@ -184,6 +210,95 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int) -> 
         if sc.path == "fair":  # against the reference of the same repetition (their jobs interleaved)
             ref = runs[f"reference_{sc.workers}w"]
             out[sc.name]["vs_reference"] = round(statistics.median(v[0] / r[0] for v, r in zip(values, ref)), 2)
+    return out
+
+
+# --- saturated: jobs wait, a slot frees, one full poll takes one job ----------------------------
+
+#: Jobs running when a slot frees (quick: the same; fewer polls).
+RUNNING = (0, 100, 1000)
+#: Jobs waiting meanwhile, spread over SATURATED_KEYS keys (the fair path's lines).
+WAITING, SATURATED_KEYS = 8, 4
+#: arq's ``queue_read_limit`` for ``WORKER_CONCURRENCY=50``, the default: max(5 x 50, 100).
+READ_LIMIT = 250
+#: The reference's jobs are kept in a queue of their own: its full read walks every entry.
+REFERENCE_QUEUE = "bench:reference:queue"
+
+
+class _Saturated:
+    """One path's queue with ``running`` jobs running and WAITING waiting, and the polls' cost."""
+
+    def __init__(self, r: Redis, path: str, running: int) -> None:
+        self.r, self.path, self.running = r, path, running
+        self.fair_q = JobQueue(r, max_queue=100_000, expires_s=600)
+        self.claimer = Claimer(r)
+        self.ref_q = ReferenceQueue(r, max_queue=100_000, expires_s=600, queue=REFERENCE_QUEUE)
+        self.queue = names.QUEUE if path == "fair" else REFERENCE_QUEUE
+        self.n = self.polls = self.usec = self.cmds = 0
+
+    async def _enqueue(self) -> None:
+        self.n += 1
+        job_id = f"{self.path}{self.n:09d}"
+        if self.path == "fair":
+            assert await self.fair_q.enqueue(job_id, JOB, key=f"key{self.n % SATURATED_KEYS}")
+        else:
+            assert await self.ref_q.enqueue(job_id, JOB)
+
+    async def _poll(self, want: int) -> list[str]:
+        if self.path == "fair":  # a full poll: no ids (a slot freed in a full worker)
+            got, _ = await self.claimer.claim(
+                want=want, in_progress_ms=IN_PROGRESS_MS, read_limit=READ_LIMIT, read_aborts=False
+            )
+        else:
+            got = await self.ref_q.claim_full(
+                want=want, in_progress_ms=IN_PROGRESS_MS, read_limit=READ_LIMIT, read_aborts=False
+            )
+        return [j for j, _ in got]
+
+    async def setup(self) -> None:
+        """``running`` jobs taken (their in-progress keys live, in the queue until they end), then
+        WAITING more queued."""
+        for _ in range(self.running):
+            await self._enqueue()
+        if self.running:
+            assert len(await self._poll(self.running)) == self.running
+        for _ in range(WAITING):
+            await self._enqueue()
+
+    async def step(self, measure: bool) -> None:
+        """A slot frees: one full poll takes one waiting job (measured); that job ends at once and
+        another is queued (not measured), so as many run and wait at every step."""
+        before = await _stats(self.r) if measure else {}
+        got = await self._poll(1)
+        if measure:
+            for name, (calls, us) in (await _stats(self.r)).items():
+                c0, u0 = before.get(name, (0, 0))
+                if name in ("evalsha", "eval"):
+                    self.usec += us - u0
+                elif name not in NOT_SCRIPT:
+                    self.cmds += calls - c0
+            self.polls += 1
+        assert len(got) == 1, (self.path, self.running, got)
+        async with self.r.pipeline(transaction=True) as pipe:  # it ends, as arq ends it
+            pipe.zrem(self.queue, got[0])
+            pipe.delete(in_progress_key_prefix + got[0], job_key_prefix + got[0])
+            await pipe.execute()
+        await self._enqueue()
+
+
+async def _saturated(r: Redis, polls: int, rep: int) -> dict[int, dict[str, tuple[float, float]]]:
+    """One repetition: for each number running, both paths set up side by side on one Redis and
+    their polls interleaved one by one (who goes first alternates)."""
+    out: dict[int, dict[str, tuple[float, float]]] = {}
+    for running in RUNNING:
+        await r.flushall()
+        paths = [_Saturated(r, p, running) for p in ("reference", "fair")]
+        for p in paths:
+            await p.setup()
+        for i in range(10 + polls):  # 10 unmeasured first
+            for p in paths if (i + rep) % 2 else paths[::-1]:
+                await p.step(measure=i >= 10)
+        out[running] = {p.path: (p.usec / max(1, p.polls), p.cmds / max(1, p.polls)) for p in paths}
     return out
 
 
@@ -202,10 +317,30 @@ def line(c: dict[str, Any]) -> str:
     )
 
 
-def run(redis_url: str, *, jobs: int, repetitions: int, keys: int = 4) -> dict[str, Any]:
-    """The figures (``make bench``: 9 x 500 jobs; quick: 5 x 300), printed as one line."""
-    c = asyncio.run(measure(redis_url, jobs=jobs, repetitions=repetitions, keys=keys))
+def saturated_line(c: dict[str, Any]) -> str:
+    s = c["saturated"]
+
+    def f(n: str) -> str:
+        b = s["by_running"][n]
+        ref, fair = b["reference"], b["fair"]
+        return (
+            f"R={n}: reference full read {ref['us_per_job']} µs ({ref['commands_per_job']:g} cmds), "
+            f"fair {fair['us_per_job']} µs ({fair['commands_per_job']:g} cmds), {b['fair_vs_reference']}x"
+        )
+
+    return (
+        f"claim cost, saturated (a slot frees, {s['waiting']} jobs wait over {s['keys']} keys, R running; one full "
+        f"poll takes one job; median of {c['repetitions']} x {s['polls']} polls): "
+        + "; ".join(f(n) for n in s["by_running"])
+    )
+
+
+def run(redis_url: str, *, jobs: int, repetitions: int, keys: int = 4, polls: int = 200) -> dict[str, Any]:
+    """The figures (``make bench``: 9 x 500 jobs, 9 x 200 polls; quick: 5 x 300, 5 x 100), printed
+    as two lines."""
+    c = asyncio.run(measure(redis_url, jobs=jobs, repetitions=repetitions, keys=keys, polls=polls))
     print(line(c), flush=True)
+    print(saturated_line(c), flush=True)
     return c
 
 
@@ -216,14 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=500, help="jobs per scenario and repetition")
     p.add_argument("--repetitions", type=int, default=9)
     p.add_argument("--keys", type=int, default=4, help="keys the jobs are queued for, in turn")
+    p.add_argument("--polls", type=int, default=200, help="saturated: full polls per path, R and repetition")
     a = p.parse_args(argv)
     stack = Stack()
     try:
         _, url = stack.redis()
-        c = asyncio.run(measure(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys))
+        c = asyncio.run(measure(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys, polls=a.polls))
     finally:
         stack.stop()
     print(line(c))
+    print(saturated_line(c))
     return 0
 
 
