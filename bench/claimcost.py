@@ -1,4 +1,4 @@
-"""What Redis spends per job on the queue protocol: the fair claim against the claim by id it replaced.
+"""What Redis spends per job on the queue protocol: the fair claim against the claims it replaced.
 
 Every job costs Redis one enqueue script (the API) and one claim script per worker woken by its
 wake-up (every worker hears every wake-up; one of them takes the job). This drives exactly those
@@ -19,6 +19,19 @@ each job (the ending and the fallback polls that clean the fair queue's taken se
 are left out): the scripts' ``usec`` (which includes the commands they run) and the commands
 they run. Each figure is the median over ``--repetitions`` repetitions; the line printed also
 gives what the enqueue alone cost.
+
+That is the unsaturated regime: every job is taken the moment it is queued, and the claim decides
+nothing. The saturated one follows, in the same repetitions: jobs wait (8, over 4 keys), R jobs
+run (0, 100, 1000), and a slot frees: one *full* poll (no ids) takes one job, which then ends at
+once and another is queued, so as many run and wait at every poll. The reference is the full
+read of before fair queuing (``bench.claim_reference``: it walks arq's queue past every running
+job, ``queue_read_limit`` 250 as arq sets it for 50 slots), on a queue of its own; the fair one
+is :class:`shared.queue.Claimer`'s full poll, with the R jobs in its taken set. The two paths'
+polls are interleaved one by one; each figure is the Redis time of the poll (per job taken), the
+median over the repetitions. The look each ended job gets at a later full poll (two commands)
+falls inside the measured polls only with R = 0 (with R > 0 the running jobs are the oldest).
+The old gated path (jobs waiting in worker slots, each polling the budget's acquire script) is
+not modelled here.
 
 ``python -m bench.claimcost`` starts its own Redis and prints the figures; ``make bench`` and
 ``make bench-quick`` run it on their private Redis before the gateway starts.
