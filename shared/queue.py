@@ -34,12 +34,12 @@ an idle key saves up no credit, and none starves (``V`` only grows). Weights are
 here, in fair order, rather than in a worker's slot. Jobs with no key (the doctor) wait in a line
 of their own that always goes first and takes no upstream lease. A job arq would deliver again
 (its worker died, or arq let go of it at shutdown) goes back to the front of its key's line at
-a full poll once its in-progress key ran out (``names.FQ_TAKEN``: a full poll looks only at the
+a full poll once its in-progress key is gone (``names.FQ_TAKEN``: a full poll looks only at the
 jobs taken whose key may have run out, and at a few more, so it costs the same whatever runs;
-``_CLAIM`` says how). ``V`` is kept beside the keys' finish times (field
-``''`` of ``names.FQ_FINISH``), so a key becoming active reads both in one command. What this
-costs Redis per job, next to the claim by id it replaced, is measured by ``make bench``
-(``bench.claimcost``): docs/teams.md, "What it costs".
+``_CLAIM`` says how). ``V`` is kept beside the keys' finish times (field ``''`` of
+``names.FQ_FINISH``), so a key becoming active reads both in one command. What this costs Redis
+per job, next to the claims it replaced (by id, and the full read of the queue when jobs wait),
+is measured by ``make bench`` (``bench.claimcost``): docs/teams.md, "What it costs".
 
 **Deliveries and runs, one rule.** arq counts *deliveries* of a job (``max_tries``); the run key
 ``decopy:run:<job>`` counts *upstream runs*. A chat job runs upstream at most once: the first
