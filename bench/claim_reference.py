@@ -5,7 +5,9 @@ and on the fair one (``shared.queue``) in the same run, on the same private Redi
 the gateway uses it; it has no fair share, no upstream gate and no redelivery across keys. The
 scripts are copied verbatim from ``git show 64b449f^:shared/queue.py`` (``_ENQUEUE``, and
 ``_CLAIM`` (the full read of the queue) and ``_CLAIM_IDS`` with their ``_ABORTS`` tail), and
-called with the arguments that code passed (``QUEUE_READ_PAGES`` was 20 then as now). The queue
+called with the arguments that code passed (``QUEUE_READ_PAGES`` was 20 then as now); and the
+upstream budget's acquire script of ``64b449f^:worker/jobs/budget.py``, which jobs waiting for an
+upstream stream polled. The queue
 is a parameter here only so the benchmark can keep this path's jobs apart from the fair path's.
 """
 
@@ -86,6 +88,63 @@ end
 """
     + _ABORTS
 )
+
+# --- verbatim from 64b449f^:shared/leases.py (NOW_MS) and 64b449f^:worker/jobs/budget.py (_ACQUIRE) ---
+# The upstream budget's script: with UPSTREAM_MAX_CONCURRENT saturated, every job waiting in a
+# worker slot called it every POLL_S (0.2 s) x uniform(0.5, 1.0) until a stream freed.
+
+NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+WINDOW_MS = 60_000
+POLL_S = 0.2
+
+# KEYS: calls log, leases. ARGV: rpm, max concurrent, lease ttl ms, member, window ms (0 = no limit).
+# Returns {1, 0} when taken, else {0, ms until a slot of the per-minute budget frees (0: unknown)}.
+_ACQUIRE = (
+    NOW_MS
+    + """
+local rpm, maxc, ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, tonumber(oldest[2]) + window - now}
+  end
+end
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  -- a lease the fair queue's claim took for this job (member: the job id) is this job's slot
+  if not redis.call('ZSCORE', KEYS[2], ARGV[4]) and redis.call('ZCARD', KEYS[2]) >= maxc then return {0, 0} end
+end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+if maxc > 0 then
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {1, 0}
+"""
+)
+
+
+class ReferenceBudget:
+    """64b449f^'s ``UpstreamBudget._try`` with ``UPSTREAM_RPM`` 0 (reference for the benchmark only)."""
+
+    def __init__(self, redis: Redis, *, max_concurrent: int, lease_ttl_s: float) -> None:
+        self._max_concurrent = max_concurrent
+        self._ttl_ms = int(lease_ttl_s * 1000)
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    async def try_acquire(self, member: str) -> bool:
+        args: list[str | int] = [0, self._max_concurrent, self._ttl_ms, member, WINDOW_MS]
+        taken, _ = await self._acquire(keys=[names.UPSTREAM_CALLS, names.UPSTREAM_LEASES], args=args)
+        return bool(taken)
+
 
 # --- the callers, as 64b449f^'s JobQueue.enqueue and Claimer.claim(ids=...) called them ----------
 

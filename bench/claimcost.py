@@ -30,8 +30,16 @@ is :class:`shared.queue.Claimer`'s full poll, with the R jobs in its taken set. 
 polls are interleaved one by one; each figure is the Redis time of the poll (per job taken), the
 median over the repetitions. The look each ended job gets at a later full poll (two commands)
 falls inside the measured polls only with R = 0 (with R > 0 the running jobs are the oldest).
-The old gated path (jobs waiting in worker slots, each polling the budget's acquire script) is
-not modelled here.
+
+Gated, a model (``UPSTREAM_MAX_CONCURRENT`` 2, both streams taken, 8 jobs waiting): before fair
+queuing a job waited for a stream in a worker slot, trying the budget's acquire script
+(``bench.claim_reference``, verbatim from 64b449f^) every ``POLL_S`` x 0.75 = 0.15 s on average
+until a stream freed; now it waits in its key's line at no cost, and a stream freed wakes every
+worker (4 here), whose full polls take the next job with its lease. Measured: a refused try and
+a granted one of the old script, and the 4 full polls per stream freed, interleaved; the model
+then assumes streams of 10 s, so each job waits 8 / (2 / 10 s) = 40 s (Little's law), i.e. 267
+refused tries before fair queuing. The old path's PUBSUB NUMSUB per heartbeat while waiting is
+left out (it would only add to the reference).
 
 ``python -m bench.claimcost`` starts its own Redis and prints the figures; ``make bench`` and
 ``make bench-quick`` run it on their private Redis before the gateway starts.
@@ -49,7 +57,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
-from bench.claim_reference import ReferenceQueue
+from bench.claim_reference import POLL_S, ReferenceBudget, ReferenceQueue
 from shared import names
 from shared.queue import Claimer, JobQueue
 
@@ -178,6 +186,7 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int, pol
     r = Redis.from_url(redis_url)
     runs: dict[str, list[tuple[float, float, float, float]]] = {sc.name: [] for sc in SCENARIOS}
     sat: dict[int, dict[str, list[tuple[float, float]]]] = {n: {"reference": [], "fair": []} for n in RUNNING}
+    gated: dict[str, list[tuple[float, float]]] = {"refused": [], "granted": [], "fair": []}
     try:
         for rep in range(repetitions):
             for name, figures in (await _repetition(r, jobs, keys, rep)).items():
@@ -185,6 +194,8 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int, pol
             for running, by_path in (await _saturated(r, polls, rep)).items():
                 for path, v in by_path.items():
                     sat[running][path].append(v)
+            for what, v in (await _gated(r, polls)).items():
+                gated[what].append(v)
         await r.flushall()
     finally:
         await r.aclose()
@@ -223,6 +234,24 @@ async def measure(redis_url: str, *, jobs: int, repetitions: int, keys: int, pol
         if sc.path == "fair":  # against the reference of the same repetition (their jobs interleaved)
             ref = runs[f"reference_{sc.workers}w"]
             out[sc.name]["vs_reference"] = round(statistics.median(v[0] / r[0] for v, r in zip(values, ref)), 2)
+    g = {k: (statistics.median(v[0] for v in vs), statistics.median(v[1] for v in vs)) for k, vs in gated.items()}
+    wait_s = WAITING / (GATED_STREAMS / STREAM_S)
+    per_s = g["refused"][0] / OLD_TRY_EVERY_S
+    out["gated_model"] = {
+        "streams": GATED_STREAMS,
+        "workers": GATED_WORKERS,
+        "polls": polls,
+        "reference_refused_try_us": round(g["refused"][0], 1),
+        "reference_refused_try_commands": round(g["refused"][1], 1),
+        "reference_granted_try_us": round(g["granted"][0], 1),
+        "reference_us_per_second_waited": round(per_s, 1),
+        "fair_us_per_stream_freed": round(g["fair"][0], 1),
+        "fair_commands_per_stream_freed": round(g["fair"][1], 1),
+        "stream_s": STREAM_S,
+        "wait_s": wait_s,
+        "reference_us_per_job": round(per_s * wait_s + g["granted"][0], 1),
+        "fair_us_per_job": round(g["fair"][0], 1),
+    }
     return out
 
 
@@ -315,6 +344,98 @@ async def _saturated(r: Redis, polls: int, rep: int) -> dict[int, dict[str, tupl
     return out
 
 
+# --- gated (a model): UPSTREAM_MAX_CONCURRENT saturated, jobs wait for an upstream stream ----------
+
+#: The pool's upstream streams (UPSTREAM_MAX_CONCURRENT) and the workers a freed stream wakes.
+GATED_STREAMS, GATED_WORKERS = 2, 4
+#: The old budget's mean pause between two tries of a waiting job: POLL_S x uniform(0.5, 1.0).
+OLD_TRY_EVERY_S = POLL_S * 0.75
+#: The model's stream length: with WAITING jobs waiting for GATED_STREAMS streams of this many
+#: seconds, each job waits WAITING / (GATED_STREAMS / STREAM_S) seconds (Little's law).
+STREAM_S = 10.0
+
+
+class _Gated:
+    """Both paths with every upstream stream taken: the reference's tries of the old budget script
+    (refused while the streams are taken, then granted), and the fair path's full polls of
+    GATED_WORKERS workers when a stream frees (one takes the next job with its lease)."""
+
+    def __init__(self, r: Redis) -> None:
+        self.r = r
+        self.budget = ReferenceBudget(r, max_concurrent=GATED_STREAMS, lease_ttl_s=30)
+        self.fair_q = JobQueue(r, max_queue=100_000, expires_s=600)
+        self.claimers = [
+            Claimer(r, upstream_max_concurrent=GATED_STREAMS, lease_ttl_s=30) for _ in range(GATED_WORKERS)
+        ]
+        self.running: list[str] = []
+        self.n = 0
+        self.spent = {"refused": [0, 0], "granted": [0, 0], "fair": [0, 0]}  # usec, commands
+        self.steps = 0
+
+    async def _measured(self, what: str, call: Any) -> Any:
+        before = await _stats(self.r)
+        result = await call
+        for name, (calls, us) in (await _stats(self.r)).items():
+            c0, u0 = before.get(name, (0, 0))
+            if name in ("evalsha", "eval"):
+                self.spent[what][0] += us - u0
+            elif name not in NOT_SCRIPT:
+                self.spent[what][1] += calls - c0
+        return result
+
+    async def _enqueue(self) -> None:
+        self.n += 1
+        assert await self.fair_q.enqueue(f"gated{self.n:09d}", JOB, key=f"key{self.n % SATURATED_KEYS}")
+
+    async def _full_polls(self) -> list[str]:
+        taken: list[str] = []
+        for c in self.claimers:
+            got, _ = await c.claim(want=WANT, in_progress_ms=IN_PROGRESS_MS, read_limit=READ_LIMIT, read_aborts=False)
+            taken += [j for j, _ in got]
+        return taken
+
+    async def setup(self) -> None:
+        for _ in range(GATED_STREAMS + WAITING):
+            await self._enqueue()
+        self.running = await self._full_polls()  # the streams' jobs, with their leases
+        assert len(self.running) == GATED_STREAMS
+
+    async def step(self, measure: bool) -> None:
+        """The reference: a waiting job's try, refused; a stream frees; its next try, granted. The
+        fair path: a stream frees (its job ends), every worker's full poll; one takes a job."""
+        r = self.r
+        tried = self.budget.try_acquire("waiter")
+        assert not (await self._measured("refused", tried) if measure else await tried)
+        ended = self.running.pop(0)
+        async with r.pipeline(transaction=True) as pipe:  # a stream's job ends (not measured)
+            pipe.zrem(names.QUEUE, ended)
+            pipe.delete(in_progress_key_prefix + ended, job_key_prefix + ended)
+            pipe.zrem(names.UPSTREAM_LEASES, ended)
+            await pipe.execute()
+        tried = self.budget.try_acquire("waiter")  # the reference's waiting job takes the stream
+        assert await self._measured("granted", tried) if measure else await tried
+        await r.zrem(names.UPSTREAM_LEASES, "waiter")  # and the fair path's next job takes it
+        polls = self._full_polls()
+        taken = await self._measured("fair", polls) if measure else await polls
+        assert len(taken) == 1, taken
+        self.running += taken
+        await self._enqueue()
+        self.steps += measure
+
+    def figures(self) -> dict[str, tuple[float, float]]:
+        n = max(1, self.steps)
+        return {k: (v[0] / n, v[1] / n) for k, v in self.spent.items()}
+
+
+async def _gated(r: Redis, polls: int) -> dict[str, tuple[float, float]]:
+    await r.flushall()
+    g = _Gated(r)
+    await g.setup()
+    for i in range(10 + polls):  # 10 unmeasured first
+        await g.step(measure=i >= 10)
+    return g.figures()
+
+
 def line(c: dict[str, Any]) -> str:
     def f(name: str) -> str:
         s = c[name]
@@ -348,12 +469,28 @@ def saturated_line(c: dict[str, Any]) -> str:
     )
 
 
+def gated_line(c: dict[str, Any]) -> str:
+    g = c["gated_model"]
+    return (
+        f"claim cost, gated (a model: UPSTREAM_MAX_CONCURRENT={g['streams']} taken, {WAITING} jobs wait; median of "
+        f"{c['repetitions']} x {g['polls']}): reference: each job waiting in a worker slot tried the budget's script "
+        f"every {OLD_TRY_EVERY_S:g} s on average, {g['reference_refused_try_us']} µs "
+        f"({g['reference_refused_try_commands']:g} cmds) a try refused = {g['reference_us_per_second_waited']} µs per "
+        f"second waited, + {g['reference_granted_try_us']} µs granted; fair: a stream freed, {g['workers']} workers' "
+        f"full polls take the next job, {g['fair_us_per_stream_freed']} µs ({g['fair_commands_per_stream_freed']:g} "
+        f"cmds) per job, none while it waits; with streams of {g['stream_s']:g} s each job waits {g['wait_s']:g} s: "
+        f"reference {g['reference_us_per_job']} µs per job, fair {g['fair_us_per_job']} µs (besides the enqueue and "
+        f"the wake-up's claims)"
+    )
+
+
 def run(redis_url: str, *, jobs: int, repetitions: int, keys: int = 4, polls: int = 200) -> dict[str, Any]:
     """The figures (``make bench``: 9 x 500 jobs, 9 x 200 polls; quick: 5 x 300, 5 x 100), printed
-    as two lines."""
+    as three lines."""
     c = asyncio.run(measure(redis_url, jobs=jobs, repetitions=repetitions, keys=keys, polls=polls))
     print(line(c), flush=True)
     print(saturated_line(c), flush=True)
+    print(gated_line(c), flush=True)
     return c
 
 
@@ -374,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
     print(line(c))
     print(saturated_line(c))
+    print(gated_line(c))
     return 0
 
 

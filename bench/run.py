@@ -665,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     if bench.claim_cost is not None:
         print(claimcost.line(bench.claim_cost))
         print(claimcost.saturated_line(bench.claim_cost))
+        print(claimcost.gated_line(bench.claim_cost))
     print(f"\nwrote {json_path}")
     if not a.no_plot:
         png = a.out_dir / f"{name}.png"

@@ -120,6 +120,9 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     assert sat["1000"]["reference"]["commands_per_job"] > 1000 > 10 * sat["1000"]["fair"]["commands_per_job"]
     assert sat["1000"]["fair"]["commands_per_job"] == sat["100"]["fair"]["commands_per_job"]
     assert "claim cost, saturated (a slot frees" in proc.stdout
+    gated = cost["gated_model"]  # before: every waiting job tried the budget's script (TIME and 3 reads)
+    assert gated["reference_refused_try_commands"] == 4 and gated["fair_us_per_stream_freed"] > 0, gated
+    assert "claim cost, gated (a model" in proc.stdout
     assert doc["floor"]["min_gateway_ms_per_stream"] == round(2 * hops["callback"]["cpu_us_per_message"] * 5 / 1000, 2)
 
 
