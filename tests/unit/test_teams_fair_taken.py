@@ -65,7 +65,7 @@ def test_a_full_poll_looks_at_the_same_few_jobs_whatever_runs(redis_url: str) ->
                 await r.delete(in_progress_key_prefix + ids[-1])  # the newest: its key went early
                 taken, looked = await full_poll(r, c, want=5, life_ms=60_000)
                 assert (taken, looked) == ([], TAKEN_LOOKS), running
-                assert await r.llen(names.fq_line("key_a")) == 0  # type: ignore[misc]  # not put back
+                assert await r.llen(names.fq_line("key_a")) == 0  # not put back
                 assert await r.zscore(names.FQ_TAKEN, f"key_a {ids[-1]}") is not None
         finally:
             await r.aclose()
@@ -107,14 +107,14 @@ def test_an_orphan_is_delivered_again_once_its_key_ran_out_and_live_jobs_are_put
             seen_until = max(s for s in scores if s is not None) + life  # their keys' end, as last seen
 
             async def seen_end_passed() -> bool:
-                return timestamp_ms() > seen_until
+                return bool(timestamp_ms() > seen_until)
 
             await wait_for(seen_end_passed, "the renewed keys' end as last seen")
             _, looked = await full_poll(r, c, want=0, life_ms=life)
             assert looked == running  # due again: all looked at
             # none of the renewed jobs goes back to its line; the orphan, taken again and not
             # renewed by anyone since, does
-            assert await r.lrange(names.fq_line("key_a"), 0, -1) == [orphan.encode()]  # type: ignore[misc]
+            assert await r.lrange(names.fq_line("key_a"), 0, -1) == [orphan.encode()]
         finally:
             await r.aclose()
 
