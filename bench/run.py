@@ -78,7 +78,9 @@ class Bench:
         self.redis_proc, redis_url = self.stack.redis()
         if not self.args.no_claim_cost:  # on the private Redis, before anything else uses it
             a = self.args
-            self.claim_cost = claimcost.run(redis_url, jobs=a.claim_cost_jobs, repetitions=a.claim_cost_repetitions)
+            self.claim_cost = claimcost.run(
+                redis_url, jobs=a.claim_cost_jobs, repetitions=a.claim_cost_repetitions, polls=a.claim_cost_polls
+            )
         self.sim, self.sim_url = self.stack.simulator()
         self.env = {
             "REDIS_URL": redis_url,
@@ -548,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--claim-cost-jobs", type=int, default=None, help="jobs per claim-cost repetition (500; quick 300)")
     p.add_argument("--claim-cost-repetitions", type=int, default=None, help="claim-cost repetitions (9; quick 5)")
+    p.add_argument(
+        "--claim-cost-polls",
+        type=int,
+        default=None,
+        help="claim cost, saturated: full polls per repetition (200; quick 100)",
+    )
     p.add_argument("--floor-seconds", type=float, default=None, help="seconds per floor measurement (4; quick 2)")
     p.add_argument("--replot", type=Path, default=None, help="only draw the PNG of a results JSON again")
     a = p.parse_args(argv)
@@ -561,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     a.rounds = a.rounds or (1 if a.quick else 2)
     a.claim_cost_jobs = a.claim_cost_jobs or (300 if a.quick else 500)
     a.claim_cost_repetitions = a.claim_cost_repetitions or (5 if a.quick else 9)
+    a.claim_cost_polls = a.claim_cost_polls or (100 if a.quick else 200)
     a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0)
     if a.memory_streams is None:
         a.memory_streams = 0 if a.quick else 1000
@@ -655,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if bench.claim_cost is not None:
         print(claimcost.line(bench.claim_cost))
+        print(claimcost.saturated_line(bench.claim_cost))
+        print(claimcost.gated_line(bench.claim_cost))
     print(f"\nwrote {json_path}")
     if not a.no_plot:
         png = a.out_dir / f"{name}.png"

@@ -131,7 +131,8 @@ FQ_CLOCK = PREFIX + "fq:clock"
 FQ_FINISH = PREFIX + "fq:finish"
 #: Hash key id -> weight (1 when absent), set through the admin API.
 FQ_WEIGHTS = PREFIX + "fq:weights"
-#: Sorted set of "<key id> <job id>" taken by a worker (scored by when), looked at by full polls: a
+#: Sorted set of "<key id> <job id>" taken by a worker, scored by when its in-progress key, as last
+#: seen, runs out less in_progress ms (at first: when taken), looked at by full polls once due: a
 #: job still queued without its in-progress key goes back to the front of its key's line.
 FQ_TAKEN = PREFIX + "fq:taken"
 

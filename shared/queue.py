@@ -34,10 +34,12 @@ an idle key saves up no credit, and none starves (``V`` only grows). Weights are
 here, in fair order, rather than in a worker's slot. Jobs with no key (the doctor) wait in a line
 of their own that always goes first and takes no upstream lease. A job arq would deliver again
 (its worker died, or arq let go of it at shutdown) goes back to the front of its key's line at
-the next full poll (``names.FQ_TAKEN``). ``V`` is kept beside the keys' finish times (field
-``''`` of ``names.FQ_FINISH``), so a key becoming active reads both in one command. What this
-costs Redis per job, next to the claim by id it replaced, is measured by ``make bench``
-(``bench.claimcost``): docs/teams.md, "What it costs".
+a full poll once its in-progress key is gone (``names.FQ_TAKEN``: a full poll looks only at the
+jobs taken whose key may have run out, and at a few more, so it costs the same whatever runs;
+``_CLAIM`` says how). ``V`` is kept beside the keys' finish times (field ``''`` of
+``names.FQ_FINISH``), so a key becoming active reads both in one command. What this costs Redis
+per job, next to the claims it replaced (by id, and the full read of the queue when jobs wait),
+is measured by ``make bench`` (``bench.claimcost``): docs/teams.md, "What it costs".
 
 **Deliveries and runs, one rule.** arq counts *deliveries* of a job (``max_tries``); the run key
 ``decopy:run:<job>`` counts *upstream runs*. A chat job runs upstream at most once: the first
@@ -75,6 +77,10 @@ RUN_KEY_TTL = 3600
 MAX_WOKEN_IDS = 1000
 #: A read of the queue looks at up to this many pages of ``queue_read_limit`` entries.
 QUEUE_READ_PAGES = 20
+#: A full poll looks at this many of the jobs taken (the oldest-scored), due or not, besides those
+#: due for a look: so a job let go of early (arq's worker, at shutdown) is seen at once in a small
+#: pool, and a full poll costs the same whatever runs (see ``_CLAIM``).
+TAKEN_LOOKS = 4
 
 
 def new_job_id() -> str:
@@ -89,6 +95,7 @@ _FAIR_NAMES = f"""
 local ACTIVE, CLOCK, FINISH, WEIGHTS = '{names.FQ_KEYS}', '{names.FQ_CLOCK}', '{names.FQ_FINISH}', '{names.FQ_WEIGHTS}'
 local TAKEN, LEASES, LINES = '{names.FQ_TAKEN}', '{names.UPSTREAM_LEASES}', '{names.FQ_LINE_PREFIX}'
 local WAKE, IN_PROGRESS, ABORTS = '{names.WAKE_CHANNEL}', '{in_progress_key_prefix}', '{abort_jobs_ss}'
+local LOOKS = {TAKEN_LOOKS}
 """
 
 # Lua, with `key` the key that becomes active (its line was empty): `s`, its virtual start time,
@@ -216,11 +223,21 @@ class JobQueue:
 # KEYS: queue. ARGV: now ms, most jobs to claim, in-progress ms, read aborts (0/1), abort-set
 # trim score, upstream streams at once (0: not gated), lease ms, look for jobs of dead workers (0/1).
 # Returns {claimed id, score, ...} and the abort set's members (empty unless asked for).
-# 1. (Full polls only) The jobs taken since (the taken set, members "<key id> <job id>") are
-#    looked at: one that ended leaves the set; one still in arq's queue without its in-progress
-#    key goes back to the front of its key's line. That is arq's redelivery: its worker died (the
-#    key ran out) or arq let go of it at shutdown (the run key refuses a second upstream run).
-#    Like arq's own poll, this costs a look per job taken since the last full poll.
+# 1. (Full polls only) Jobs taken (the taken set, members "<key id> <job id>") are looked at: one
+#    that ended leaves the set; one still in arq's queue without its in-progress key goes back to
+#    the front of its key's line. That is arq's redelivery: its worker died (the key ran out) or
+#    arq let go of it at shutdown (the run key refuses a second upstream run). Not every job
+#    taken is looked at, so a full poll costs the same whatever runs: a member's score is when its
+#    in-progress key, as last seen, runs out, less in_progress ms (at the claim: when it was
+#    taken, the key then set for in_progress ms). Its key cannot have run out before score +
+#    in_progress ms, so only members scored before now - in_progress ms are due (up to 2000 at a
+#    time), and one found running is scored again from its key's PTTL: a long job is looked at
+#    about once per renewal period, not at every poll. Besides, the TAKEN_LOOKS oldest-scored are
+#    looked at, due or not (a key arq deleted early, at shutdown, is seen at once in a small
+#    pool; in a large one when it is due). The key is the only truth: a score only says when to
+#    look, so no job is delivered again while its key lives. Scores are the workers' wall clocks
+#    (plus the key's PTTL, a duration on Redis' clock): a skew between workers delays (or hastens)
+#    a look by at most the skew, and so does an ORPHAN_JOB_SECONDS that differs between workers.
 # 2. While this worker has room (and, when gated, the pool has an upstream stream free): the head
 #    job of the key with the smallest virtual start time; the clock moves to that time and the key
 #    on by 1 / weight. Its upstream lease is taken with it. Key '' (no fair share: the doctor) is
@@ -235,12 +252,23 @@ _CLAIM = (
 local claimed = {}
 local want = tonumber(ARGV[2])
 if ARGV[8] == '1' then
-  for _, member in ipairs(redis.call('ZRANGE', TAKEN, 0, 1999)) do
+  local now, life = tonumber(ARGV[1]), tonumber(ARGV[3])
+  local due = now - life  -- a member scored before this: its in-progress key, as last seen, ran out
+  local look = redis.call('ZRANGE', TAKEN, 0, LOOKS - 1, 'WITHSCORES')  -- the oldest few, whatever their age
+  if #look == 2 * LOOKS and tonumber(look[#look]) < due then  -- more are due: all of them (up to 2000)
+    look = redis.call('ZRANGEBYSCORE', TAKEN, '-inf', '(' .. due, 'WITHSCORES', 'LIMIT', 0, 2000)
+  end
+  for i = 1, #look, 2 do
+    local member = look[i]
     local cut = string.find(member, ' ', 1, true)
     local key, id = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
-    if not redis.call('ZSCORE', KEYS[1], id) then
+    local ttl = redis.call('ZSCORE', KEYS[1], id) and redis.call('PTTL', IN_PROGRESS .. id)
+    if not ttl then
       redis.call('ZREM', TAKEN, member)  -- it ended, or was withdrawn
-    elseif redis.call('EXISTS', IN_PROGRESS .. id) == 0 then
+    elseif ttl ~= -2 then  -- running: due again when its key, as seen now, would run out (-1: no expiry)
+      local at = ttl >= 0 and now + ttl - life or now
+      if at > tonumber(look[i + 1]) + 1000 then redis.call('ZADD', TAKEN, 'XX', at, member) end
+    else
       redis.call('ZREM', TAKEN, member)  -- its worker died or let go of it: deliver it again
       if redis.call('LPUSH', LINES .. key, id) == 1 then  -- its key becomes active again
 """
@@ -350,8 +378,10 @@ class Claimer:
 
         The fair order decides which jobs start, whatever the wake-ups named: ``ids`` (given after
         a wake-up naming jobs) only spares this poll the look for jobs of dead workers, which a
-        full poll (``ids`` None: the timer, a freed slot) does. ``read_limit`` is not used: the
-        claim costs the same whatever the queue holds.
+        full poll (``ids`` None: the timer, a freed slot) does, at the jobs taken whose in-progress
+        key may have run out (taken or last seen running over ``in_progress_ms`` ago, the same on
+        every worker: ``ORPHAN_JOB_SECONDS``) and the :data:`TAKEN_LOOKS` oldest. ``read_limit``
+        is not used: the claim costs the same whatever the queue holds or runs.
         """
         now = timestamp_ms()
         args: list[Any] = [

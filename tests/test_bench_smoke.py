@@ -63,6 +63,8 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
             "30",
             "--claim-cost-repetitions",
             "1",
+            "--claim-cost-polls",
+            "10",
             "--no-plot",
             "--out-dir",
             str(tmp_path),
@@ -110,6 +112,17 @@ def test_bench_harness_tiny_load(tmp_path: Path) -> None:
     assert cost["fair_4w"]["scripts_per_job"] == 5 and cost["reference_1w"]["scripts_per_job"] == 2
     assert cost["fair_4w"]["vs_reference"] > 0
     assert "claim cost (Redis time per job" in proc.stdout
+    sat = cost["saturated"]["by_running"]  # a slot freed while jobs wait: one full poll per job taken
+    assert set(sat) == {"0", "100", "1000"}
+    for running, b in sat.items():
+        assert b["reference"]["us_per_job"] > 0 and b["fair"]["us_per_job"] > 0, (running, b)
+    # the old full read looks at every running job; the fair full poll at the same few whatever runs
+    assert sat["1000"]["reference"]["commands_per_job"] > 1000 > 10 * sat["1000"]["fair"]["commands_per_job"]
+    assert sat["1000"]["fair"]["commands_per_job"] == sat["100"]["fair"]["commands_per_job"]
+    assert "claim cost, saturated (a slot frees" in proc.stdout
+    gated = cost["gated_model"]  # before: every waiting job tried the budget's script (TIME and 3 reads)
+    assert gated["reference_refused_try_commands"] == 4 and gated["fair_us_per_stream_freed"] > 0, gated
+    assert "claim cost, gated (a model" in proc.stdout
     assert doc["floor"]["min_gateway_ms_per_stream"] == round(2 * hops["callback"]["cpu_us_per_message"] * 5 / 1000, 2)
 
 
