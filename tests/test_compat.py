@@ -371,7 +371,7 @@ def test_openai_processing_ms_on_whole_answers_only(gateway: Gateway, tag: str) 
 
 
 def test_running_job_withdrawn_when_client_leaves_closes_upstream(gateway: Gateway, tag: str) -> None:
-    """Regression: JobStream.close() took a running job for a queued one (arq keeps running jobs in
+    """Regression: JobFeed.close() took a running job for a queued one (arq keeps running jobs in
     its queue), so the worker went on reading the abandoned upstream answer to its end."""
     reply = ["one ", "two ", *SLOW_TAIL]
     stream = gateway.client().chat.completions.create(

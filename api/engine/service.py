@@ -25,8 +25,8 @@ from api.engine.image_fetch import ImageFetcher
 from api.engine.shaping import PieceKind, Shaped, Shaper
 from api.http.access import note
 from api.http.sse import EventSourceResponse
+from api.relay.feed import Event, JobFeed
 from api.relay.hub import PubSubHub, redis_unavailable
-from api.relay.jobstream import Event, JobStream
 from api.relay.queue import JobQueue, new_job_id
 from api.tenancy.limits import enforce_prompt_budget
 from api.tenancy.requestlog import caller_of
@@ -77,18 +77,18 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 class _JobEventSource(EventSourceResponse):
-    """An SSE response that always closes its job stream, even when the client left before the
+    """An SSE response that always closes its job feed, even when the client left before the
     body generator ever ran (its ``finally`` then never runs)."""
 
-    def __init__(self, stream: JobStream, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, feed: JobFeed, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._job_stream = stream
+        self._feed = feed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await asyncio.shield(self._job_stream.close())
+            await asyncio.shield(self._feed.close())
 
 
 class ChatService:
@@ -101,12 +101,12 @@ class ChatService:
         self.queue = queue
         #: Chat calls in flight in this process (queued, waiting or streaming); the graceful
         #: shutdown waits for this to empty.
-        self.in_flight: set[JobStream] = set()
+        self.in_flight: set[JobFeed] = set()
 
     def abort_all(self, error: GatewayError) -> int:
         """End every call in flight with ``error`` (their jobs are withdrawn); returns how many."""
-        for stream in self.in_flight:
-            stream.abort(error)
+        for feed in self.in_flight:
+            feed.abort(error)
         return len(self.in_flight)
 
     async def answer(self, request: Request, call: ChatCall, dialect: Dialect) -> Response:
@@ -118,11 +118,11 @@ class ChatService:
         if call.emulated:  # TOOLS_EMULATION and the folded prompt's cap, whichever dialect folded it
             check_emulation(call, self.settings)
         enforce_prompt_budget(request, call.prompt_tokens)
-        stream = await self.start(call, request.state.request_id, caller=caller_of(request.scope))
-        note(request, job=stream)
-        return await self.respond(request, call, stream, dialect)
+        feed = await self.start(call, request.state.request_id, caller=caller_of(request.scope))
+        note(request, job=feed)
+        return await self.respond(request, call, feed, dialect)
 
-    async def start(self, call: ChatCall, request_id: str, *, caller: tuple[str, str] = ("open", "open")) -> JobStream:
+    async def start(self, call: ChatCall, request_id: str, *, caller: tuple[str, str] = ("open", "open")) -> JobFeed:
         """Subscribe to a new job's channel (confirmed), then enqueue the job.
 
         ``caller`` is the (id, name) of the key it runs for (``api.tenancy.requestlog.caller_of``).
@@ -142,27 +142,25 @@ class ChatService:
                 code="queue_full",
                 retry_after=2,
             )
-        stream = JobStream(
-            hub=self.hub, queue=self.queue, sub=sub, settings=self.settings, on_close=self.in_flight.discard
-        )
-        stream.caller = caller
-        self.in_flight.add(stream)
-        return stream
+        feed = JobFeed(hub=self.hub, queue=self.queue, sub=sub, settings=self.settings, on_close=self.in_flight.discard)
+        feed.caller = caller
+        self.in_flight.add(feed)
+        return feed
 
-    async def respond(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
-        stream.usage = request_usage(request)  # the key's usage, written when the request ends
-        stream.usage.prompt_tokens = call.prompt_tokens
+    async def respond(self, request: Request, call: ChatCall, feed: JobFeed, dialect: Dialect) -> Response:
+        feed.usage = request_usage(request)  # the key's usage, written when the request ends
+        feed.usage.prompt_tokens = call.prompt_tokens
         if call.stream:
-            return await self._stream(request, call, stream, dialect)
-        return await self._whole(request, call, stream, dialect)
+            return await self._stream(request, call, feed, dialect)
+        return await self._whole(request, call, feed, dialect)
 
-    async def _whole(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
+    async def _whole(self, request: Request, call: ChatCall, feed: JobFeed, dialect: Dialect) -> Response:
         parts: dict[PieceKind, list[str]] = {"content": [], "reasoning": []}
         tool_calls: list[ToolCall] = []
 
         async def collect() -> FinishReason:
             while True:
-                kind, value = await _next(stream)
+                kind, value = await _next(feed)
                 if kind == "tool_call":
                     out = shaper.end() if not tool_calls else Shaped()
                     if not out.finish:
@@ -181,11 +179,11 @@ class ChatService:
         try:
             reason = await unless_disconnected(request, collect())
         except ClientGone:
-            log.info("client left before its answer was ready; job %s withdrawn", stream.job_id)
+            log.info("client left before its answer was ready; job %s withdrawn", feed.job_id)
             return Response(status_code=499)
         finally:
-            await stream.close()
-        stream.usage.completion_tokens = shaper.tokens
+            await feed.close()
+        feed.usage.completion_tokens = shaper.tokens
         answer = Answer(
             content="".join(parts["content"]),
             reasoning="".join(parts["reasoning"]),
@@ -195,37 +193,37 @@ class ChatService:
             stop_sequence=shaper.stop_hit,
         )
         headers = {"openai-processing-ms": _processing_ms(request)}
-        if stream.upstream:
-            headers[UPSTREAM_HEADER] = stream.upstream
+        if feed.upstream:
+            headers[UPSTREAM_HEADER] = feed.upstream
         return dialect.whole(call, answer, headers)
 
-    async def _stream(self, request: Request, call: ChatCall, stream: JobStream, dialect: Dialect) -> Response:
+    async def _stream(self, request: Request, call: ChatCall, feed: JobFeed, dialect: Dialect) -> Response:
         # Hold the response while the job waits in the queue (bounded by QUEUE_TIMEOUT), then
         # until the first piece (or error) arrives, for at most one ping interval: a full queue,
         # a queue timeout or an upstream failure before any text is then still a real HTTP status
         # with Retry-After, which clients (the openai SDK among them) retry by themselves. From
         # then on the stream is open and sends the dialect's ping every PING_INTERVAL.
         try:
-            first = await unless_disconnected(request, stream.next(wait=self.settings.ping_interval, from_start=True))
+            first = await unless_disconnected(request, feed.next(wait=self.settings.ping_interval, from_start=True))
         except ClientGone:
-            await stream.close()
+            await feed.close()
             return Response(status_code=499)
         except BaseException:
-            await stream.close()
+            await feed.close()
             raise
         encoder = dialect.stream_encoder(call)
         return _JobEventSource(
-            stream,
-            self._events(call, stream, first, encoder),
+            feed,
+            self._events(call, feed, first, encoder),
             sep="\n",
             ping=self.settings.ping_interval,
             ping_message_factory=encoder.ping,
             # the first piece (or the end) has arrived: it named the target serving it
-            headers={"Cache-Control": "no-cache", **({UPSTREAM_HEADER: stream.upstream} if stream.upstream else {})},
+            headers={"Cache-Control": "no-cache", **({UPSTREAM_HEADER: feed.upstream} if feed.upstream else {})},
         )
 
     async def _events(
-        self, call: ChatCall, stream: JobStream, first: Event | None, enc: StreamEncoder
+        self, call: ChatCall, feed: JobFeed, first: Event | None, enc: StreamEncoder
     ) -> AsyncIterator[bytes]:
         shaper = _shaper(call)
         event = first
@@ -236,7 +234,7 @@ class ChatService:
                 yield opening
             while True:
                 if event is None:
-                    event = await stream.next()
+                    event = await feed.next()
                     assert event is not None  # no wait given: next() returns an event or raises
                 kind, value = event
                 event = None
@@ -256,21 +254,21 @@ class ChatService:
                 if kind != "done" and not out.finish:
                     continue
                 if kind != "done":  # stop/length ended the answer: withdraw the job now
-                    await stream.close()
+                    await feed.close()
                 reason = _reason(out.finish or value, calls)
                 yield enc.finish(reason, Usage(call.prompt_tokens, shaper.tokens), shaper.stop_hit)
                 return
         except GatewayError as exc:
-            log.warning("stream of job %s failed: %r", stream.job_id, exc)
-            stream.usage.failed = True
-            stream.error_code = exc.code
+            log.warning("stream of job %s failed: %r", feed.job_id, exc)
+            feed.usage.failed = True
+            feed.error_code = exc.code
             yield enc.error(exc)
         except Exception:  # a bug: the client still gets an error event, not a cut stream
-            log.exception("stream of job %s failed", stream.job_id)
+            log.exception("stream of job %s failed", feed.job_id)
             yield enc.error(InternalError("The gateway hit an internal error; it has been logged."))
         finally:
-            stream.usage.completion_tokens = shaper.tokens
-            await asyncio.shield(stream.close())
+            feed.usage.completion_tokens = shaper.tokens
+            await asyncio.shield(feed.close())
 
 
 def _reason(reason: str, calls: object) -> FinishReason:
@@ -292,7 +290,7 @@ def _processing_ms(request: Request) -> str:
     return str(round((time.monotonic() - received) * 1000)) if received is not None else "0"
 
 
-async def _next(stream: JobStream) -> Event:
-    event = await stream.next()
+async def _next(feed: JobFeed) -> Event:
+    event = await feed.next()
     assert event is not None  # no wait given: next() returns an event or raises
     return event

@@ -2,7 +2,7 @@
 
 Each request gets one JSON log line (logger ``api.access``) when its response has ended — for a
 stream, after its last event — and is counted once in :mod:`shared.metrics`. Route handlers add
-what only they know with :func:`note` (the model, the job stream); the auth layer puts the key's
+what only they know with :func:`note` (the model, the job's feed); the auth layer puts the key's
 *name* (never the key) in ``scope["state"]["key_name"]``.
 
 Prompts and answers are logged only with ``LOG_PROMPTS=true``: the middleware then keeps a copy
@@ -35,7 +35,7 @@ _QUIET = ("/healthz", "/readyz", "/metrics")
 
 
 def note(request: Request, **fields: Any) -> None:
-    """Tell the access log about this request (``model=``, ``job=`` the JobStream, ``key_name=``)."""
+    """Tell the access log about this request (``model=``, ``job=`` the JobFeed, ``key_name=``)."""
     request.scope.setdefault("state", {}).setdefault("obs", {}).update(fields)
 
 

@@ -64,7 +64,7 @@ class Subscription:
 
     A plain list and at most one waiting future, rather than an ``asyncio.Queue`` (three deques
     and a loop reference per stream, and several calls per message): there is exactly one
-    reader, the request's :class:`api.relay.jobstream.JobStream`.
+    reader, the request's :class:`api.relay.feed.JobFeed`.
 
     The reader's time limits move later with every message (the idle limit counts from the last
     one), so :meth:`wait` keeps one timer and moves it only when a wait must end *sooner* than

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from api.relay.jobstream import JobStream
+from api.relay.feed import JobFeed
 from shared.telemetry import Snapshot, window_sum
 
 #: The window (seconds) over which ``/admin/stats`` reports the mean wait and the jobs started.
@@ -27,8 +27,8 @@ WINDOW = 300
 class WaitingCollector:
     """A prometheus collector over one API process's chat calls in flight (read at collect time)."""
 
-    def __init__(self, streams: Collection[JobStream]) -> None:
-        self._streams = streams
+    def __init__(self, feeds: Collection[JobFeed]) -> None:
+        self._feeds = feeds
 
     def describe(self) -> list[Metric]:
         return []  # collected on demand: no fixed set of samples to check for duplicates
@@ -37,12 +37,12 @@ class WaitingCollector:
         now = time.monotonic()
         count: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        for stream in list(self._streams):
-            if stream.started is not None:
+        for feed in list(self._feeds):
+            if feed.started is not None:
                 continue
-            key_id = stream.caller[0]
+            key_id = feed.caller[0]
             count[key_id] = count.get(key_id, 0) + 1
-            oldest[key_id] = max(oldest.get(key_id, 0.0), now - stream.created)
+            oldest[key_id] = max(oldest.get(key_id, 0.0), now - feed.created)
         waiting = GaugeMetricFamily(
             "decopy_key_jobs_waiting", "Chat jobs waiting for a worker now, by key id.", labels=["key_id"]
         )

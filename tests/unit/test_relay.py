@@ -1,5 +1,5 @@
 """The relay pieces in one process against a real Redis: the API's pub/sub hub and its
-subscriptions, the worker's pipelined publisher, and the API's job stream over both."""
+subscriptions, the worker's pipelined publisher, and the API's job feed over both."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
+from api.relay.feed import JobFeed
 from api.relay.hub import PubSubHub, Subscription
-from api.relay.jobstream import JobStream
 from shared import messages, names
 from shared.errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError
 from shared.messages import Message
@@ -201,7 +201,7 @@ def test_publisher_notices_a_stalled_redis(redis_url: str) -> None:
     arun(body())
 
 
-# --- JobStream: the API's view of one job, over the hub -------------------------------------------
+# --- JobFeed: the API's view of one job, over the hub -------------------------------------------
 
 
 def _settings(**env: str) -> Settings:
@@ -216,12 +216,12 @@ def _settings(**env: str) -> Settings:
     )
 
 
-async def _stream(redis: Redis, hub: PubSubHub, settings: Settings) -> tuple[JobStream, str]:
+async def _feed(redis: Redis, hub: PubSubHub, settings: Settings) -> tuple[JobFeed, str]:
     job_id = new_job_id()
     queue = JobQueue(redis, max_queue=10, expires_s=60)
     sub = await hub.subscribe(job_id)
     await queue.enqueue(job_id, {"prompt": "hi"})
-    return JobStream(hub=hub, queue=queue, sub=sub, settings=settings), job_id
+    return JobFeed(hub=hub, queue=queue, sub=sub, settings=settings), job_id
 
 
 async def _publish(redis: Redis, job_id: str, *msgs: Message) -> None:
@@ -229,11 +229,11 @@ async def _publish(redis: Redis, job_id: str, *msgs: Message) -> None:
         await redis.publish(names.job_channel(job_id), messages.encode({**msg, "seq": seq}))
 
 
-def test_job_stream_turns_the_channel_into_events(redis_url: str) -> None:
+def test_job_feed_turns_the_channel_into_events(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings())
+        feed, job_id = await _feed(redis, hub, _settings())
         await _publish(
             redis,
             job_id,
@@ -243,10 +243,10 @@ def test_job_stream_turns_the_channel_into_events(redis_url: str) -> None:
             {"kind": "delta", "text": "lo"},
             {"kind": "done", "finish_reason": "stop"},
         )
-        events = [await stream.next(), await stream.next(), await stream.next()]
+        events = [await feed.next(), await feed.next(), await feed.next()]
         assert events == [("delta", "Hel"), ("delta", "lo"), ("done", "stop")]
-        assert stream.worker == "w1" and stream.finished and stream.first_token is not None
-        await stream.close()
+        assert feed.worker == "w1" and feed.finished and feed.first_token is not None
+        await feed.close()
         assert hub.active == 0
         await hub.stop()
         await redis.aclose()
@@ -261,51 +261,51 @@ def test_job_stream_turns_the_channel_into_events(redis_url: str) -> None:
         ([{"kind": "start"}, {"kind": "error", "error": UpstreamError("no", code="upstream_http").to_wire()}], None),
     ],
 )
-def test_job_stream_refuses_a_rerun_and_relays_a_workers_error(
+def test_job_feed_refuses_a_rerun_and_relays_a_workers_error(
     redis_url: str, msgs: list[Message], code: str | None
 ) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings())
+        feed, job_id = await _feed(redis, hub, _settings())
         await _publish(redis, job_id, *msgs)
         with pytest.raises(GatewayError) as caught:
-            await stream.next()
+            await feed.next()
         assert caught.value.code == (code or "upstream_http")
-        await stream.close()
+        await feed.close()
         await hub.stop()
         await redis.aclose()
 
     arun(body())
 
 
-def test_job_stream_reports_a_gap_in_the_sequence(redis_url: str) -> None:
+def test_job_feed_reports_a_gap_in_the_sequence(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings())
+        feed, job_id = await _feed(redis, hub, _settings())
         channel = names.job_channel(job_id)
         await redis.publish(channel, messages.encode({"seq": 0, "kind": "start"}))
         await redis.publish(channel, messages.encode({"seq": 2, "kind": "delta", "text": "x"}))
         with pytest.raises(UpstreamError) as caught:
-            await stream.next()
+            await feed.next()
         assert caught.value.code == "stream_gap"
-        await stream.close()
+        await feed.close()
         await hub.stop()
         await redis.aclose()
 
     arun(body())
 
 
-def test_job_stream_queue_deadline_withdraws_the_job(redis_url: str) -> None:
+def test_job_feed_queue_deadline_withdraws_the_job(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings(QUEUE_TIMEOUT="0.05"))
+        feed, job_id = await _feed(redis, hub, _settings(QUEUE_TIMEOUT="0.05"))
         with pytest.raises(ServiceUnavailable) as caught:
-            await stream.next()
+            await feed.next()
         assert caught.value.code == "queue_timeout"
-        await stream.close()
+        await feed.close()
         assert await redis.zscore(names.QUEUE, job_id) is None  # withdrawn: no worker will run it
         await hub.stop()
         await redis.aclose()
@@ -313,46 +313,46 @@ def test_job_stream_queue_deadline_withdraws_the_job(redis_url: str) -> None:
     arun(body())
 
 
-def test_job_stream_idle_deadline_counts_from_the_last_message(redis_url: str) -> None:
+def test_job_feed_idle_deadline_counts_from_the_last_message(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings(IDLE_TIMEOUT="0.2", WORKER_HEARTBEAT="0.1"))
+        feed, job_id = await _feed(redis, hub, _settings(IDLE_TIMEOUT="0.2", WORKER_HEARTBEAT="0.1"))
         await _publish(redis, job_id, {"kind": "start"})
         with pytest.raises(GatewayTimeout) as caught:
-            await stream.next()
+            await feed.next()
         assert caught.value.code == "idle_timeout"
-        await stream.close()
+        await feed.close()
         await hub.stop()
         await redis.aclose()
 
     arun(body())
 
 
-def test_job_stream_wait_returns_none_and_leaves_the_stream_intact(redis_url: str) -> None:
+def test_job_feed_wait_returns_none_and_leaves_the_feed_intact(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, job_id = await _stream(redis, hub, _settings())
-        assert await stream.next(wait=0.01) is None
+        feed, job_id = await _feed(redis, hub, _settings())
+        assert await feed.next(wait=0.01) is None
         await _publish(redis, job_id, {"kind": "start"}, {"kind": "delta", "text": "late"})
-        assert await stream.next() == ("delta", "late")
-        await stream.close()
+        assert await feed.next() == ("delta", "late")
+        await feed.close()
         await hub.stop()
         await redis.aclose()
 
     arun(body())
 
 
-def test_job_stream_abort_ends_next_with_the_error(redis_url: str) -> None:
+def test_job_feed_abort_ends_next_with_the_error(redis_url: str) -> None:
     async def body() -> None:
         redis = Redis.from_url(redis_url)
         hub = await started_hub(redis)
-        stream, _ = await _stream(redis, hub, _settings())
-        stream.abort(ServiceUnavailable("bye", code="shutting_down"))
+        feed, _ = await _feed(redis, hub, _settings())
+        feed.abort(ServiceUnavailable("bye", code="shutting_down"))
         with pytest.raises(ServiceUnavailable, match="bye"):
-            await stream.next()
-        await stream.close()
+            await feed.next()
+        await feed.close()
         await hub.stop()
         await redis.aclose()
 

@@ -1,6 +1,9 @@
-"""Follow one job's channel: order the messages and apply the client-facing time limits.
+"""A job's feed: the messages of one job's channel, in order, under the client-facing time limits.
 
-:class:`JobStream` turns the raw channel into ``("delta", text)``, ``("reasoning", text)``,
+A *feed* is the API's side of one job (the worker publishes, the feed follows); *stream* means
+only an HTTP event stream (the client's SSE answer, or the upstream's).
+
+:class:`JobFeed` turns the raw channel into ``("delta", text)``, ``("reasoning", text)``,
 ``("tool_call", call)`` and ``("done", reason)`` events, and raises a :class:`GatewayError`
 for a worker error, a gap in the sequence numbers, a lost Redis connection or one of the time
 limits:
@@ -12,8 +15,8 @@ limits:
 - total: the whole answer took longer than ``TOTAL_TIMEOUT`` (504).
 
 A job runs at most once (see ``worker.jobs.runner``), so a second ``start`` or a sequence number
-already seen can only come from a re-run that should not exist: the stream then fails
-(``job_rerun``) rather than mix two answers. Whatever ends a stream early, :meth:`JobStream.close`
+already seen can only come from a re-run that should not exist: the feed then fails
+(``job_rerun``) rather than mix two answers. Whatever ends a feed early, :meth:`JobFeed.close`
 withdraws the job (from the queue, or aborts it on its worker).
 """
 
@@ -31,14 +34,14 @@ from shared import messages
 from shared.errors import GatewayError, GatewayTimeout, ServiceUnavailable, UpstreamError, from_wire
 from shared.settings import Settings
 
-log = logging.getLogger("api.stream")
+log = logging.getLogger("api.feed")
 
 #: ``delta`` / ``reasoning``: text; ``tool_call``: a :class:`shared.messages.ToolCall`; ``done``: the
 #: finish reason.
 Event = tuple[Literal["delta", "reasoning", "tool_call", "done"], Any]
 
 
-class JobStream:
+class JobFeed:
     """The API's view of one running job. Use :meth:`next` until it returns ``done``, then :meth:`close`."""
 
     def __init__(
@@ -48,7 +51,7 @@ class JobStream:
         queue: JobQueue,
         sub: Subscription,
         settings: Settings,
-        on_close: Callable[[JobStream], None] | None = None,
+        on_close: Callable[[JobFeed], None] | None = None,
     ) -> None:
         self.job_id = sub.job_id
         self._on_close = on_close
@@ -108,11 +111,11 @@ class JobStream:
         return GatewayTimeout(f"The answer took longer than {s.total_timeout:g} s.", code="total_timeout")
 
     def abort(self, error: GatewayError) -> None:
-        """End the stream from outside (the API is shutting down): :meth:`next` raises ``error``."""
+        """End the feed from outside (the API is shutting down): :meth:`next` raises ``error``."""
         self._sub.put(error)
 
     async def next(self, wait: float | None = None, *, from_start: bool = False) -> Event | None:
-        """The next event; None only if ``wait`` seconds passed first (the stream is intact).
+        """The next event; None only if ``wait`` seconds passed first (the feed is intact).
 
         With ``from_start``, the ``wait`` counts from the moment a worker took the job: while the
         job waits in the queue, only the queue time limit ends the wait.
