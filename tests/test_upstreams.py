@@ -25,6 +25,13 @@ _DEAD.bind(("127.0.0.1", 0))
 DEAD_PORT = _DEAD.getsockname()[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _dead_port_released() -> Iterator[None]:
+    """Closes the held port after this file's tests (left open, it warned at interpreter exit)."""
+    yield
+    _DEAD.close()
+
+
 def start_openai_sim(stack: Stack) -> str:
     proc = stack.spawn("oai", [sys.executable, "-m", "tests.openai_sim", "--port", "0"])
     url = ""
