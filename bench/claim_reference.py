@@ -166,36 +166,28 @@ class ReferenceQueue:
         keys = [self._queue, job_key_prefix + job_id, names.WAKE_CHANNEL]
         return bool(await self._enqueue(keys=keys, args=[self._max_queue, data, self._expires_ms, now, job_id]))
 
+    @staticmethod
+    def _args(want: int, in_progress_ms: int, read_limit: int, read_aborts: bool) -> list[Any]:
+        """The ARGV both claim scripts of 64b449f^ began with (built once there too)."""
+        now = timestamp_ms()
+        expiry = now + abort_job_max_age
+        return [now, want, in_progress_ms, in_progress_key_prefix, read_limit, int(read_aborts), expiry]
+
+    @staticmethod
+    def _claimed(raw: list[Any]) -> list[tuple[str, int]]:
+        return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
+
     async def claim_ids(
         self, ids: list[str], *, want: int, in_progress_ms: int, read_limit: int, read_aborts: bool
     ) -> list[tuple[str, int]]:
-        now = timestamp_ms()
-        args: list[Any] = [
-            now,
-            want,
-            in_progress_ms,
-            in_progress_key_prefix,
-            read_limit,
-            int(read_aborts),
-            now + abort_job_max_age,
-        ]
+        args = self._args(want, in_progress_ms, read_limit, read_aborts)
         raw, _ = await self._claim_ids(keys=[self._queue, abort_jobs_ss], args=[*args, *ids])
-        return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
+        return self._claimed(raw)
 
     async def claim_full(
         self, *, want: int, in_progress_ms: int, read_limit: int, read_aborts: bool
     ) -> list[tuple[str, int]]:
         """64b449f^'s ``Claimer.claim`` with ``ids`` None: the full read of the queue."""
-        now = timestamp_ms()
-        args: list[Any] = [
-            now,
-            want,
-            in_progress_ms,
-            in_progress_key_prefix,
-            read_limit,
-            int(read_aborts),
-            now + abort_job_max_age,
-            read_limit * QUEUE_READ_PAGES,
-        ]
+        args = [*self._args(want, in_progress_ms, read_limit, read_aborts), read_limit * QUEUE_READ_PAGES]
         raw, _ = await self._claim(keys=[self._queue, abort_jobs_ss], args=args)
-        return [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(0, len(raw), 2)]
+        return self._claimed(raw)

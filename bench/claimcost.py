@@ -91,9 +91,36 @@ SCENARIOS = (
 )
 
 
-async def _stats(r: Redis) -> dict[str, tuple[int, int]]:
+Stats = dict[str, tuple[int, int]]
+
+
+async def _stats(r: Redis) -> Stats:
     raw: dict[str, Any] = await r.info("commandstats")
     return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in raw.items()}
+
+
+def _spent(before: Stats, after: Stats) -> tuple[int, int, int]:
+    """Between two readings of ``INFO commandstats``: the scripts' µs (their commands' included),
+    the commands the scripts ran, and the scripts called."""
+    usec = cmds = scripts = 0
+    for name, (calls, us) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if name in ("evalsha", "eval"):
+            usec += us - u0
+            scripts += calls - c0
+        elif name not in NOT_SCRIPT:
+            cmds += calls - c0
+    return usec, cmds, scripts
+
+
+async def _end(r: Redis, queue: str, job_id: str) -> None:
+    """The job ends as arq ends it (never measured): queue entry, in-progress key and job data
+    removed, and its upstream lease if it had one."""
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zrem(queue, job_id)
+        pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id)
+        pipe.zrem(names.UPSTREAM_LEASES, job_id)
+        await pipe.execute()
 
 
 class _Run:
@@ -107,17 +134,12 @@ class _Run:
         self.claimers = [Claimer(r, upstream_max_concurrent=gate, lease_ttl_s=30) for _ in range(sc.workers)]
         self.jobs = self.usec = self.cmds = self.scripts = self.enqueue_usec = 0
 
-    def _add(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
-        spent = 0
-        for name, (calls, us) in after.items():
-            c0, u0 = before.get(name, (0, 0))
-            if name in ("evalsha", "eval"):
-                spent += us - u0
-                self.scripts += calls - c0
-            elif name not in NOT_SCRIPT:
-                self.cmds += calls - c0
-        self.usec += spent
-        return spent
+    def _add(self, before: Stats, after: Stats) -> int:
+        usec, cmds, scripts = _spent(before, after)
+        self.usec += usec
+        self.cmds += cmds
+        self.scripts += scripts
+        return usec
 
     async def job(self, n: int, measure: bool) -> None:
         """Job ``n``: enqueued, claimed by each woken worker, ended; measured if ``measure``."""
@@ -146,11 +168,7 @@ class _Run:
             self._add(enqueued, await _stats(r))
             self.jobs += 1
         assert [j for j, _ in taken] == [job_id], (self.sc, taken)
-        async with r.pipeline(transaction=True) as pipe:  # the job ends, as arq ends it (not measured)
-            pipe.zrem(names.QUEUE, job_id)
-            pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id)
-            pipe.zrem(names.UPSTREAM_LEASES, job_id)
-            await pipe.execute()
+        await _end(r, names.QUEUE, job_id)
 
     async def full_poll(self) -> None:
         """The fallback poll (not measured). It looks only at the taken jobs due for a look (none
@@ -315,18 +333,12 @@ class _Saturated:
         before = await _stats(self.r) if measure else {}
         got = await self._poll(1)
         if measure:
-            for name, (calls, us) in (await _stats(self.r)).items():
-                c0, u0 = before.get(name, (0, 0))
-                if name in ("evalsha", "eval"):
-                    self.usec += us - u0
-                elif name not in NOT_SCRIPT:
-                    self.cmds += calls - c0
+            usec, cmds, _ = _spent(before, await _stats(self.r))
+            self.usec += usec
+            self.cmds += cmds
             self.polls += 1
         assert len(got) == 1, (self.path, self.running, got)
-        async with self.r.pipeline(transaction=True) as pipe:  # it ends, as arq ends it
-            pipe.zrem(self.queue, got[0])
-            pipe.delete(in_progress_key_prefix + got[0], job_key_prefix + got[0])
-            await pipe.execute()
+        await _end(self.r, self.queue, got[0])
         await self._enqueue()
 
 
@@ -377,12 +389,9 @@ class _Gated:
     async def _measured(self, what: str, call: Any) -> Any:
         before = await _stats(self.r)
         result = await call
-        for name, (calls, us) in (await _stats(self.r)).items():
-            c0, u0 = before.get(name, (0, 0))
-            if name in ("evalsha", "eval"):
-                self.spent[what][0] += us - u0
-            elif name not in NOT_SCRIPT:
-                self.spent[what][1] += calls - c0
+        usec, cmds, _ = _spent(before, await _stats(self.r))
+        self.spent[what][0] += usec
+        self.spent[what][1] += cmds
         return result
 
     async def _enqueue(self) -> None:
@@ -408,12 +417,7 @@ class _Gated:
         r = self.r
         tried = self.budget.try_acquire("waiter")
         assert not (await self._measured("refused", tried) if measure else await tried)
-        ended = self.running.pop(0)
-        async with r.pipeline(transaction=True) as pipe:  # a stream's job ends (not measured)
-            pipe.zrem(names.QUEUE, ended)
-            pipe.delete(in_progress_key_prefix + ended, job_key_prefix + ended)
-            pipe.zrem(names.UPSTREAM_LEASES, ended)
-            await pipe.execute()
+        await _end(r, names.QUEUE, self.running.pop(0))  # a stream's job ends
         tried = self.budget.try_acquire("waiter")  # the reference's waiting job takes the stream
         assert await self._measured("granted", tried) if measure else await tried
         await r.zrem(names.UPSTREAM_LEASES, "waiter")  # and the fair path's next job takes it
@@ -508,12 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     try:
         _, url = stack.redis()
-        c = asyncio.run(measure(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys, polls=a.polls))
+        run(url, jobs=a.jobs, repetitions=a.repetitions, keys=a.keys, polls=a.polls)
     finally:
         stack.stop()
-    print(line(c))
-    print(saturated_line(c))
-    print(gated_line(c))
     return 0
 
 
